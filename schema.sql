@@ -1,0 +1,130 @@
+-- opsqueue's one schema, as append-only migrations.
+--
+-- Each migration starts with a line `-- migration N: title`. The store applies,
+-- in order and each in its own transaction, every migration above the
+-- database's `PRAGMA user_version`, then sets user_version to N. A database
+-- whose user_version is above the last migration here was written by newer
+-- code and is refused. Never edit a migration that has shipped: append one.
+--
+-- Times are RFC 3339 UTC text with microseconds and a `Z`
+-- (`2026-11-23T18:44:02.123456Z`), fixed width, so text order is time order.
+
+-- migration 1: operations, logs, workers, api keys, schedules, counters
+
+CREATE TABLE operations (
+    id                  TEXT PRIMARY KEY NOT NULL,          -- UUIDv7, time-ordered
+    type                TEXT NOT NULL,                      -- family.verb
+    payload             TEXT NOT NULL,                      -- JSON, normalized by the action parser
+    source              TEXT NOT NULL DEFAULT 'api',
+    target              TEXT NOT NULL DEFAULT 'local',
+    resource            TEXT,                               -- serialization key; NULL = none
+    status              TEXT NOT NULL DEFAULT 'pending'
+                        CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
+    priority            INTEGER NOT NULL DEFAULT 5 CHECK (priority BETWEEN 0 AND 9),
+    run_at              TEXT NOT NULL,
+    attempt             INTEGER NOT NULL DEFAULT 0 CHECK (attempt >= 0),
+    max_attempts        INTEGER NOT NULL DEFAULT 3 CHECK (max_attempts >= 1),
+    timeout_secs        INTEGER NOT NULL CHECK (timeout_secs >= 1),
+    rerun_safe          INTEGER NOT NULL DEFAULT 1 CHECK (rerun_safe IN (0, 1)),
+    lease_expires_at    TEXT,
+    worker_id           TEXT,
+    idempotency_key     TEXT,
+    request_hash        TEXT,                               -- sha256 of the normalized request
+    result              TEXT,                               -- JSON
+    error               TEXT,                               -- JSON {code, message, retryable}
+    progress            TEXT,                               -- JSON {percent, step}
+    parent_id           TEXT REFERENCES operations (id) ON DELETE SET NULL,
+    cancel_requested_at TEXT,
+    log_bytes           INTEGER NOT NULL DEFAULT 0,
+    created_at          TEXT NOT NULL,
+    started_at          TEXT,
+    finished_at         TEXT,
+    updated_at          TEXT NOT NULL,
+    CHECK ((status = 'running') = (worker_id IS NOT NULL AND lease_expires_at IS NOT NULL)),
+    CHECK ((status IN ('completed', 'failed', 'cancelled')) = (finished_at IS NOT NULL))
+);
+
+-- The claim: pending rows in claim order.
+CREATE INDEX operations_claim ON operations (priority, run_at, id) WHERE status = 'pending';
+-- Per-resource serialization: is something on this resource running, or pending ahead?
+CREATE INDEX operations_resource_running ON operations (resource) WHERE status = 'running';
+CREATE INDEX operations_resource_pending ON operations (resource, id) WHERE status = 'pending';
+-- Leases, heartbeats, dead workers and cancel requests.
+CREATE INDEX operations_running_worker ON operations (worker_id) WHERE status = 'running';
+CREATE INDEX operations_running_lease ON operations (lease_expires_at) WHERE status = 'running';
+-- Idempotency is per source.
+CREATE UNIQUE INDEX operations_idempotency ON operations (source, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+-- List filters (newest first by id) and the pruner.
+CREATE INDEX operations_status ON operations (status, id);
+CREATE INDEX operations_type ON operations (type, id);
+CREATE INDEX operations_source ON operations (source, id);
+CREATE INDEX operations_target ON operations (target, id);
+CREATE INDEX operations_resource ON operations (resource, id) WHERE resource IS NOT NULL;
+CREATE INDEX operations_created ON operations (created_at);
+CREATE INDEX operations_parent ON operations (parent_id) WHERE parent_id IS NOT NULL;
+CREATE INDEX operations_finished ON operations (finished_at) WHERE finished_at IS NOT NULL;
+
+-- Append-only output of an operation; the sum of line sizes is capped per
+-- operation (operations.log_bytes).
+CREATE TABLE operation_logs (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    operation_id TEXT NOT NULL REFERENCES operations (id) ON DELETE CASCADE,
+    attempt      INTEGER NOT NULL,
+    at           TEXT NOT NULL,
+    stream       TEXT NOT NULL CHECK (stream IN ('step', 'stdout', 'stderr')),
+    line         TEXT NOT NULL
+);
+CREATE INDEX operation_logs_operation ON operation_logs (operation_id, seq);
+
+CREATE TABLE workers (
+    id             TEXT PRIMARY KEY NOT NULL,
+    host           TEXT NOT NULL,
+    pid            INTEGER NOT NULL,
+    process_start  INTEGER NOT NULL,        -- /proc/<pid>/stat starttime, in clock ticks since boot
+    boot_id        TEXT NOT NULL,
+    version        TEXT NOT NULL,
+    drivers        TEXT NOT NULL,           -- JSON array of families
+    targets        TEXT NOT NULL,           -- JSON array
+    sources        TEXT,                    -- JSON array; NULL = all
+    concurrency    INTEGER NOT NULL,
+    started_at     TEXT NOT NULL,
+    heartbeat_at   TEXT NOT NULL,
+    stopped_at     TEXT                     -- set on clean exit or when found dead
+);
+CREATE INDEX workers_alive ON workers (heartbeat_at) WHERE stopped_at IS NULL;
+
+CREATE TABLE api_keys (
+    id           TEXT PRIMARY KEY NOT NULL,
+    name         TEXT NOT NULL,
+    token_hash   TEXT NOT NULL UNIQUE,      -- sha256 hex of the token
+    scopes       TEXT NOT NULL,             -- space-separated: read write admin
+    source       TEXT,                      -- operations made with this key carry this source
+    created_at   TEXT NOT NULL,
+    last_used_at TEXT,
+    revoked_at   TEXT
+);
+
+CREATE TABLE schedules (
+    name          TEXT PRIMARY KEY NOT NULL,
+    cron          TEXT NOT NULL,            -- 5 or 6 fields, UTC
+    type          TEXT NOT NULL,
+    payload       TEXT NOT NULL,
+    target        TEXT NOT NULL DEFAULT 'local',
+    priority      INTEGER NOT NULL DEFAULT 5,
+    timeout_secs  INTEGER,
+    max_attempts  INTEGER,
+    enabled       INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    last_fire_at  TEXT,                     -- the fire time last enqueued
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL
+);
+
+-- Monotonic counters shared by the three processes for /metrics; written in
+-- the same transaction as what they count.
+CREATE TABLE counters (
+    name   TEXT NOT NULL,
+    labels TEXT NOT NULL DEFAULT '',        -- Prometheus label text, e.g. family="diag"
+    value  REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (name, labels)
+) WITHOUT ROWID;

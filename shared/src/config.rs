@@ -1,0 +1,303 @@
+//! Configuration: one TOML file (`--config PATH` or `OPSQUEUE_CONFIG`), every
+//! key overridable by the environment, and defaults that run on a laptop with
+//! no file at all. An environment key is `OPSQUEUE_` plus the section and key
+//! joined by a double underscore: `[api] bind` is `OPSQUEUE_API__BIND`,
+//! `[worker] targets` is `OPSQUEUE_WORKER__TARGETS='["local","web-2"]'`.
+//! Unknown keys are refused, so a typo is an error and not a silent default.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub api: ApiConfig,
+    pub worker: WorkerConfig,
+    pub monitor: MonitorConfig,
+    pub diag: DiagConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// The SQLite file; its directory is created if missing.
+    pub path: PathBuf,
+    /// How long a connection waits for another process's write lock.
+    pub busy_timeout_ms: u64,
+    /// Connections per process.
+    pub pool_size: u32,
+    /// Where processes leave their wake-up sockets; default `<database dir>/wake`.
+    pub wake_dir: Option<PathBuf>,
+    /// Per-operation cap on stored log bytes (all attempts together).
+    pub log_cap_bytes: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("./data/opsqueue.db"),
+            busy_timeout_ms: 10_000,
+            pool_size: 8,
+            wake_dir: None,
+            log_cap_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    pub fn dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    pub fn wake_dir(&self) -> PathBuf {
+        self.wake_dir.clone().unwrap_or_else(|| self.dir().join("wake"))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to listen on; port 0 picks a free port (it is printed).
+    pub bind: String,
+    /// HTTP worker threads; default: one per core.
+    pub http_workers: Option<usize>,
+    /// Largest request body accepted.
+    pub body_limit_bytes: usize,
+    /// Longest `?wait=` a long-poll may hold a request.
+    pub max_wait_secs: u64,
+    /// A worker heartbeat older than this makes `/ready` fail.
+    pub ready_heartbeat_secs: u64,
+    /// Where the first admin key is written on a first start with no keys;
+    /// default `<database dir>/admin.key`.
+    pub admin_key_file: Option<PathBuf>,
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            http_workers: None,
+            body_limit_bytes: 256 * 1024,
+            max_wait_secs: 60,
+            ready_heartbeat_secs: 60,
+            admin_key_file: None,
+            rate_limit: RateLimitConfig::default(),
+        }
+    }
+}
+
+/// Token buckets: `per_second` refills, `burst` is the bucket size. 0 turns
+/// a limit off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub per_key_per_second: u32,
+    pub per_key_burst: u32,
+    pub per_address_per_second: u32,
+    pub per_address_burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_key_per_second: 100,
+            per_key_burst: 200,
+            per_address_per_second: 200,
+            per_address_burst: 400,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Stable id for this worker; default `<hostname>-<pid>-<random>`.
+    pub id: Option<String>,
+    /// Operations run at the same time.
+    pub concurrency: usize,
+    /// Targets served (an operation's `target` must be one of them).
+    pub targets: Vec<String>,
+    /// Sources served; absent means every source.
+    pub sources: Option<Vec<String>>,
+    /// A claim is valid this long without a heartbeat.
+    pub lease_secs: u64,
+    /// Safety-net poll when no wake-up arrives.
+    pub poll_interval_ms: u64,
+    /// On SIGTERM, how long running operations may take to finish.
+    pub shutdown_grace_secs: u64,
+    /// Retry backoff: base * 2^(attempt-1), capped, with ±25% jitter.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Largest output kept in memory per command run.
+    pub output_cap_bytes: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            concurrency: 8,
+            targets: vec!["local".into()],
+            sources: None,
+            lease_secs: 30,
+            poll_interval_ms: 1_000,
+            shutdown_grace_secs: 30,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 600_000,
+            output_cap_bytes: 256 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Six-field cron expressions (seconds first) that trigger each service.
+    pub reaper_cron: String,
+    pub scheduler_cron: String,
+    pub pruner_cron: String,
+    /// Terminal operations older than this are deleted with their logs.
+    pub retention_days: u64,
+    pub prune_batch: usize,
+    /// The reaper fails a running operation this long past its timeout, in
+    /// case its worker could not.
+    pub timeout_grace_secs: u64,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            reaper_cron: "*/1 * * * * *".into(),
+            scheduler_cron: "*/1 * * * * *".into(),
+            pruner_cron: "0 17 * * * *".into(),
+            retention_days: 30,
+            prune_batch: 1_000,
+            timeout_grace_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiagConfig {
+    /// When set, every diag execution appends `<id> <attempt> <worker>` to
+    /// this file (tests use it to prove exactly-once execution).
+    pub record_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("{0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("invalid config: {0}")]
+    Value(String),
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then `OPSQUEUE_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Missing(file.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let env = Env::prefixed("OPSQUEUE_").split("__").ignore(&["config"]);
+        let config: Config = figment
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let fail = |m: &str| Err(ConfigError::Value(m.to_owned()));
+        if self.worker.concurrency == 0 {
+            return fail("worker.concurrency must be at least 1");
+        }
+        if self.worker.targets.is_empty() {
+            return fail("worker.targets must name at least one target");
+        }
+        if self.worker.lease_secs < 3 {
+            return fail("worker.lease_secs must be at least 3");
+        }
+        if self.database.pool_size < 2 {
+            return fail("database.pool_size must be at least 2");
+        }
+        for (name, cron) in [
+            ("reaper_cron", &self.monitor.reaper_cron),
+            ("scheduler_cron", &self.monitor.scheduler_cron),
+            ("pruner_cron", &self.monitor.pruner_cron),
+        ] {
+            if let Err(e) = crate::cron::parse(cron) {
+                return Err(ConfigError::Value(format!("monitor.{name}: {e}")));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn admin_key_file(&self) -> PathBuf {
+        self.api
+            .admin_key_file
+            .clone()
+            .unwrap_or_else(|| self.database.dir().join("admin.key"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_file_gives_the_laptop_defaults() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.database.path, PathBuf::from("./data/opsqueue.db"));
+        assert_eq!(config.api.bind, "127.0.0.1:8080");
+        assert_eq!(config.database.wake_dir(), PathBuf::from("./data/wake"));
+    }
+
+    #[test]
+    fn a_file_sets_keys_and_refuses_unknown_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("opsqueue.toml");
+        std::fs::write(&file, "[api]\nbind = \"127.0.0.1:9000\"\n[worker]\nconcurrency = 2\n").unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert_eq!(config.api.bind, "127.0.0.1:9000");
+        assert_eq!(config.worker.concurrency, 2);
+
+        std::fs::write(&file, "[api]\nbnd = \"x\"\n").unwrap();
+        assert!(Config::load(Some(&file)).is_err());
+        assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());
+    }
+}
