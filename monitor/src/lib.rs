@@ -1,1 +1,97 @@
-//! stub
+//! The monitor: three small services that keep the queue healthy, each a
+//! struct with a `run_once(now)` that tests call directly, triggered on cron
+//! expressions by tokio-cron-scheduler through one loop wrapper
+//! ([`trigger`]):
+//!
+//! - [`Reaper`]: running operations whose lease expired, whose worker died or
+//!   that ran past their timeout are requeued or failed;
+//! - [`Scheduler`]: due schedules enqueue their operation, once per fire time;
+//! - [`Pruner`]: terminal operations past the retention are deleted.
+//!
+//! Every service is safe with two monitors running: each of its writes is
+//! conditional on the state it read, inside one `BEGIN IMMEDIATE`.
+
+mod pruner;
+mod reaper;
+mod scheduler;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use opsqueue_shared::time::{self, Timestamp};
+use opsqueue_shared::wake::Waker;
+use opsqueue_shared::{Config, Store, StoreError};
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+
+pub use pruner::{PruneReport, Pruner};
+pub use reaper::{ReapReport, Reaper};
+pub use scheduler::{FireReport, Scheduler};
+
+/// One maintenance service.
+pub trait Service: Send + Sync + 'static {
+    const NAME: &'static str;
+    type Report: std::fmt::Debug + Send + 'static;
+
+    /// Does one round of work as of `now`; blocking (it runs SQL).
+    fn run_once(&self, now: Timestamp) -> Result<Self::Report, StoreError>;
+
+    /// Whether a report is worth an info line (an idle round is not).
+    fn is_noteworthy(report: &Self::Report) -> bool;
+}
+
+/// Runs `service` on `cron` (six fields, seconds first). A round still
+/// running when the next is due is not doubled: the new one is skipped.
+pub async fn trigger<S: Service>(
+    scheduler: &JobScheduler,
+    cron: &str,
+    service: Arc<S>,
+) -> anyhow::Result<()> {
+    let busy = Arc::new(AtomicBool::new(false));
+    let job = Job::new_async(cron, move |_, _| {
+        let service = service.clone();
+        let busy = busy.clone();
+        Box::pin(async move {
+            if busy.swap(true, Ordering::AcqRel) {
+                tracing::debug!(service = S::NAME, "previous round still running; skipped");
+                return;
+            }
+            let outcome = tokio::task::spawn_blocking(move || service.run_once(time::now())).await;
+            busy.store(false, Ordering::Release);
+            match outcome {
+                Ok(Ok(report)) if S::is_noteworthy(&report) => {
+                    tracing::info!(service = S::NAME, ?report, "round done")
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(service = S::NAME, error = %e, "round failed"),
+                Err(e) => tracing::error!(service = S::NAME, error = %e, "round panicked"),
+            }
+        })
+    })
+    .with_context(|| format!("{}: bad cron expression {cron:?}", S::NAME))?;
+    scheduler.add(job).await?;
+    Ok(())
+}
+
+/// Runs the monitor until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = Store::open(&config.database)
+        .with_context(|| format!("opening the database {}", config.database.path.display()))?;
+    let waker =
+        Arc::new(Waker::new(&config.database.wake_dir()).context("creating the wake directory")?);
+    let reaper = Arc::new(Reaper::new(store.clone(), waker.clone(), &config));
+    let scheduler = Arc::new(Scheduler::new(store.clone(), waker.clone()));
+    let pruner = Arc::new(Pruner::new(store.clone(), &config));
+
+    let mut jobs = JobScheduler::new().await?;
+    trigger(&jobs, &config.monitor.reaper_cron, reaper).await?;
+    trigger(&jobs, &config.monitor.scheduler_cron, scheduler).await?;
+    trigger(&jobs, &config.monitor.pruner_cron, pruner).await?;
+    jobs.start().await?;
+    tracing::info!(database = %config.database.path.display(), "monitor running");
+    shutdown.cancelled().await;
+    jobs.shutdown().await?;
+    tracing::info!("monitor stopped");
+    Ok(())
+}

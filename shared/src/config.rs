@@ -58,7 +58,9 @@ impl DatabaseConfig {
     }
 
     pub fn wake_dir(&self) -> PathBuf {
-        self.wake_dir.clone().unwrap_or_else(|| self.dir().join("wake"))
+        self.wake_dir
+            .clone()
+            .unwrap_or_else(|| self.dir().join("wake"))
     }
 }
 
@@ -260,7 +262,7 @@ impl Config {
             ("scheduler_cron", &self.monitor.scheduler_cron),
             ("pruner_cron", &self.monitor.pruner_cron),
         ] {
-            if let Err(e) = crate::cron::parse(cron) {
+            if let Err(e) = crate::cron::parse_with_seconds(cron) {
                 return Err(ConfigError::Value(format!("monitor.{name}: {e}")));
             }
         }
@@ -291,7 +293,11 @@ mod tests {
     fn a_file_sets_keys_and_refuses_unknown_ones() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("opsqueue.toml");
-        std::fs::write(&file, "[api]\nbind = \"127.0.0.1:9000\"\n[worker]\nconcurrency = 2\n").unwrap();
+        std::fs::write(
+            &file,
+            "[api]\nbind = \"127.0.0.1:9000\"\n[worker]\nconcurrency = 2\n",
+        )
+        .unwrap();
         let config = Config::load(Some(&file)).unwrap();
         assert_eq!(config.api.bind, "127.0.0.1:9000");
         assert_eq!(config.worker.concurrency, 2);

@@ -19,6 +19,16 @@ pub fn parse(expression: &str) -> Result<Cron, CronError> {
     CronParser::new().parse(expression)
 }
 
+/// A six-field expression (seconds first), as the monitor's own triggers
+/// need (tokio-cron-scheduler requires the seconds field).
+pub fn parse_with_seconds(expression: &str) -> Result<Cron, CronError> {
+    use croner::parser::Seconds;
+    CronParser::builder()
+        .seconds(Seconds::Required)
+        .build()
+        .parse(expression)
+}
+
 /// The latest fire time that is after `after` and not after `now`: the one
 /// fire a scheduler should enqueue now. Fires missed while nobody was
 /// running collapse into this one.

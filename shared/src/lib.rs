@@ -19,7 +19,9 @@ pub mod wake;
 
 pub use actions::{Action, ActionError};
 pub use config::Config;
-pub use operation::{Fence, NewOperation, Operation, OperationError, OperationId, OperationRequest};
+pub use operation::{
+    Fence, NewOperation, Operation, OperationError, OperationId, OperationRequest,
+};
 pub use status::Status;
 pub use store::{Store, StoreError};
 

@@ -131,8 +131,8 @@ mod tests {
     #[test]
     fn a_label_refuses_what_a_shell_or_a_program_would_misread() {
         for bad in [
-            "", "-x", "--all", "a b", "a;b", "a|b", "a$b", "a`b`", "a\nb", "a\0b", "../etc", "a..b",
-            "a/b", "ä", "'quoted'", "a&b", "a>b",
+            "", "-x", "--all", "a b", "a;b", "a|b", "a$b", "a`b`", "a\nb", "a\0b", "../etc",
+            "a..b", "a/b", "ä", "'quoted'", "a&b", "a>b",
         ] {
             assert!(Label::parse(bad).is_err(), "{bad:?} was accepted");
         }
@@ -145,6 +145,9 @@ mod tests {
     #[test]
     fn a_label_is_checked_while_deserializing() {
         assert!(serde_json::from_str::<Label>("\"-rf\"").is_err());
-        assert_eq!(serde_json::from_str::<Label>("\"ui\"").unwrap().as_str(), "ui");
+        assert_eq!(
+            serde_json::from_str::<Label>("\"ui\"").unwrap().as_str(),
+            "ui"
+        );
     }
 }

@@ -21,7 +21,8 @@ impl ProcessIdentity {
         Ok(Self {
             host: hostname(),
             pid,
-            start_ticks: start_ticks(pid)?.ok_or_else(|| io::Error::other("no /proc entry for ourselves"))?,
+            start_ticks: start_ticks(pid)?
+                .ok_or_else(|| io::Error::other("no /proc entry for ourselves"))?,
             boot_id: boot_id()?,
         })
     }
@@ -99,11 +100,20 @@ mod tests {
     fn this_process_is_alive_and_a_changed_identity_is_not() {
         let me = ProcessIdentity::current().unwrap();
         assert_eq!(liveness(&me), Liveness::Alive);
-        let recycled = ProcessIdentity { start_ticks: me.start_ticks + 1, ..me.clone() };
+        let recycled = ProcessIdentity {
+            start_ticks: me.start_ticks + 1,
+            ..me.clone()
+        };
         assert_eq!(liveness(&recycled), Liveness::Dead);
-        let rebooted = ProcessIdentity { boot_id: "other".into(), ..me.clone() };
+        let rebooted = ProcessIdentity {
+            boot_id: "other".into(),
+            ..me.clone()
+        };
         assert_eq!(liveness(&rebooted), Liveness::Dead);
-        let remote = ProcessIdentity { host: "elsewhere.invalid".into(), ..me };
+        let remote = ProcessIdentity {
+            host: "elsewhere.invalid".into(),
+            ..me
+        };
         assert_eq!(liveness(&remote), Liveness::Unknown);
     }
 

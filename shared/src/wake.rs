@@ -156,9 +156,15 @@ mod tests {
         drop(StdDatagram::bind(&dead).unwrap());
         let waker = Waker::new(dir.path()).unwrap();
         waker.wake(Role::Worker);
-        tokio::time::timeout(Duration::from_secs(5), worker.wait()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), worker.wait())
+            .await
+            .unwrap();
         assert!(!dead.exists(), "the dead socket was not removed");
-        assert!(tokio::time::timeout(Duration::from_millis(50), api.wait()).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), api.wait())
+                .await
+                .is_err()
+        );
         let path = worker.path().to_path_buf();
         drop(worker);
         assert!(!path.exists());

@@ -100,7 +100,10 @@ impl DiagAction {
             value
         };
         let Some(fields) = value.as_object() else {
-            return Err(ActionError::invalid(kind, "the payload must be a JSON object"));
+            return Err(ActionError::invalid(
+                kind,
+                "the payload must be a JSON object",
+            ));
         };
         if let Some(unknown) = fields.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(ActionError::invalid(

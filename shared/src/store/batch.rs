@@ -23,7 +23,9 @@ pub struct WriteBatcher<Req, Resp> {
 
 impl<Req, Resp> Clone for WriteBatcher<Req, Resp> {
     fn clone(&self) -> Self {
-        Self { sender: self.sender.clone() }
+        Self {
+            sender: self.sender.clone(),
+        }
     }
 }
 
@@ -35,7 +37,13 @@ where
     /// Starts the writer thread. `apply` turns a batch into one answer per
     /// request, inside the transaction; `after_commit` runs after each
     /// commit (to wake other processes), with the batch size.
-    pub fn spawn<F, A>(store: &Store, name: &str, max_batch: usize, mut apply: F, after_commit: A) -> Result<Self>
+    pub fn spawn<F, A>(
+        store: &Store,
+        name: &str,
+        max_batch: usize,
+        mut apply: F,
+        after_commit: A,
+    ) -> Result<Self>
     where
         F: FnMut(&Transaction, &[Req]) -> Result<Vec<Resp>> + Send + 'static,
         A: Fn(usize) + Send + 'static,
@@ -103,7 +111,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_submissions_are_committed_together_and_each_answered() {
         let (store, _dir) = testing::store();
-        store.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)")?)).unwrap();
+        store
+            .write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)")?))
+            .unwrap();
         let commits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let seen = commits.clone();
         let batcher = WriteBatcher::spawn(
@@ -132,7 +142,9 @@ mod tests {
         for (v, task) in tasks.into_iter().enumerate() {
             assert_eq!(task.await.unwrap(), v as i64 * 2);
         }
-        let rows: i64 = store.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).unwrap();
+        let rows: i64 = store
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .unwrap();
         assert_eq!(rows, 200);
         assert!(commits.load(std::sync::atomic::Ordering::SeqCst) <= 200);
     }
@@ -140,7 +152,9 @@ mod tests {
     #[tokio::test]
     async fn one_bad_request_does_not_fail_its_batch() {
         let (store, _dir) = testing::store();
-        store.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v INTEGER NOT NULL CHECK (v >= 0))")?)).unwrap();
+        store
+            .write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v INTEGER NOT NULL CHECK (v >= 0))")?))
+            .unwrap();
         let batcher = WriteBatcher::spawn(
             &store,
             "test-writer",
@@ -156,7 +170,9 @@ mod tests {
         .unwrap();
         // Hold the write lock so the requests queue up behind the first.
         let mut blocker = store.connection().unwrap();
-        let lock = blocker.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
+        let lock = blocker
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
         let mut tasks = Vec::new();
         for v in [1, -1, 2] {
             let b = batcher.clone();
@@ -168,8 +184,13 @@ mod tests {
         for task in tasks {
             results.push(task.await.unwrap());
         }
-        assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok(), "{results:?}");
-        let rows: i64 = store.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).unwrap();
+        assert!(
+            results[0].is_ok() && results[1].is_err() && results[2].is_ok(),
+            "{results:?}"
+        );
+        let rows: i64 = store
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .unwrap();
         assert_eq!(rows, 2);
     }
 }

@@ -32,18 +32,37 @@ pub struct Counters(BTreeMap<(String, String), f64>);
 
 impl Counters {
     pub fn add(&mut self, name: &str, labels: &str, delta: f64) {
-        *self.0.entry((name.to_owned(), labels.to_owned())).or_default() += delta;
+        *self
+            .0
+            .entry((name.to_owned(), labels.to_owned()))
+            .or_default() += delta;
     }
 
     /// One observation of the cumulative duration histogram.
     pub fn observe_duration(&mut self, family: &str, secs: f64) {
         const NAME: &str = "opsqueue_operation_duration_seconds";
         for le in DURATION_BUCKETS.iter().filter(|le| secs <= **le) {
-            self.add(&format!("{NAME}_bucket"), &format!("family=\"{family}\",le=\"{le}\""), 1.0);
+            self.add(
+                &format!("{NAME}_bucket"),
+                &format!("family=\"{family}\",le=\"{le}\""),
+                1.0,
+            );
         }
-        self.add(&format!("{NAME}_bucket"), &format!("family=\"{family}\",le=\"+Inf\""), 1.0);
-        self.add(&format!("{NAME}_sum"), &format!("family=\"{family}\""), secs);
-        self.add(&format!("{NAME}_count"), &format!("family=\"{family}\""), 1.0);
+        self.add(
+            &format!("{NAME}_bucket"),
+            &format!("family=\"{family}\",le=\"+Inf\""),
+            1.0,
+        );
+        self.add(
+            &format!("{NAME}_sum"),
+            &format!("family=\"{family}\""),
+            secs,
+        );
+        self.add(
+            &format!("{NAME}_count"),
+            &format!("family=\"{family}\""),
+            1.0,
+        );
     }
 
     pub fn is_empty(&self) -> bool {
@@ -64,7 +83,8 @@ pub fn counters_apply(conn: &Connection, counters: &Counters) -> Result<()> {
 
 /// Every counter, sorted by name then labels.
 pub fn counters_list(conn: &Connection) -> Result<Vec<(String, String, f64)>> {
-    let mut stmt = conn.prepare_cached("SELECT name, labels, value FROM counters ORDER BY name, labels")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT name, labels, value FROM counters ORDER BY name, labels")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

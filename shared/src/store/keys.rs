@@ -6,9 +6,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
 use rand::RngCore;
 use rusqlite::{Connection, named_params};
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -17,7 +17,9 @@ use super::{Result, time_column};
 use crate::operation::hex;
 use crate::time::{Timestamp, to_db};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Read,
@@ -49,7 +51,9 @@ impl FromStr for Scope {
             "read" => Ok(Scope::Read),
             "write" => Ok(Scope::Write),
             "admin" => Ok(Scope::Admin),
-            other => Err(format!("unknown scope {other:?}: expected read, write or admin")),
+            other => Err(format!(
+                "unknown scope {other:?}: expected read, write or admin"
+            )),
         }
     }
 }
@@ -90,7 +94,10 @@ fn key_from_row(row: &rusqlite::Row) -> Result<ApiKey> {
     Ok(ApiKey {
         id: row.get(0)?,
         name: row.get(1)?,
-        scopes: scopes.split_whitespace().filter_map(|s| s.parse().ok()).collect(),
+        scopes: scopes
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect(),
         source: row.get(3)?,
         created_at: time_column(Some(row.get(4)?), "created_at")?.expect("some"),
         last_used_at: time_column(row.get(5)?, "last_used_at")?,
@@ -125,13 +132,17 @@ pub fn api_key_insert(
 
 /// The key a token belongs to, revoked or not.
 pub fn api_key_find(conn: &Connection, token: &str) -> Result<Option<ApiKey>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE token_hash = ?1"))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE token_hash = ?1"
+    ))?;
     let mut rows = stmt.query([token_hash(token)])?;
     rows.next()?.map(key_from_row).transpose()
 }
 
 pub fn api_key_list(conn: &Connection) -> Result<Vec<ApiKey>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at"))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at"
+    ))?;
     let mut rows = stmt.query([])?;
     let mut keys = Vec::new();
     while let Some(row) = rows.next()? {

@@ -3,8 +3,8 @@
 //! attempt together) are capped: past the cap one marker line is written and
 //! the rest is dropped, so a chatty program cannot fill the disk.
 
-use rusqlite::{Connection, named_params};
 use chrono::{DateTime, Utc};
+use rusqlite::{Connection, named_params};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -80,7 +80,13 @@ pub fn operation_log_append(
 
 /// Appends lines about an operation whatever its state (the monitor's notes
 /// on what it reaped, the API's on cancel requests).
-pub fn operation_log_note(conn: &Connection, id: OperationId, line: &str, now: Timestamp, cap_bytes: u64) -> Result<()> {
+pub fn operation_log_note(
+    conn: &Connection,
+    id: OperationId,
+    line: &str,
+    now: Timestamp,
+    cap_bytes: u64,
+) -> Result<()> {
     let found: Option<(i64, i64)> = conn
         .prepare_cached("SELECT attempt, log_bytes FROM operations WHERE id = ?1")?
         .query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -90,7 +96,11 @@ pub fn operation_log_note(conn: &Connection, id: OperationId, line: &str, now: T
             e => Err(e),
         })?;
     if let Some((attempt, used)) = found {
-        let line = LogLine { at: now, stream: Stream::Step, line: line.to_owned() };
+        let line = LogLine {
+            at: now,
+            stream: Stream::Step,
+            line: line.to_owned(),
+        };
         append(conn, id, attempt, used as u64, &[line], cap_bytes)?;
     }
     Ok(())
@@ -98,7 +108,14 @@ pub fn operation_log_note(conn: &Connection, id: OperationId, line: &str, now: T
 
 const CAP_MARKER: &str = "[opsqueue: log cap reached; further output dropped]";
 
-fn append(conn: &Connection, id: OperationId, attempt: i64, mut used: u64, lines: &[LogLine], cap: u64) -> Result<()> {
+fn append(
+    conn: &Connection,
+    id: OperationId,
+    attempt: i64,
+    mut used: u64,
+    lines: &[LogLine],
+    cap: u64,
+) -> Result<()> {
     if used >= cap {
         return Ok(());
     }
@@ -130,12 +147,18 @@ fn append(conn: &Connection, id: OperationId, attempt: i64, mut used: u64, lines
 }
 
 /// Lines with `seq > after`, oldest first.
-pub fn operation_log_list(conn: &Connection, id: OperationId, after: i64, limit: usize) -> Result<Vec<LogEntry>> {
+pub fn operation_log_list(
+    conn: &Connection,
+    id: OperationId,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<LogEntry>> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, attempt, at, stream, line FROM operation_logs
          WHERE operation_id = :id AND seq > :after ORDER BY seq LIMIT :limit",
     )?;
-    let mut rows = stmt.query(named_params! {":id": id.to_string(), ":after": after, ":limit": limit as i64})?;
+    let mut rows =
+        stmt.query(named_params! {":id": id.to_string(), ":after": after, ":limit": limit as i64})?;
     let mut entries = Vec::new();
     while let Some(row) = rows.next()? {
         entries.push(LogEntry {

@@ -112,7 +112,11 @@ pub fn migrations() -> Vec<Migration> {
         rest = &body[body_end..];
     }
     for (i, migration) in found.iter().enumerate() {
-        assert_eq!(migration.version, i as i64 + 1, "migrations are numbered 1, 2, …");
+        assert_eq!(
+            migration.version,
+            i as i64 + 1,
+            "migrations are numbered 1, 2, …"
+        );
     }
     found
 }
@@ -141,7 +145,11 @@ pub fn migrate(conn: &mut Connection, path: &Path, target: i64) -> Result<i64> {
     {
         tx.execute_batch(migration.sql)?;
         tx.pragma_update(None, "user_version", migration.version)?;
-        tracing::info!(version = migration.version, title = migration.title, "applied migration");
+        tracing::info!(
+            version = migration.version,
+            title = migration.title,
+            "applied migration"
+        );
     }
     let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     tx.commit()?;
@@ -218,6 +226,15 @@ impl Store {
         write_on(&mut conn, &mut f)
     }
 
+    /// Moves what the WAL holds into the database file without waiting for
+    /// readers (`PASSIVE`); returns (WAL frames, frames checkpointed).
+    pub fn checkpoint(&self) -> Result<(i64, i64)> {
+        let conn = self.connection()?;
+        Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(1)?, r.get(2)?))
+        })?)
+    }
+
     /// Runs a blocking store closure on tokio's blocking pool.
     pub async fn call<T, F>(&self, f: F) -> Result<T>
     where
@@ -267,13 +284,14 @@ pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
     text: Option<String>,
     what: &str,
 ) -> Result<Option<T>> {
-    text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-    })
-    .transpose()
+    text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("{what}: {e}"))))
+        .transpose()
 }
 
-pub(crate) fn time_column(text: Option<String>, what: &str) -> Result<Option<crate::time::Timestamp>> {
+pub(crate) fn time_column(
+    text: Option<String>,
+    what: &str,
+) -> Result<Option<crate::time::Timestamp>> {
     text.map(|t| {
         crate::time::from_db(&t).map_err(|e| StoreError::Corrupt(format!("{what} {t:?}: {e}")))
     })

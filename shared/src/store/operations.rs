@@ -18,7 +18,9 @@ use rusqlite::{Connection, Row, named_params};
 use serde_json::Value;
 
 use super::{Result, StoreError, json_column, time_column};
-use crate::operation::{Fence, NewOperation, Operation, OperationError, OperationId, Progress, codes};
+use crate::operation::{
+    Fence, NewOperation, Operation, OperationError, OperationId, Progress, codes,
+};
 use crate::status::Status;
 use crate::time::{Timestamp, to_db};
 
@@ -149,7 +151,8 @@ pub fn operation_insert(conn: &Connection, new: &NewOperation) -> Result<Inserte
 }
 
 pub fn operation_get(conn: &Connection, id: OperationId) -> Result<Option<Operation>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM operations WHERE id = ?1"))?;
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM operations WHERE id = ?1"))?;
     collect(stmt.query([id.to_string()])?).map(|mut v| v.pop())
 }
 
@@ -248,9 +251,7 @@ pub fn operation_claim(conn: &Connection, claim: &ClaimRequest) -> Result<Vec<Op
         ":limit": claim.limit as i64,
     })?;
     let mut claimed = collect(rows)?;
-    claimed.sort_by(|a, b| {
-        (a.priority, a.run_at, a.id).cmp(&(b.priority, b.run_at, b.id))
-    });
+    claimed.sort_by(|a, b| (a.priority, a.run_at, a.id).cmp(&(b.priority, b.run_at, b.id)));
     Ok(claimed)
 }
 
@@ -284,11 +285,20 @@ pub fn operation_heartbeat(
 /// How a running operation ends (or goes back to pending).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish {
-    Completed { result: Value },
-    Failed { error: OperationError },
+    Completed {
+        result: Value,
+    },
+    Failed {
+        error: OperationError,
+    },
     /// Back to pending, to run again at `run_at`.
-    Retry { error: OperationError, run_at: Timestamp },
-    Cancelled { error: OperationError },
+    Retry {
+        error: OperationError,
+        run_at: Timestamp,
+    },
+    Cancelled {
+        error: OperationError,
+    },
     /// Handed back untouched at shutdown: pending again at once, and the
     /// interrupted attempt does not count.
     Released,
@@ -318,7 +328,9 @@ pub fn operation_finish(
         Finish::Failed { error } | Finish::Cancelled { error } => {
             (None, Some(to_json(error)), None, Some(&now_text), 0)
         }
-        Finish::Retry { error, run_at } => (None, Some(to_json(error)), Some(to_db(*run_at)), None, 0),
+        Finish::Retry { error, run_at } => {
+            (None, Some(to_json(error)), Some(to_db(*run_at)), None, 0)
+        }
         Finish::Released => (None, None, Some(now_text.clone()), None, 1),
     };
     let mut stmt = conn.prepare_cached(
@@ -389,7 +401,9 @@ pub fn operation_cancel(conn: &Connection, id: OperationId, now: Timestamp) -> R
                      finished_at = :now, cancel_requested_at = :now, updated_at = :now
                  WHERE id = :id AND status = 'pending'",
             )?
-            .execute(named_params! {":id": id.to_string(), ":now": now_text, ":error": to_json(&error)})?;
+            .execute(
+                named_params! {":id": id.to_string(), ":now": now_text, ":error": to_json(&error)},
+            )?;
         }
         Status::Running => {
             conn.prepare_cached(
@@ -447,7 +461,9 @@ pub fn operation_cancel_requests(conn: &Connection, worker_id: &str) -> Result<V
     while let Some(row) = rows.next()? {
         let id: String = row.get(0)?;
         fences.push(Fence {
-            id: id.parse().map_err(|_| StoreError::Corrupt(format!("id {id}")))?,
+            id: id
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("id {id}")))?,
             worker_id: worker_id.to_owned(),
             attempt: row.get(1)?,
         });
@@ -480,7 +496,12 @@ fn reap_where(
 ) -> Result<Vec<Reaped>> {
     let now = to_db(now);
     let mut reaped = Vec::new();
-    let mut run = |set: &str, extra: &str, status: Status, code: &str, retryable: bool| -> Result<()> {
+    let mut run = |set: &str,
+                   extra: &str,
+                   status: Status,
+                   code: &str,
+                   retryable: bool|
+     -> Result<()> {
         let sql = format!(
             "UPDATE operations SET {set}, worker_id = NULL, lease_expires_at = NULL,
                  updated_at = :now,
@@ -496,7 +517,12 @@ fn reap_where(
             ":retryable": if retryable { "true" } else { "false" },
         })?;
         while let Some(row) = rows.next()? {
-            reaped.push(Reaped { id: row.get(0)?, kind: row.get(1)?, status, code: code.to_owned() });
+            reaped.push(Reaped {
+                id: row.get(0)?,
+                kind: row.get(1)?,
+                status,
+                code: code.to_owned(),
+            });
         }
         Ok(())
     };
@@ -516,7 +542,13 @@ fn reap_where(
             true,
         )?;
     }
-    run("status = 'failed', finished_at = :now", "", Status::Failed, code, false)?;
+    run(
+        "status = 'failed', finished_at = :now",
+        "",
+        Status::Failed,
+        code,
+        false,
+    )?;
     Ok(reaped)
 }
 
@@ -536,7 +568,11 @@ pub fn operation_reap_expired(conn: &Connection, now: Timestamp) -> Result<Vec<R
 
 /// Running operations of a worker known to be dead: requeued when safe with
 /// attempts left, otherwise failed `worker_lost`.
-pub fn operation_reap_worker(conn: &Connection, worker_id: &str, now: Timestamp) -> Result<Vec<Reaped>> {
+pub fn operation_reap_worker(
+    conn: &Connection,
+    worker_id: &str,
+    now: Timestamp,
+) -> Result<Vec<Reaped>> {
     reap_where(
         conn,
         "worker_id = :param",
@@ -550,7 +586,11 @@ pub fn operation_reap_worker(conn: &Connection, worker_id: &str, now: Timestamp)
 
 /// Running operations more than `grace_secs` past their timeout (their
 /// worker should have failed them already): failed `timeout`.
-pub fn operation_reap_timed_out(conn: &Connection, now: Timestamp, grace_secs: u64) -> Result<Vec<Reaped>> {
+pub fn operation_reap_timed_out(
+    conn: &Connection,
+    now: Timestamp,
+    grace_secs: u64,
+) -> Result<Vec<Reaped>> {
     reap_where(
         conn,
         "unixepoch(started_at, 'subsec') + timeout_secs + :param < unixepoch(:now, 'subsec')",
@@ -588,7 +628,9 @@ pub fn operation_count_by_status(conn: &Connection) -> Result<Vec<(Status, i64)>
 /// The `run_at` of the longest-waiting due pending operation.
 pub fn operation_oldest_due(conn: &Connection, now: Timestamp) -> Result<Option<Timestamp>> {
     let oldest: Option<String> = conn
-        .prepare_cached("SELECT min(run_at) FROM operations WHERE status = 'pending' AND run_at <= ?1")?
+        .prepare_cached(
+            "SELECT min(run_at) FROM operations WHERE status = 'pending' AND run_at <= ?1",
+        )?
         .query_row([to_db(now)], |r| r.get(0))?;
     time_column(oldest, "run_at")
 }

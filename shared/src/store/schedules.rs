@@ -4,8 +4,8 @@
 //! did it first, in the same transaction as the insert of the operation, so
 //! two monitors never enqueue the same fire twice.
 
-use rusqlite::{Connection, named_params};
 use chrono::{DateTime, Utc};
+use rusqlite::{Connection, named_params};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -98,13 +98,17 @@ pub fn schedule_update(conn: &Connection, schedule: &Schedule) -> Result<bool> {
 }
 
 pub fn schedule_get(conn: &Connection, name: &str) -> Result<Option<Schedule>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = ?1"))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = ?1"
+    ))?;
     let mut rows = stmt.query([name])?;
     rows.next()?.map(schedule_from_row).transpose()
 }
 
 pub fn schedule_list(conn: &Connection) -> Result<Vec<Schedule>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name"))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name"
+    ))?;
     let mut rows = stmt.query([])?;
     let mut schedules = Vec::new();
     while let Some(row) = rows.next()? {
@@ -114,7 +118,10 @@ pub fn schedule_list(conn: &Connection) -> Result<Vec<Schedule>> {
 }
 
 pub fn schedule_delete(conn: &Connection, name: &str) -> Result<bool> {
-    Ok(conn.prepare_cached("DELETE FROM schedules WHERE name = ?1")?.execute([name])? == 1)
+    Ok(conn
+        .prepare_cached("DELETE FROM schedules WHERE name = ?1")?
+        .execute([name])?
+        == 1)
 }
 
 /// Moves `last_fire_at` to `fire_at` if it is still behind it; true means

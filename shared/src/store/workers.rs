@@ -2,8 +2,8 @@
 //! while it runs and marks itself stopped on a clean exit. The monitor reads
 //! the rows to find workers whose process is gone.
 
-use rusqlite::{Connection, named_params};
 use chrono::{DateTime, Utc};
+use rusqlite::{Connection, named_params};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -82,7 +82,9 @@ pub fn worker_register(conn: &Connection, worker: &NewWorker, now: Timestamp) ->
 
 pub fn worker_heartbeat(conn: &Connection, id: &str, now: Timestamp) -> Result<bool> {
     Ok(conn
-        .prepare_cached("UPDATE workers SET heartbeat_at = ?1 WHERE id = ?2 AND stopped_at IS NULL")?
+        .prepare_cached(
+            "UPDATE workers SET heartbeat_at = ?1 WHERE id = ?2 AND stopped_at IS NULL",
+        )?
         .execute([to_db(now), id.to_owned()])?
         == 1)
 }
@@ -121,4 +123,11 @@ pub fn worker_list_running(conn: &Connection) -> Result<Vec<WorkerRow>> {
         });
     }
     Ok(workers)
+}
+
+/// Deletes rows of workers that stopped before `before`; returns how many.
+pub fn worker_prune(conn: &Connection, before: Timestamp) -> Result<usize> {
+    Ok(conn
+        .prepare_cached("DELETE FROM workers WHERE stopped_at IS NOT NULL AND stopped_at < ?1")?
+        .execute([to_db(before)])?)
 }

@@ -1,0 +1,56 @@
+//! The pruner: deletes terminal operations (and, by cascade, their logs) that
+//! finished more than `retention_days` ago, in batches of `prune_batch` so
+//! no transaction holds the write lock for long; then the rows of workers
+//! stopped that long ago; then a passive WAL checkpoint.
+
+use opsqueue_shared::store;
+use opsqueue_shared::time::Timestamp;
+use opsqueue_shared::{Config, Store, StoreError};
+
+pub struct Pruner {
+    store: Store,
+    retention: chrono::Duration,
+    batch: usize,
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub struct PruneReport {
+    pub operations: usize,
+    pub workers: usize,
+}
+
+impl Pruner {
+    pub fn new(store: Store, config: &Config) -> Self {
+        Self {
+            store,
+            retention: chrono::Duration::days(config.monitor.retention_days as i64),
+            batch: config.monitor.prune_batch.max(1),
+        }
+    }
+}
+
+impl crate::Service for Pruner {
+    const NAME: &'static str = "pruner";
+    type Report = PruneReport;
+
+    fn run_once(&self, now: Timestamp) -> Result<PruneReport, StoreError> {
+        let before = now - self.retention;
+        let mut report = PruneReport::default();
+        loop {
+            let deleted = self
+                .store
+                .write(|tx| store::operation_prune(tx, before, self.batch))?;
+            report.operations += deleted;
+            if deleted < self.batch {
+                break;
+            }
+        }
+        report.workers = self.store.write(|tx| store::worker_prune(tx, before))?;
+        self.store.checkpoint()?;
+        Ok(report)
+    }
+
+    fn is_noteworthy(report: &PruneReport) -> bool {
+        report.operations > 0 || report.workers > 0
+    }
+}
