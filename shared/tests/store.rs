@@ -1,0 +1,344 @@
+//! The store's promises, against real SQLite files: the claim is atomic and
+//! honours priority, due time, targets, sources and per-resource order;
+//! idempotency holds per source; logs are capped; old schemas upgrade.
+
+use std::collections::HashSet;
+
+use opsqueue_shared::config::DatabaseConfig;
+use opsqueue_shared::names::Label;
+use opsqueue_shared::store::{self, ClaimRequest, Finish, Inserted, LogLine, Stream};
+use opsqueue_shared::time::{Timestamp, add_secs, now};
+use opsqueue_shared::{Action, Operation, OperationId, OperationRequest, Status, Store};
+use serde_json::json;
+
+struct TestStore {
+    store: Store,
+    config: DatabaseConfig,
+    _dir: tempfile::TempDir,
+}
+
+fn test_store() -> TestStore {
+    let dir = tempfile::tempdir().unwrap();
+    let config = DatabaseConfig { path: dir.path().join("opsqueue.db"), ..Default::default() };
+    TestStore { store: Store::open(&config).unwrap(), config, _dir: dir }
+}
+
+fn request(kind: &str, payload: serde_json::Value) -> OperationRequest {
+    OperationRequest::new(Action::parse(kind, payload).unwrap())
+}
+
+impl TestStore {
+    fn insert(&self, request: &OperationRequest, at: Timestamp) -> Inserted {
+        let new = request.prepare(at);
+        self.store.write(|tx| store::operation_insert(tx, &new)).unwrap()
+    }
+
+    fn enqueue(&self, request: &OperationRequest) -> OperationId {
+        self.insert(request, now()).operation().id
+    }
+
+    fn claim_for(&self, worker: &str, targets: &[&str], sources: Option<&[&str]>, limit: usize) -> Vec<Operation> {
+        let targets: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+        let sources: Option<Vec<String>> = sources.map(|s| s.iter().map(|x| x.to_string()).collect());
+        let at = now();
+        self.store
+            .write(|tx| {
+                store::operation_claim(
+                    tx,
+                    &ClaimRequest {
+                        worker_id: worker,
+                        targets: &targets,
+                        sources: sources.as_deref(),
+                        limit,
+                        now: at,
+                        lease_until: add_secs(at, 30.0),
+                    },
+                )
+            })
+            .unwrap()
+    }
+
+    fn claim(&self, limit: usize) -> Vec<Operation> {
+        self.claim_for("w1", &["local"], None, limit)
+    }
+
+    fn complete(&self, op: &Operation) -> bool {
+        let done = Finish::Completed { result: json!({"changed": true}) };
+        self.store
+            .write(|tx| store::operation_finish(tx, &op.fence().unwrap(), &done, now()))
+            .unwrap()
+    }
+
+    fn get(&self, id: OperationId) -> Operation {
+        self.store.read(|c| store::operation_get(c, id)).unwrap().unwrap()
+    }
+
+    fn count(&self) -> i64 {
+        self.store
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM operations", [], |r| r.get(0))?))
+            .unwrap()
+    }
+}
+
+#[test]
+fn a_claim_takes_pending_rows_in_priority_then_due_time_then_id_order() {
+    let t = test_store();
+    let low = t.enqueue(&OperationRequest { priority: Some(9), ..request("diag.noop", json!({})) });
+    let first = t.enqueue(&request("diag.noop", json!({})));
+    let second = t.enqueue(&request("diag.noop", json!({})));
+    let urgent = t.enqueue(&OperationRequest { priority: Some(0), ..request("diag.noop", json!({})) });
+    let later = t.enqueue(&OperationRequest {
+        run_at: Some(add_secs(now(), 3600.0)),
+        ..request("diag.noop", json!({}))
+    });
+    let claimed: Vec<OperationId> = t.claim(10).iter().map(|o| o.id).collect();
+    assert_eq!(claimed, vec![urgent, first, second, low]);
+    assert_eq!(t.get(later).status, Status::Pending, "a future run_at was claimed");
+    let op = t.get(first);
+    assert_eq!((op.status, op.attempt, op.worker_id.as_deref()), (Status::Running, 1, Some("w1")));
+    assert!(op.lease_expires_at.is_some() && op.started_at.is_some());
+}
+
+#[test]
+fn concurrent_claims_from_many_connections_never_take_a_row_twice() {
+    let t = test_store();
+    let new: Vec<_> = (0..1000).map(|_| request("diag.noop", json!({})).prepare(now())).collect();
+    t.store
+        .write(|tx| {
+            for n in &new {
+                store::operation_insert(tx, n)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let claimers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = Store::open(&t.config).unwrap();
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                let targets = vec!["local".to_owned()];
+                let worker = format!("w{w}");
+                loop {
+                    let at = now();
+                    let batch = store
+                        .write(|tx| {
+                            store::operation_claim(
+                                tx,
+                                &ClaimRequest {
+                                    worker_id: &worker,
+                                    targets: &targets,
+                                    sources: None,
+                                    limit: 7,
+                                    now: at,
+                                    lease_until: add_secs(at, 30.0),
+                                },
+                            )
+                        })
+                        .unwrap();
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(batch.into_iter().map(|o| o.id));
+                }
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for claimer in claimers {
+        for id in claimer.join().unwrap() {
+            assert!(seen.insert(id), "{id} was claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), 1000);
+}
+
+#[test]
+fn operations_on_one_resource_are_claimed_one_at_a_time_in_accepted_order() {
+    let t = test_store();
+    let keyed: Vec<OperationId> =
+        (0..5).map(|_| t.enqueue(&request("diag.noop", json!({"key": "k"})))).collect();
+    let free = t.enqueue(&request("diag.noop", json!({})));
+    let other = t.enqueue(&request("diag.noop", json!({"key": "other"})));
+
+    let first: Vec<OperationId> = t.claim(10).iter().map(|o| o.id).collect();
+    assert_eq!(first, vec![keyed[0], free, other]);
+    assert!(t.claim(10).is_empty(), "a second operation on a busy resource was claimed");
+
+    for expected in &keyed[1..] {
+        let running = t.get(first[0]);
+        let previous = if running.status == Status::Running {
+            running
+        } else {
+            t.store
+                .read(|c| {
+                    store::operation_list(
+                        c,
+                        &store::ListFilter {
+                            status: Some(Status::Running),
+                            resource: Some("diag:k".into()),
+                            limit: 1,
+                            ..Default::default()
+                        },
+                    )
+                })
+                .unwrap()
+                .remove(0)
+        };
+        assert!(t.complete(&previous));
+        let next = t.claim(10);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].id, *expected);
+    }
+}
+
+#[test]
+fn a_retry_waiting_at_the_head_of_its_resource_holds_back_later_operations() {
+    let t = test_store();
+    let head = t.enqueue(&request("diag.noop", json!({"key": "k"})));
+    let behind = t.enqueue(&request("diag.noop", json!({"key": "k"})));
+    let claimed = t.claim(10);
+    assert_eq!(claimed[0].id, head);
+    let retry = Finish::Retry {
+        error: opsqueue_shared::OperationError::new("x", "try again", true),
+        run_at: add_secs(now(), 3600.0),
+    };
+    t.store.write(|tx| store::operation_finish(tx, &claimed[0].fence().unwrap(), &retry, now())).unwrap();
+    assert!(t.claim(10).is_empty(), "{behind} overtook the operation ahead of it");
+}
+
+#[test]
+fn a_worker_claims_only_its_targets_and_sources() {
+    let t = test_store();
+    let mut ui = request("diag.noop", json!({}));
+    ui.source = Label::parse("ui").unwrap();
+    let ui = t.enqueue(&ui);
+    let mut remote = request("diag.noop", json!({}));
+    remote.target = Label::parse("web-2").unwrap();
+    let remote = t.enqueue(&remote);
+    let api = t.enqueue(&request("diag.noop", json!({})));
+
+    let claimed: Vec<OperationId> =
+        t.claim_for("w-api", &["local"], Some(&["api"]), 10).iter().map(|o| o.id).collect();
+    assert_eq!(claimed, vec![api]);
+    assert_eq!(t.get(ui).status, Status::Pending, "an api-only worker ran a ui operation");
+    let claimed: Vec<OperationId> = t.claim_for("w-2", &["web-2"], None, 10).iter().map(|o| o.id).collect();
+    assert_eq!(claimed, vec![remote]);
+}
+
+#[test]
+fn an_idempotency_key_replays_the_same_request_and_refuses_a_different_one() {
+    let t = test_store();
+    let keyed = |seconds: f64| OperationRequest {
+        idempotency_key: Some("deploy-42".into()),
+        ..request("diag.sleep", json!({"seconds": seconds}))
+    };
+    let Inserted::Created(first) = t.insert(&keyed(1.0), now()) else { panic!("not created") };
+    let Inserted::Replayed(again) = t.insert(&keyed(1.0), now()) else { panic!("not replayed") };
+    assert_eq!(again.id, first.id);
+    assert!(matches!(t.insert(&keyed(2.0), now()), Inserted::KeyReused(op) if op.id == first.id));
+    let mut other_source = keyed(1.0);
+    other_source.source = Label::parse("ui").unwrap();
+    assert!(matches!(t.insert(&other_source, now()), Inserted::Created(_)), "keys are per source");
+    assert_eq!(t.count(), 2);
+}
+
+#[test]
+fn fenced_writes_apply_only_for_the_current_claim() {
+    let t = test_store();
+    let id = t.enqueue(&request("diag.noop", json!({})));
+    let op = t.claim(1).remove(0);
+    let mut stale = op.fence().unwrap();
+    stale.attempt += 1;
+    let done = Finish::Completed { result: json!({}) };
+    assert!(!t.store.write(|tx| store::operation_finish(tx, &stale, &done, now())).unwrap());
+    stale.attempt -= 1;
+    stale.worker_id = "someone-else".into();
+    assert!(!t.store.write(|tx| store::operation_finish(tx, &stale, &done, now())).unwrap());
+    let lost = t.store.write(|tx| store::operation_heartbeat(tx, &[stale.clone()], now(), now())).unwrap();
+    assert_eq!(lost, vec![stale]);
+    assert!(t.complete(&op));
+    assert!(!t.complete(&op), "a finished operation was finished again");
+    assert_eq!(t.get(id).status, Status::Completed);
+}
+
+#[test]
+fn a_released_operation_is_pending_again_without_counting_the_attempt() {
+    let t = test_store();
+    let id = t.enqueue(&request("diag.noop", json!({})));
+    let op = t.claim(1).remove(0);
+    assert!(t.store.write(|tx| store::operation_finish(tx, &op.fence().unwrap(), &Finish::Released, now())).unwrap());
+    let op = t.get(id);
+    assert_eq!((op.status, op.attempt, op.worker_id), (Status::Pending, 0, None));
+}
+
+#[test]
+fn cancel_ends_a_pending_operation_and_asks_a_running_one_to_stop() {
+    let t = test_store();
+    let pending = t.enqueue(&request("diag.noop", json!({})));
+    assert!(matches!(t.store.write(|tx| store::operation_cancel(tx, pending, now())).unwrap(),
+        store::Cancel::Cancelled(op) if op.status == Status::Cancelled));
+    let running = t.enqueue(&request("diag.noop", json!({})));
+    t.claim(1);
+    assert!(matches!(t.store.write(|tx| store::operation_cancel(tx, running, now())).unwrap(),
+        store::Cancel::Requested(op) if op.cancel_requested_at.is_some()));
+    let requests = t.store.read(|c| store::operation_cancel_requests(c, "w1")).unwrap();
+    assert_eq!(requests.len(), 1);
+    assert!(matches!(t.store.write(|tx| store::operation_cancel(tx, pending, now())).unwrap(),
+        store::Cancel::Terminal(_)));
+}
+
+#[test]
+fn retry_puts_a_failed_operation_back_with_an_attempt_left() {
+    let t = test_store();
+    let id = t.enqueue(&OperationRequest { max_attempts: Some(1), ..request("diag.noop", json!({})) });
+    let op = t.claim(1).remove(0);
+    let failed = Finish::Failed { error: opsqueue_shared::OperationError::new("x", "no", false) };
+    t.store.write(|tx| store::operation_finish(tx, &op.fence().unwrap(), &failed, now())).unwrap();
+    assert!(matches!(t.store.write(|tx| store::operation_retry(tx, id, now())).unwrap(), store::Retry::Requeued(_)));
+    let op = t.get(id);
+    assert_eq!((op.status, op.attempt, op.max_attempts), (Status::Pending, 1, 2));
+    assert!(op.finished_at.is_none());
+    assert!(matches!(t.store.write(|tx| store::operation_retry(tx, id, now())).unwrap(), store::Retry::NotRetryable(_)));
+}
+
+#[test]
+fn logs_are_capped_per_operation_with_one_marker_line() {
+    let t = test_store();
+    let id = t.enqueue(&request("diag.noop", json!({})));
+    let op = t.claim(1).remove(0);
+    let lines: Vec<LogLine> = (0..100)
+        .map(|i| LogLine { at: now(), stream: Stream::Stdout, line: format!("line {i:04}") })
+        .collect();
+    let fence = op.fence().unwrap();
+    t.store.write(|tx| store::operation_log_append(tx, &fence, &lines, 100)).unwrap();
+    t.store.write(|tx| store::operation_log_append(tx, &fence, &lines, 100)).unwrap();
+    let stored = t.store.read(|c| store::operation_log_list(c, id, 0, 1000)).unwrap();
+    assert_eq!(stored.len(), 11, "ten lines of ten bytes, then the marker: {stored:?}");
+    assert!(stored.last().unwrap().line.contains("log cap reached"));
+    let after = t.store.read(|c| store::operation_log_list(c, id, stored[4].seq, 1000)).unwrap();
+    assert_eq!(after.len(), 6);
+}
+
+#[test]
+fn a_database_at_every_older_schema_version_is_upgraded_keeping_its_rows() {
+    for version in 0..store::latest_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut conn = store::rusqlite::Connection::open(&path).unwrap();
+        store::migrate(&mut conn, &path, version).unwrap();
+        let has_operations: bool = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'operations'", [], |r| r.get(0))
+            .unwrap();
+        if has_operations {
+            let new = request("diag.noop", json!({})).prepare(now());
+            store::operation_insert(&conn, &new).unwrap();
+        }
+        drop(conn);
+        let store = Store::open(&DatabaseConfig { path: path.clone(), ..Default::default() }).unwrap();
+        let version_now: i64 =
+            store.read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)).unwrap();
+        assert_eq!(version_now, store::latest_version());
+        let rows: i64 = store.read(|c| Ok(c.query_row("SELECT count(*) FROM operations", [], |r| r.get(0))?)).unwrap();
+        assert_eq!(rows, i64::from(has_operations), "from version {version}");
+    }
+}
