@@ -1,0 +1,405 @@
+//! Accepting an operation: the request body is parsed into an
+//! [`OperationRequest`] (typed action, labels, ranges, idempotency key) before
+//! anything is written, so a refusal stores nothing; then the [`Enqueuer`]
+//! commits it through the store's group-commit [`WriteBatcher`].
+//!
+//! Durability: the 202 is sent only after the transaction holding the row
+//! committed with `synchronous = FULL`, so an accepted operation survives a
+//! power cut. Concurrent requests share one transaction (and one fsync).
+//!
+//! Idempotency: a key (the `idempotency_key` field or the `Idempotency-Key`
+//! header, an RFC 8941 string or a bare token) is scoped to the source. A
+//! replay of the same request answers `202` again with the first operation
+//! and `Idempotent-Replayed: true`; the same key with a different request is
+//! `422 idempotency_key_reused`. The batcher applies requests one after the
+//! other inside its transaction (and every write transaction is `BEGIN
+//! IMMEDIATE`), so concurrent duplicates, even from two API processes, find
+//! the first row instead of inserting a second; the unique index on
+//! `(source, idempotency_key)` is the backstop.
+//!
+//! Source: a key bound to a source label stamps it on its operations; naming
+//! another source is `403 source_not_allowed` unless the key is admin.
+//! Without either, the source is `api`.
+
+use std::sync::Arc;
+
+use actix_web::HttpResponse;
+use actix_web::http::header::{self, HeaderMap};
+use chrono::{DateTime, Utc};
+use opsqueue_shared::names::Label;
+use opsqueue_shared::operation::{MAX_IDEMPOTENCY_KEY_LEN, MAX_MAX_ATTEMPTS, MAX_TIMEOUT_SECS};
+use opsqueue_shared::store::{
+    ApiKey, Counters, Inserted, Scope, WriteBatcher, counters_apply, names, operation_insert,
+};
+use opsqueue_shared::wake::{Role, Waker};
+use opsqueue_shared::{Action, NewOperation, OperationRequest, Store, StoreError};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::problem::{ApiError, FieldError};
+
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+pub const IDEMPOTENT_REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// How many requests one group commit takes at most.
+const MAX_BATCH: usize = 512;
+
+/// `POST /api/v1/operations`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueBody {
+    /// `family.verb`, e.g. `diag.noop`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The action's parameters; checked against the type.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub payload: Value,
+    /// Who asks (default: the key's source, else `api`).
+    pub source: Option<String>,
+    /// Which host's worker runs it (default `local`).
+    pub target: Option<String>,
+    /// 0..=9, lower runs first (default 5).
+    pub priority: Option<i64>,
+    /// Not before this time (default: now).
+    pub run_at: Option<DateTime<Utc>>,
+    pub timeout_secs: Option<i64>,
+    pub max_attempts: Option<i64>,
+    /// Or the `Idempotency-Key` header.
+    pub idempotency_key: Option<String>,
+}
+
+/// Adds a field error unless `value` is absent or within `min..=max`.
+pub fn check_range(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: Option<i64>,
+    min: i64,
+    max: i64,
+) {
+    if let Some(value) = value
+        && !(min..=max).contains(&value)
+    {
+        errors.push(FieldError::new(
+            field,
+            format!("must be between {min} and {max}, got {value}"),
+        ));
+    }
+}
+
+fn check_idempotency_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(format!("must be at most {MAX_IDEMPOTENCY_KEY_LEN} bytes"));
+    }
+    if !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err("must be printable ASCII".into());
+    }
+    Ok(())
+}
+
+/// The `Idempotency-Key` header: an RFC 8941 string (`"abc"`) or, leniently,
+/// a bare token (`abc`).
+pub fn idempotency_key_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
+        return Ok(None);
+    };
+    let refuse = |message: &str| ApiError::invalid_field("Idempotency-Key", message);
+    let text = value
+        .to_str()
+        .map_err(|_| refuse("must be printable ASCII"))?
+        .trim();
+    let key = match text.strip_prefix('"') {
+        Some(quoted) => {
+            let inner = quoted
+                .strip_suffix('"')
+                .ok_or_else(|| refuse("a quoted key must end with a quote"))?;
+            let mut key = String::with_capacity(inner.len());
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some(escaped @ ('"' | '\\')) => key.push(escaped),
+                        _ => return Err(refuse("only \\\" and \\\\ may be escaped")),
+                    },
+                    '"' => return Err(refuse("an inner quote must be escaped")),
+                    c => key.push(c),
+                }
+            }
+            key
+        }
+        None => text.to_owned(),
+    };
+    check_idempotency_key(&key).map_err(|m| refuse(&m))?;
+    Ok(Some(key))
+}
+
+/// The source an operation made by `key` gets.
+fn resolve_source(requested: Option<Label>, key: &ApiKey) -> Result<Label, ApiError> {
+    let bound = match &key.source {
+        Some(text) => Some(Label::parse(text).map_err(ApiError::internal)?),
+        None => None,
+    };
+    match (requested, bound) {
+        (Some(asked), Some(bound)) if asked != bound && !key.allows(Scope::Admin) => {
+            Err(ApiError::SourceNotAllowed(format!(
+                "this API key may only create operations with source {bound:?}, not {asked:?}",
+                bound = bound.as_str(),
+                asked = asked.as_str()
+            )))
+        }
+        (Some(asked), _) => Ok(asked),
+        (None, Some(bound)) => Ok(bound),
+        (None, None) => Ok(Label::api()),
+    }
+}
+
+fn parse_label(errors: &mut Vec<FieldError>, field: &str, value: Option<&str>) -> Option<Label> {
+    let value = value?;
+    Label::parse(value)
+        .map_err(|e| errors.push(FieldError::new(field, e.to_string())))
+        .ok()
+}
+
+impl EnqueueBody {
+    /// Everything checked, nothing stored: the request the store will take.
+    pub fn parse(
+        self,
+        header_key: Option<String>,
+        caller: &ApiKey,
+    ) -> Result<OperationRequest, ApiError> {
+        let idempotency_key = match (header_key, self.idempotency_key) {
+            (Some(header), Some(field)) if header != field => {
+                return Err(ApiError::IdempotencyKeyMismatch);
+            }
+            (header, field) => header.or(field),
+        };
+        let mut errors = Vec::new();
+        let source = parse_label(&mut errors, "source", self.source.as_deref());
+        let target = parse_label(&mut errors, "target", self.target.as_deref());
+        check_range(&mut errors, "priority", self.priority, 0, 9);
+        check_range(
+            &mut errors,
+            "timeout_secs",
+            self.timeout_secs,
+            1,
+            MAX_TIMEOUT_SECS,
+        );
+        check_range(
+            &mut errors,
+            "max_attempts",
+            self.max_attempts,
+            1,
+            MAX_MAX_ATTEMPTS,
+        );
+        if let Some(key) = &idempotency_key
+            && let Err(message) = check_idempotency_key(key)
+        {
+            errors.push(FieldError::new("idempotency_key", message));
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::invalid_fields(errors));
+        }
+        let source = resolve_source(source, caller)?;
+        let action = Action::parse(&self.kind, self.payload)?;
+        Ok(OperationRequest {
+            source,
+            target: target.unwrap_or_else(Label::local),
+            priority: self.priority,
+            run_at: self.run_at,
+            timeout_secs: self.timeout_secs,
+            max_attempts: self.max_attempts,
+            idempotency_key,
+            ..OperationRequest::new(action)
+        })
+    }
+}
+
+/// Commits new operations in groups; see the module header.
+#[derive(Clone)]
+pub struct Enqueuer {
+    batcher: WriteBatcher<NewOperation, Inserted>,
+}
+
+impl Enqueuer {
+    /// Starts the writer thread; each commit wakes the workers.
+    pub fn spawn(store: &Store, waker: Arc<Waker>) -> Result<Self, StoreError> {
+        let batcher = WriteBatcher::spawn(
+            store,
+            "opsqueue-enqueue",
+            MAX_BATCH,
+            |tx, requests: &[NewOperation]| {
+                let mut counters = Counters::default();
+                let mut answers = Vec::with_capacity(requests.len());
+                for request in requests {
+                    let inserted = operation_insert(tx, request)?;
+                    if let Inserted::Created(op) = &inserted {
+                        counters.add(names::ENQUEUED, &format!("family=\"{}\"", op.family()), 1.0);
+                    }
+                    answers.push(inserted);
+                }
+                counters_apply(tx, &counters)?;
+                Ok(answers)
+            },
+            move |_| waker.wake(Role::Worker),
+        )?;
+        Ok(Self { batcher })
+    }
+
+    /// Stores the request (or finds the operation its idempotency key
+    /// names); returns once the row is committed.
+    pub async fn enqueue(&self, request: &OperationRequest) -> Result<Inserted, ApiError> {
+        let new = request.prepare(opsqueue_shared::time::now());
+        Ok(self.batcher.submit(new).await?)
+    }
+}
+
+pub fn operation_location(id: impl std::fmt::Display) -> String {
+    format!("/api/v1/operations/{id}")
+}
+
+/// The answer to an accepted (or replayed) operation: 202, `Location`,
+/// `Retry-After`, the operation.
+pub fn accepted(inserted: Inserted) -> Result<HttpResponse, ApiError> {
+    let (operation, replayed) = match inserted {
+        Inserted::Created(op) => (op, false),
+        Inserted::Replayed(op) => (op, true),
+        Inserted::KeyReused(op) => {
+            return Err(ApiError::IdempotencyKeyReused(format!(
+                "idempotency key {:?} was already used by operation {} for a different request",
+                op.idempotency_key.as_deref().unwrap_or_default(),
+                op.id
+            )));
+        }
+    };
+    let mut response = HttpResponse::Accepted();
+    response
+        .insert_header((header::LOCATION, operation_location(operation.id)))
+        .insert_header((header::RETRY_AFTER, "1"));
+    if replayed {
+        response.insert_header((IDEMPOTENT_REPLAYED_HEADER, "true"));
+    }
+    Ok(response.json(operation))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::HeaderValue;
+    use serde_json::json;
+
+    fn key(scopes: &[Scope], source: Option<&str>) -> ApiKey {
+        ApiKey {
+            id: "k".into(),
+            name: "k".into(),
+            scopes: scopes.to_vec(),
+            source: source.map(str::to_owned),
+            created_at: Utc::now(),
+            last_used_at: None,
+            revoked_at: None,
+        }
+    }
+
+    fn body(value: Value) -> EnqueueBody {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn header(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::HeaderName::from_static(IDEMPOTENCY_KEY_HEADER),
+            HeaderValue::from_str(value).unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn the_idempotency_header_takes_a_structured_string_or_a_bare_token() {
+        assert_eq!(
+            idempotency_key_header(&header("\"abc-1\""))
+                .unwrap()
+                .unwrap(),
+            "abc-1"
+        );
+        assert_eq!(
+            idempotency_key_header(&header("abc-1")).unwrap().unwrap(),
+            "abc-1"
+        );
+        assert_eq!(
+            idempotency_key_header(&header(r#""a\"b\\c""#))
+                .unwrap()
+                .unwrap(),
+            r#"a"b\c"#
+        );
+        for bad in ["\"open", "\"\"", "\"a\"b\"", r#""a\nb""#] {
+            assert!(
+                idempotency_key_header(&header(bad)).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+        assert!(idempotency_key_header(&header(&"k".repeat(256))).is_err());
+        assert_eq!(idempotency_key_header(&HeaderMap::new()).unwrap(), None);
+    }
+
+    #[test]
+    fn every_field_out_of_range_is_reported_at_once() {
+        let error =
+            body(json!({"type": "diag.noop", "priority": 10, "max_attempts": 0, "target": "-x"}))
+                .parse(None, &key(&[Scope::Write], None))
+                .unwrap_err();
+        let ApiError::InvalidRequest { errors, .. } = error else {
+            panic!("expected invalid_request, got {error:?}");
+        };
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["target", "priority", "max_attempts"]);
+    }
+
+    #[test]
+    fn a_key_bound_to_a_source_stamps_it_and_may_not_claim_another() {
+        let ui = key(&[Scope::Write], Some("ui"));
+        let request = body(json!({"type": "diag.noop"})).parse(None, &ui).unwrap();
+        assert_eq!(request.source.as_str(), "ui");
+        let error = body(json!({"type": "diag.noop", "source": "cron"}))
+            .parse(None, &ui)
+            .unwrap_err();
+        assert_eq!(error.code(), "source_not_allowed");
+        let admin = key(&[Scope::Admin], Some("ui"));
+        let request = body(json!({"type": "diag.noop", "source": "cron"}))
+            .parse(None, &admin)
+            .unwrap();
+        assert_eq!(request.source.as_str(), "cron");
+        let unbound = body(json!({"type": "diag.noop"}))
+            .parse(None, &key(&[Scope::Write], None))
+            .unwrap();
+        assert_eq!(unbound.source.as_str(), "api");
+    }
+
+    #[test]
+    fn a_header_key_and_a_different_field_key_conflict() {
+        let write = key(&[Scope::Write], None);
+        let error = body(json!({"type": "diag.noop", "idempotency_key": "a"}))
+            .parse(Some("b".into()), &write)
+            .unwrap_err();
+        assert_eq!(error.code(), "idempotency_key_mismatch");
+        let same = body(json!({"type": "diag.noop", "idempotency_key": "a"}))
+            .parse(Some("a".into()), &write)
+            .unwrap();
+        assert_eq!(same.idempotency_key.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn the_type_and_payload_are_checked_by_the_catalogue() {
+        let write = key(&[Scope::Write], None);
+        let unknown = body(json!({"type": "nope.never"}))
+            .parse(None, &write)
+            .unwrap_err();
+        assert_eq!(unknown.code(), "unknown_operation_type");
+        let invalid = body(json!({"type": "diag.sleep", "payload": {"seconds": "x"}}))
+            .parse(None, &write)
+            .unwrap_err();
+        assert_eq!(invalid.code(), "invalid_payload");
+    }
+}

@@ -1,0 +1,362 @@
+//! `/api/v1/operations`: enqueue, read (with long-poll), list with filters
+//! and cursor pagination, logs, cancel and retry.
+//!
+//! Pagination is by id: ids are UUIDv7, so newest first is id descending,
+//! and `cursor` is the last id of the previous page (`next_cursor`, `null`
+//! on the last page). Rows inserted meanwhile never shift a page.
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use chrono::{DateTime, Utc};
+use opsqueue_shared::store::{
+    Cancel, Counters, ListFilter, LogEntry, Retry, counters_apply, names, operation_cancel,
+    operation_get, operation_list, operation_log_list, operation_log_note, operation_retry,
+};
+use opsqueue_shared::wake::Role;
+use opsqueue_shared::{Operation, OperationId, Status};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::Caller;
+use crate::enqueue::{EnqueueBody, accepted, idempotency_key_header};
+use crate::long_poll::wait_until_terminal;
+use crate::problem::{ApiError, Problem};
+use crate::routes::parse_operation_id;
+use crate::state::AppState;
+
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_PAGE: usize = 500;
+pub const DEFAULT_LOG_PAGE: usize = 1_000;
+pub const MAX_LOG_PAGE: usize = 10_000;
+
+/// Accept an operation.
+///
+/// Validates the request into a typed action and stores one pending row,
+/// committed before the answer. A replay with the same idempotency key and
+/// the same request answers 202 again with the first operation and
+/// `Idempotent-Replayed: true`.
+#[utoipa::path(
+    tag = "operations",
+    request_body = EnqueueBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Alternative to the idempotency_key field: an RFC 8941 string or a bare token")),
+    responses(
+        (status = 202, description = "Accepted (or replayed)", body = Operation, headers(
+            ("Location" = String, description = "/api/v1/operations/{id}"),
+            ("Retry-After" = u32, description = "Seconds before a first poll is useful"),
+            ("Idempotent-Replayed" = String, description = "`true` on an idempotent replay"),
+        )),
+        (status = 400, description = "Malformed JSON or conflicting idempotency keys", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Scope or source not allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid_request, unknown_operation_type, invalid_payload or idempotency_key_reused", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[post("/api/v1/operations")]
+pub async fn enqueue(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    body: web::Json<EnqueueBody>,
+) -> Result<HttpResponse, ApiError> {
+    let header_key = idempotency_key_header(req.headers())?;
+    let request = body.into_inner().parse(header_key, caller.key())?;
+    accepted(state.enqueuer.enqueue(&request).await?)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct GetQuery {
+    /// Hold the request up to this many seconds (capped by the server's
+    /// `max_wait_secs`) until the operation is terminal.
+    pub wait: Option<u64>,
+}
+
+/// Read an operation, optionally waiting for it to end.
+#[utoipa::path(
+    tag = "operations",
+    params(("id" = String, Path, description = "Operation id (UUID)"), GetQuery),
+    responses(
+        (status = 200, description = "The operation (terminal, or as it was when the wait ended)", body = Operation),
+        (status = 400, description = "Malformed id or query", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such operation", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[get("/api/v1/operations/{id}")]
+pub async fn get_operation(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<GetQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_operation_id(&id)?;
+    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(state.api.max_wait_secs));
+    let operation = wait_until_terminal(&state.store, &state.notifier, id, wait, &state.stopping)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    Ok(HttpResponse::Ok().json(operation))
+}
+
+fn not_found(id: OperationId) -> ApiError {
+    ApiError::NotFound(format!("no operation {id}"))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    pub status: Option<Status>,
+    /// `family.verb`
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub kind: Option<String>,
+    pub source: Option<String>,
+    pub target: Option<String>,
+    pub resource: Option<String>,
+    /// Created at or after (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// Page size: default 50, at most 500.
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of operations, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperationPage {
+    pub items: Vec<Operation>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// List operations.
+#[utoipa::path(
+    tag = "operations",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page, newest first", body = OperationPage),
+        (status = 400, description = "Invalid query", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[get("/api/v1/operations")]
+pub async fn list_operations(
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let limit = match query.limit {
+        Some(0) => return Err(ApiError::InvalidQuery("limit must be at least 1".into())),
+        Some(limit) => limit.min(MAX_PAGE),
+        None => DEFAULT_PAGE,
+    };
+    let before = query
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<OperationId>()
+                .map_err(|e| ApiError::InvalidQuery(format!("cursor: {e}")))
+        })
+        .transpose()?;
+    let filter = ListFilter {
+        status: query.status,
+        kind: query.kind,
+        source: query.source,
+        target: query.target,
+        resource: query.resource,
+        parent_id: None,
+        since: query.since,
+        until: query.until,
+        before,
+        limit: limit + 1,
+    };
+    let mut items = state
+        .store
+        .call(move |s| s.read(|c| operation_list(c, &filter)))
+        .await?;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|op| op.id.to_string())
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(OperationPage { items, next_cursor }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LogsQuery {
+    /// Only lines with a larger `seq` (the previous page's `next_after`).
+    pub after: Option<i64>,
+    /// Default 1000, at most 10000.
+    pub limit: Option<usize>,
+}
+
+/// Log lines of an operation, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogPage {
+    pub items: Vec<LogEntry>,
+    /// Pass as `after` to follow the log.
+    pub next_after: i64,
+}
+
+/// Read an operation's log.
+#[utoipa::path(
+    tag = "operations",
+    params(("id" = String, Path, description = "Operation id (UUID)"), LogsQuery),
+    responses(
+        (status = 200, description = "Lines after `after`", body = LogPage),
+        (status = 400, description = "Malformed id or query", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such operation", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[get("/api/v1/operations/{id}/logs")]
+pub async fn operation_logs(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<LogsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_operation_id(&id)?;
+    let after = query.after.unwrap_or(0);
+    let limit = match query.limit {
+        Some(0) => return Err(ApiError::InvalidQuery("limit must be at least 1".into())),
+        Some(limit) => limit.min(MAX_LOG_PAGE),
+        None => DEFAULT_LOG_PAGE,
+    };
+    let items = state
+        .store
+        .call(move |s| {
+            s.read(|c| match operation_get(c, id)? {
+                Some(_) => operation_log_list(c, id, after, limit).map(Some),
+                None => Ok(None),
+            })
+        })
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let next_after = items.last().map(|line| line.seq).unwrap_or(after);
+    Ok(HttpResponse::Ok().json(LogPage { items, next_after }))
+}
+
+fn accepted_operation(operation: &Operation) -> HttpResponse {
+    HttpResponse::Accepted()
+        .insert_header((header::RETRY_AFTER, "1"))
+        .json(operation)
+}
+
+/// Cancel an operation.
+///
+/// A pending operation is cancelled at once; a running one is asked to stop
+/// (its worker kills what it started) and ends `cancelled` shortly after.
+#[utoipa::path(
+    tag = "operations",
+    params(("id" = String, Path, description = "Operation id (UUID)")),
+    responses(
+        (status = 202, description = "Cancelled, or cancellation requested", body = Operation),
+        (status = 404, description = "No such operation", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already ended (not_cancellable)", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[post("/api/v1/operations/{id}/cancel")]
+pub async fn cancel_operation(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_operation_id(&id)?;
+    let note = format!(
+        "cancel requested through the API with key {:?}",
+        caller.key().name
+    );
+    let cap = state.log_cap_bytes;
+    let outcome = state
+        .store
+        .call(move |s| {
+            s.write(|tx| {
+                let now = opsqueue_shared::time::now();
+                let outcome = operation_cancel(tx, id, now)?;
+                match &outcome {
+                    Cancel::Cancelled(op) => {
+                        let mut counters = Counters::default();
+                        counters.add(
+                            names::CANCELLED,
+                            &format!("family=\"{}\"", op.family()),
+                            1.0,
+                        );
+                        counters_apply(tx, &counters)?;
+                    }
+                    Cancel::Requested(_) => operation_log_note(tx, id, &note, now, cap)?,
+                    Cancel::Terminal(_) | Cancel::NotFound => {}
+                }
+                Ok(outcome)
+            })
+        })
+        .await?;
+    match outcome {
+        Cancel::Cancelled(op) => {
+            // Its resource may be free now; long-polls may be waiting on it.
+            state.waker.wake(Role::Worker);
+            state.waker.wake(Role::Api);
+            Ok(accepted_operation(&op))
+        }
+        Cancel::Requested(op) => {
+            state.waker.wake(Role::Worker);
+            Ok(accepted_operation(&op))
+        }
+        Cancel::Terminal(op) => Err(ApiError::NotCancellable(format!(
+            "operation {id} already ended {}",
+            op.status
+        ))),
+        Cancel::NotFound => Err(not_found(id)),
+    }
+}
+
+/// Retry a failed or cancelled operation.
+///
+/// It goes back to pending, due now, with at least one attempt left.
+#[utoipa::path(
+    tag = "operations",
+    params(("id" = String, Path, description = "Operation id (UUID)")),
+    responses(
+        (status = 202, description = "Pending again", body = Operation),
+        (status = 404, description = "No such operation", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not failed or cancelled (not_retryable)", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[post("/api/v1/operations/{id}/retry")]
+pub async fn retry_operation(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_operation_id(&id)?;
+    let note = format!("retried through the API with key {:?}", caller.key().name);
+    let cap = state.log_cap_bytes;
+    let outcome = state
+        .store
+        .call(move |s| {
+            s.write(|tx| {
+                let now = opsqueue_shared::time::now();
+                let outcome = operation_retry(tx, id, now)?;
+                if let Retry::Requeued(_) = outcome {
+                    operation_log_note(tx, id, &note, now, cap)?;
+                }
+                Ok(outcome)
+            })
+        })
+        .await?;
+    match outcome {
+        Retry::Requeued(op) => {
+            state.waker.wake(Role::Worker);
+            Ok(accepted_operation(&op))
+        }
+        Retry::NotRetryable(op) => Err(ApiError::NotRetryable(format!(
+            "operation {id} is {}; only failed or cancelled operations can be retried",
+            op.status
+        ))),
+        Retry::NotFound => Err(not_found(id)),
+    }
+}

@@ -1,0 +1,86 @@
+use std::path::Path;
+use std::process::{Command, Output};
+
+use opsqueue_shared::Store;
+use opsqueue_shared::store::{Scope, api_key_find};
+use reqwest::StatusCode;
+
+use crate::helpers::{start, test_config};
+
+fn keys(database: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_opsqueue-api"))
+        .arg("keys")
+        .args(args)
+        .env("OPSQUEUE_DATABASE__PATH", database)
+        .env_remove("OPSQUEUE_CONFIG")
+        .output()
+        .expect("opsqueue-api runs")
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn keys_are_created_listed_and_revoked_with_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path());
+    let database = config.database.path.clone();
+
+    let created = stdout(&keys(
+        &database,
+        &[
+            "create", "--name", "ci", "--scope", "write", "--source", "ci",
+        ],
+    ));
+    let token = created.lines().last().unwrap().trim().to_owned();
+    assert!(
+        token.starts_with("oq_"),
+        "the last line is the token: {created}"
+    );
+
+    let store = Store::open(&config.database).unwrap();
+    let key = store
+        .read(|c| api_key_find(c, &token))
+        .unwrap()
+        .expect("stored");
+    assert_eq!(key.name, "ci");
+    assert_eq!(key.scopes, [Scope::Write]);
+    assert_eq!(key.source.as_deref(), Some("ci"));
+
+    let duplicate = keys(&database, &["create", "--name", "ci", "--scope", "read"]);
+    assert!(
+        !duplicate.status.success(),
+        "an active name cannot be reused"
+    );
+    let bad_scope = keys(&database, &["create", "--name", "x", "--scope", "root"]);
+    assert!(!bad_scope.status.success());
+
+    let listed = stdout(&keys(&database, &["list"]));
+    assert!(
+        listed.lines().any(|l| l.contains("\tci\twrite\tci\t")),
+        "{listed}"
+    );
+    assert!(!listed.contains(&token), "list never shows tokens");
+
+    let (address, shutdown) = start(config.clone()).await;
+    let client = reqwest::Client::new();
+    let use_key = || {
+        client
+            .get(format!("{address}/api/v1/operations"))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(use_key().await.unwrap().status(), StatusCode::OK);
+
+    stdout(&keys(&database, &["revoke", "ci"]));
+    assert_eq!(use_key().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let again = keys(&database, &["revoke", "ci"]);
+    assert!(!again.status.success(), "nothing left to revoke");
+    shutdown.cancel();
+}
