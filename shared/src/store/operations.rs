@@ -223,23 +223,28 @@ pub fn operation_claim(conn: &Connection, claim: &ClaimRequest) -> Result<Vec<Op
     if claim.limit == 0 {
         return Ok(Vec::new());
     }
+    // INDEXED BY: without statistics the planner picks `operations_status`
+    // and sorts every pending row for each claim (11 ms at 40k pending);
+    // the claim index yields rows already in claim order. `LIMIT +:limit`:
+    // a bare parameter in LIMIT makes SQLite re-prepare the statement on
+    // every bind (about half the claim's cost); an expression does not.
     let mut stmt = conn.prepare_cached(&format!(
         "UPDATE operations
          SET status = 'running', worker_id = :worker, attempt = attempt + 1,
              lease_expires_at = :lease, started_at = :now, updated_at = :now
          WHERE id IN (
-             SELECT o.id FROM operations o
+             SELECT o.id FROM operations o INDEXED BY operations_claim
              WHERE o.status = 'pending' AND o.run_at <= :now
                AND o.target IN (SELECT value FROM json_each(:targets))
                AND (:sources IS NULL OR o.source IN (SELECT value FROM json_each(:sources)))
                AND (o.resource IS NULL OR (
-                   NOT EXISTS (SELECT 1 FROM operations r
+                   NOT EXISTS (SELECT 1 FROM operations r INDEXED BY operations_resource_running
                                WHERE r.status = 'running' AND r.resource = o.resource)
-                   AND NOT EXISTS (SELECT 1 FROM operations e
+                   AND NOT EXISTS (SELECT 1 FROM operations e INDEXED BY operations_resource_pending
                                WHERE e.status = 'pending' AND e.resource = o.resource
                                  AND e.id < o.id)))
              ORDER BY o.priority, o.run_at, o.id
-             LIMIT :limit)
+             LIMIT +:limit)
          RETURNING {COLUMNS}"
     ))?;
     let rows = stmt.query(named_params! {

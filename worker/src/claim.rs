@@ -1,0 +1,353 @@
+//! The claim loop: keeps up to `concurrency` operations running.
+//!
+//! It claims (up to the free slots, in one transaction) when woken by a
+//! datagram (the API committed work or a cancel request), when a task frees
+//! its slot, when a retry this worker scheduled comes due, and on the slow
+//! poll (`poll_interval_ms`, the safety net for lost wake-ups). Idle, it
+//! touches the database only for that poll and the heartbeat.
+//!
+//! Invariants:
+//! - A slot is taken when a claim returns and freed once its task's finish
+//!   committed. The loop claims up to the free slots; a finishing task also
+//!   claims its own slot's next operation in its finish's transaction (one
+//!   commit per round when busy). Neither claims once shutdown began.
+//! - Every `lease_secs / 3` one heartbeat renews the worker row and, fenced,
+//!   the lease of every running operation. A lease that no longer holds
+//!   means the operation was reaped or ended elsewhere: its task is stopped
+//!   as [`StopReason::Lost`] and writes nothing more.
+//! - Cancel requests are read on wake-ups, polls and heartbeats; a requested
+//!   operation's task is stopped as [`StopReason::Cancelled`].
+//! - Shutdown: no new claims at once; running operations get
+//!   `shutdown_grace_secs` (heartbeats go on); then the rest are stopped as
+//!   [`StopReason::Shutdown`] (handed back or failed by the executor); the
+//!   loop ends when every task has written its end, and the worker row is
+//!   marked stopped.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use opsqueue_shared::time::{self, Timestamp};
+use opsqueue_shared::wake::{Role, WakeListener};
+use opsqueue_shared::{Fence, Operation, OperationId};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::context::{Stop, StopReason};
+use crate::writer::{Write, Written};
+use crate::{Shared, executor};
+
+/// A running task, as the loop knows it.
+struct Running {
+    fence: Fence,
+    stop: Arc<Stop>,
+}
+
+/// What a slot's task tells the loop when an attempt ended.
+enum SlotEvent {
+    /// The slot is free (the finish committed, or nothing was written).
+    Freed {
+        id: OperationId,
+        retry_at: Option<Timestamp>,
+    },
+    /// The finish also claimed the slot's next operation, now running.
+    Replaced {
+        id: OperationId,
+        retry_at: Option<Timestamp>,
+        next: Running,
+    },
+}
+
+/// Reports a slot's end exactly once: when the task frees it, or when the
+/// task is dropped without having done so (a bug that unwound), so a slot
+/// is never leaked.
+struct SlotGuard {
+    id: OperationId,
+    tx: Option<mpsc::UnboundedSender<SlotEvent>>,
+}
+
+impl SlotGuard {
+    fn replaced(&mut self, retry_at: Option<Timestamp>, next: Running) {
+        let id = std::mem::replace(&mut self.id, next.fence.id);
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(SlotEvent::Replaced { id, retry_at, next });
+        }
+    }
+
+    fn free(mut self, retry_at: Option<Timestamp>) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(SlotEvent::Freed {
+                id: self.id,
+                retry_at,
+            });
+        }
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(SlotEvent::Freed {
+                id: self.id,
+                retry_at: None,
+            });
+        }
+    }
+}
+
+struct Loop {
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    events: mpsc::UnboundedSender<SlotEvent>,
+    running: HashMap<OperationId, Running>,
+    retries: BinaryHeap<Reverse<Instant>>,
+    /// Past the shutdown grace: whatever still starts is stopped at once.
+    forced: bool,
+}
+
+impl Loop {
+    fn free_slots(&self) -> usize {
+        self.shared
+            .config
+            .worker
+            .concurrency
+            .saturating_sub(self.running.len())
+    }
+
+    /// Starts a slot: runs `op`, then whatever each finish claims next.
+    fn spawn(&mut self, op: Operation) {
+        let Some(fence) = op.fence() else {
+            tracing::error!(operation = %op.id, "claimed without a worker id; skipped");
+            return;
+        };
+        let stop = Arc::new(Stop::default());
+        self.running.insert(
+            op.id,
+            Running {
+                fence,
+                stop: stop.clone(),
+            },
+        );
+        let mut guard = SlotGuard {
+            id: op.id,
+            tx: Some(self.events.clone()),
+        };
+        let shared = self.shared.clone();
+        self.tracker.spawn(async move {
+            let (mut op, mut stop) = (op, stop);
+            loop {
+                let attempted = executor::run_attempt(&shared, op, stop, true).await;
+                let Some(next) = attempted.next else {
+                    guard.free(attempted.retry_at);
+                    return;
+                };
+                let fence = next.fence().expect("a claimed operation has a worker");
+                stop = Arc::new(Stop::default());
+                let running = Running {
+                    fence,
+                    stop: stop.clone(),
+                };
+                guard.replaced(attempted.retry_at, running);
+                op = next;
+            }
+        });
+    }
+
+    /// Applies a slot's news; returns whether a slot became free.
+    fn on_event(&mut self, event: SlotEvent) -> bool {
+        let (id, retry_at, next) = match event {
+            SlotEvent::Freed { id, retry_at } => (id, retry_at, None),
+            SlotEvent::Replaced { id, retry_at, next } => (id, retry_at, Some(next)),
+        };
+        self.running.remove(&id);
+        if let Some(at) = retry_at {
+            let wait = (at - time::now()).to_std().unwrap_or(Duration::ZERO);
+            self.retries.push(Reverse(Instant::now() + wait));
+        }
+        let Some(next) = next else {
+            return true;
+        };
+        if self.forced {
+            next.stop.request(StopReason::Shutdown);
+        }
+        self.running.insert(next.fence.id, next);
+        false
+    }
+
+    /// Stops the task of each fence that is still ours.
+    fn stop_each(&self, fences: &[Fence], reason: StopReason) {
+        for fence in fences {
+            if let Some(task) = self.running.get(&fence.id)
+                && task.fence == *fence
+                && (task.stop.reason().is_none()
+                    || (reason == StopReason::Lost && task.stop.reason() != Some(reason)))
+            {
+                match reason {
+                    StopReason::Lost => {
+                        tracing::warn!(operation = %fence.id, attempt = fence.attempt, "the claim no longer holds; stopping the operation without recording")
+                    }
+                    _ => tracing::info!(operation = %fence.id, ?reason, "stopping the operation"),
+                }
+                task.stop.request(reason);
+            }
+        }
+    }
+
+    async fn claim(&mut self, cancels: bool) {
+        let limit = self.free_slots();
+        let write = Write::Claim {
+            limit,
+            cancels: cancels && !self.running.is_empty(),
+        };
+        match self.shared.writer.submit(write).await {
+            Ok(Written::Claimed { ops, cancels }) => {
+                if !ops.is_empty() {
+                    tracing::debug!(claimed = ops.len(), limit, "claimed");
+                }
+                for op in ops {
+                    self.spawn(op);
+                }
+                self.stop_each(&cancels, StopReason::Cancelled);
+            }
+            Ok(other) => tracing::error!(?other, "unexpected answer to a claim"),
+            Err(e) => tracing::error!(error = %e, "claim failed; trying again at the next poll"),
+        }
+        self.shared.rounds.fetch_add(1, Ordering::SeqCst);
+    }
+
+    async fn read_cancels(&mut self) {
+        if self.running.is_empty() {
+            return;
+        }
+        match self.shared.writer.submit(Write::CancelRequests).await {
+            Ok(Written::Cancels(cancels)) => self.stop_each(&cancels, StopReason::Cancelled),
+            Ok(other) => tracing::error!(?other, "unexpected answer to a cancel-request read"),
+            Err(e) => tracing::warn!(error = %e, "cannot read cancel requests"),
+        }
+    }
+
+    async fn heartbeat(&mut self) {
+        let fences = self.running.values().map(|r| r.fence.clone()).collect();
+        match self.shared.writer.submit(Write::Heartbeat { fences }).await {
+            Ok(Written::Beat { lost, cancels }) => {
+                self.stop_each(&lost, StopReason::Lost);
+                self.stop_each(&cancels, StopReason::Cancelled);
+            }
+            Ok(other) => tracing::error!(?other, "unexpected answer to a heartbeat"),
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat failed; the monitor reaps our claims if this lasts past the lease")
+            }
+        }
+    }
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = shared.config.worker.clone();
+    let wake_dir = shared.config.database.wake_dir();
+    let listener = WakeListener::bind(&wake_dir, Role::Worker)
+        .with_context(|| format!("cannot bind a wake-up socket in {}", wake_dir.display()))?;
+    if shared.shutdown.set(shutdown.clone()).is_err() {
+        anyhow::bail!("this worker's claim loop already ran");
+    }
+    let (events, mut slot_events) = mpsc::unbounded_channel();
+    let mut state = Loop {
+        shared: shared.clone(),
+        tracker: TaskTracker::new(),
+        events,
+        running: HashMap::new(),
+        retries: BinaryHeap::new(),
+        forced: false,
+    };
+    let poll = Duration::from_millis(config.poll_interval_ms.max(1));
+    let beat = Duration::from_secs(config.lease_secs) / 3;
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let mut next_poll = Instant::now() + poll;
+    let mut next_beat = Instant::now() + beat;
+    let mut want_claim = !shutdown.is_cancelled();
+    let mut want_cancels = false;
+    let mut draining: Option<Instant> = None;
+    tracing::info!(
+        worker = %shared.id,
+        concurrency = config.concurrency,
+        targets = ?config.targets,
+        sources = ?config.sources,
+        drivers = ?shared.drivers.families(),
+        "worker started"
+    );
+    // Issue 6: sd_notify READY=1 goes here, once the first claim can run.
+
+    loop {
+        if draining.is_none() && want_claim && state.free_slots() > 0 {
+            state.claim(want_cancels).await;
+            want_claim = false;
+            want_cancels = false;
+            next_poll = Instant::now() + poll;
+        }
+        if want_cancels {
+            state.read_cancels().await;
+            want_cancels = false;
+        }
+        if draining.is_some() && state.running.is_empty() {
+            break;
+        }
+        let retry_due = state.retries.peek().map(|r| r.0);
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled(), if draining.is_none() => {
+                draining = Some(Instant::now() + grace);
+                tracing::info!(running = state.running.len(), grace_secs = config.shutdown_grace_secs,
+                    "shutting down: no new claims; running operations may finish");
+                // Issue 6: sd_notify STOPPING=1, then EXTEND_TIMEOUT_USEC while draining.
+            }
+            Some(event) = slot_events.recv() => {
+                want_claim |= state.on_event(event);
+                while let Ok(event) = slot_events.try_recv() {
+                    want_claim |= state.on_event(event);
+                }
+            }
+            () = listener.wait() => {
+                want_claim = true;
+                want_cancels = true;
+            }
+            () = sleep_until(next_beat) => {
+                state.heartbeat().await;
+                next_beat = Instant::now() + beat;
+                // Issue 6: sd_notify WATCHDOG=1 here.
+            }
+            () = sleep_until(retry_due.unwrap_or_else(Instant::now)), if retry_due.is_some() => {
+                let now = Instant::now();
+                while state.retries.peek().is_some_and(|r| r.0 <= now) {
+                    state.retries.pop();
+                }
+                want_claim = true;
+            }
+            () = sleep_until(next_poll), if draining.is_none() => {
+                want_claim = true;
+                want_cancels = true;
+                next_poll = Instant::now() + poll;
+            }
+            () = sleep_until(draining.unwrap_or_else(Instant::now)), if draining.is_some() && !state.forced => {
+                state.forced = true;
+                tracing::info!(running = state.running.len(), "grace period over: stopping what still runs");
+                for task in state.running.values() {
+                    task.stop.request(StopReason::Shutdown);
+                }
+            }
+        }
+    }
+
+    state.tracker.close();
+    state.tracker.wait().await;
+    shared
+        .writer
+        .submit(Write::Stop)
+        .await
+        .context("cannot mark the worker stopped")?;
+    tracing::info!(worker = %shared.id, "worker stopped");
+    Ok(())
+}
