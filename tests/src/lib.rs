@@ -10,7 +10,7 @@
 //! panics, the tail of each log is printed.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,13 +21,18 @@ use serde_json::{Value, json};
 /// Generous: tests wait up to this for anything, and never assert timings.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Path of one of the workspace's binaries, next to the running test.
+/// Path of one of the workspace's binaries: beside the running executable
+/// (the benchmark, in `target/<profile>/`) or one level up (a test, in
+/// `target/<profile>/deps/`).
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first (scripts/test does)", path.display());
-    path
+    let exe = std::env::current_exe().expect("the running executable's path");
+    let beside = exe.parent().expect("a directory");
+    let candidates = [beside.join(name), beside.parent().map(|p| p.join(name)).unwrap_or_default()];
+    candidates
+        .iter()
+        .find(|path| path.is_file())
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} is missing beside {}: run `cargo build --workspace` first (scripts/test does)", beside.display()))
 }
 
 /// One running opsqueue process.
@@ -279,11 +284,19 @@ impl Cluster {
     /// Long-polls until the operation is terminal (completed, failed or
     /// cancelled).
     pub async fn wait_terminal(&self, id: &str) -> Value {
-        self.wait_until(id, |op| matches!(op["status"].as_str(), Some("completed" | "failed" | "cancelled")))
-            .await
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            // Answers as soon as the operation ends, or after 5 s.
+            let op = self.get(&format!("/api/v1/operations/{id}?wait=5")).await.body;
+            if matches!(op["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
+                return op;
+            }
+            assert!(Instant::now() < deadline, "operation {id} never ended: {op:#}\n{}", self.logs_tail());
+        }
     }
 
-    /// Polls (long-polling where it helps) until `done(op)` holds.
+    /// Polls until `done(op)` holds (for states a long-poll would skip
+    /// over, such as `running`).
     pub async fn wait_until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + DEADLINE;
         loop {
@@ -291,14 +304,12 @@ impl Cluster {
             if done(&op) {
                 return op;
             }
-            assert!(Instant::now() < deadline, "operation {id} never reached the expected state: {op:#}\n{}", self.logs_tail());
-            let status = op["status"].as_str().unwrap_or_default();
-            if matches!(status, "completed" | "failed" | "cancelled") {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            } else {
-                // Returns early when the operation ends.
-                let _ = self.get(&format!("/api/v1/operations/{id}?wait=1")).await;
-            }
+            assert!(
+                Instant::now() < deadline,
+                "operation {id} never reached the expected state: {op:#}\n{}",
+                self.logs_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -348,7 +348,7 @@ async fn sigterm_lets_a_running_operation_finish_and_the_worker_exits_zero() {
     let mut cluster = Cluster::new();
     cluster.start_api();
     let worker = cluster.start_worker(&[]);
-    let id = cluster.enqueue_kind("diag.sleep", json!({"seconds": 1})).await;
+    let id = cluster.enqueue_kind("diag.sleep", json!({"seconds": 2})).await;
     cluster.wait_until(&id, |op| op["status"] == "running").await;
     cluster.workers[worker].signal(libc::SIGTERM);
     let status = cluster.workers[worker].wait_exit(DEADLINE).expect("the worker exited");

@@ -1,0 +1,357 @@
+//! opsqueue-bench: measures the queue against the raw SQLite limit on the
+//! same disk, with the three real binaries as processes on fresh temporary
+//! databases, and prints the results as Markdown (the body of
+//! BENCHMARKS.md). `scripts/bench` builds everything in release mode and
+//! runs it; `--smoke` runs every section with tiny sizes so CI can check the
+//! benchmark still works (it never judges the numbers).
+//!
+//! Sections: raw SQLite limit; enqueue over HTTP with keep-alive at 1, 16
+//! and 64 clients; drain of pre-enqueued `diag.noop` by one worker at
+//! concurrency 1, 8 and 32; sustained enqueue + drain; pickup latency with an
+//! idle worker; idle CPU and peak RSS of each process; drain with a million
+//! terminal operations of history.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opsqueue_shared::config::DatabaseConfig;
+use opsqueue_shared::store::{self, rusqlite};
+use opsqueue_shared::time::now;
+use opsqueue_shared::{Action, OperationRequest, Store};
+use opsqueue_tests::{Cluster, Proc};
+use serde_json::json;
+
+struct Sizes {
+    raw_rows: usize,
+    enqueue_secs: f64,
+    drain_ops: usize,
+    sustained_secs: f64,
+    pickup_ops: usize,
+    idle_secs: f64,
+    history_rows: usize,
+}
+
+const FULL: Sizes = Sizes {
+    raw_rows: 5_000,
+    enqueue_secs: 10.0,
+    drain_ops: 100_000,
+    sustained_secs: 30.0,
+    pickup_ops: 1_000,
+    idle_secs: 30.0,
+    history_rows: 1_000_000,
+};
+
+const SMOKE: Sizes = Sizes {
+    raw_rows: 200,
+    enqueue_secs: 0.5,
+    drain_ops: 500,
+    sustained_secs: 1.0,
+    pickup_ops: 20,
+    idle_secs: 1.0,
+    history_rows: 2_000,
+};
+
+fn main() -> anyhow::Result<()> {
+    let smoke = std::env::args().any(|a| a == "--smoke");
+    let sizes = if smoke { SMOKE } else { FULL };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(sizes))
+}
+
+async fn run(sizes: Sizes) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+
+    println!("## 1. Raw SQLite limit (same disk, same PRAGMAs, the real `operations` table)\n");
+    println!("| synchronous | rows per transaction | rows/s |\n|---|---|---|");
+    let mut raw_full = 0.0;
+    for (sync, per_txn) in [("FULL", 1), ("NORMAL", 1), ("FULL", 100), ("NORMAL", 100)] {
+        let rate = raw_insert_rate(scratch.path(), sync, per_txn, sizes.raw_rows)?;
+        if sync == "FULL" && per_txn == 1 {
+            raw_full = rate;
+        }
+        println!("| {sync} | {per_txn} | {rate:.0} |");
+    }
+    println!("\nThe API commits with `synchronous = FULL`; ratios below are to {raw_full:.0} single-row FULL commits/s.\n");
+
+    println!("## 2. Enqueue over HTTP (keep-alive, `diag.noop`, API alone)\n");
+    println!("| clients | operations/s | × raw | p50 ms | p99 ms |\n|---|---|---|---|---|");
+    for clients in [1, 16, 64] {
+        let mut cluster = quiet_cluster();
+        cluster.start_api();
+        let load = enqueue_load(&cluster, clients, sizes.enqueue_secs).await;
+        println!(
+            "| {clients} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            load.rate,
+            load.rate / raw_full,
+            load.p50_ms,
+            load.p99_ms
+        );
+    }
+
+    println!("\n## 3. Drain: {} `diag.noop` enqueued first, one worker process\n", sizes.drain_ops);
+    println!("| concurrency | operations/s | × raw |\n|---|---|---|");
+    let mut empty_rate_32 = 0.0;
+    for concurrency in [1, 8, 32] {
+        let rate = drain(sizes.drain_ops, concurrency, 0).await?;
+        if concurrency == 32 {
+            empty_rate_32 = rate;
+        }
+        println!("| {concurrency} | {rate:.0} | {:.2} |", rate / raw_full);
+    }
+
+    println!("\n## 4. Sustained: enqueue (64 clients) and drain (one worker, concurrency 32) at once for {:.0} s\n", sizes.sustained_secs);
+    let mut cluster = quiet_cluster();
+    cluster.set_env("OPSQUEUE_WORKER__CONCURRENCY", 32);
+    cluster.start_all();
+    let started = now();
+    let load = enqueue_load(&cluster, 64, sizes.sustained_secs).await;
+    let finished = now();
+    let db = cluster.sqlite();
+    let completed: i64 = db.query_row(
+        "SELECT count(*) FROM operations WHERE status = 'completed' AND finished_at BETWEEN ?1 AND ?2",
+        [opsqueue_shared::time::to_db(started), opsqueue_shared::time::to_db(finished)],
+        |r| r.get(0),
+    )?;
+    let backlog: i64 = db.query_row("SELECT count(*) FROM operations WHERE status = 'pending'", [], |r| r.get(0))?;
+    let secs = (finished - started).num_milliseconds() as f64 / 1000.0;
+    println!("| enqueued/s | completed/s | pending at the end | enqueue p99 ms |\n|---|---|---|---|");
+    println!("| {:.0} | {:.0} | {backlog} | {:.2} |", load.rate, completed as f64 / secs, load.p99_ms);
+    let rss: Vec<(String, u64)> = cluster_procs(&cluster).iter().map(|p| (p.name.clone(), peak_rss_kib(p.pid()))).collect();
+    drop(cluster);
+
+    println!("\n## 5. Pickup latency, idle worker, {} operations one after another\n", sizes.pickup_ops);
+    let pickup = pickup_latency(sizes.pickup_ops).await?;
+    println!("| measure | p50 ms | p99 ms | max ms |\n|---|---|---|---|");
+    println!(
+        "| accepted (`created_at`) → `started_at` | {:.2} | {:.2} | {:.2} |",
+        pickup.start.0, pickup.start.1, pickup.start.2
+    );
+    println!(
+        "| 202 received → long-poll sees `completed` | {:.2} | {:.2} | {:.2} |",
+        pickup.seen.0, pickup.seen.1, pickup.seen.2
+    );
+
+    println!("\n## 6. Cost\n");
+    let mut cluster = quiet_cluster();
+    cluster.start_all();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let procs = cluster_procs(&cluster);
+    let before: Vec<u64> = procs.iter().map(|p| cpu_ticks(p.pid())).collect();
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(sizes.idle_secs)).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    println!("| process | idle CPU % of a core ({:.0} s) | peak RSS under load (MiB) |\n|---|---|---|", sizes.idle_secs);
+    let mut total = 0.0;
+    for (i, proc) in procs.iter().enumerate() {
+        let cpu = (cpu_ticks(proc.pid()) - before[i]) as f64 / ticks_per_sec / elapsed * 100.0;
+        total += cpu;
+        let peak = rss.iter().find(|(name, _)| name == &proc.name).map(|(_, kib)| *kib).unwrap_or(0);
+        println!("| {} | {cpu:.2} | {:.1} |", proc.name, peak as f64 / 1024.0);
+    }
+    println!("| all three | {total:.2} | |");
+    drop(cluster);
+
+    println!("\n## 7. Scale: drain (concurrency 32) with {} terminal operations already stored\n", sizes.history_rows);
+    let rate = drain(sizes.drain_ops, 32, sizes.history_rows).await?;
+    println!("| history rows | operations/s | vs empty table |\n|---|---|---|");
+    println!("| 0 | {empty_rate_32:.0} | 100 % |");
+    println!("| {} | {rate:.0} | {:.0} % |", sizes.history_rows, rate / empty_rate_32 * 100.0);
+    Ok(())
+}
+
+fn quiet_cluster() -> Cluster {
+    let mut cluster = Cluster::new();
+    cluster.set_env("RUST_LOG", "warn");
+    cluster
+}
+
+fn cluster_procs(cluster: &Cluster) -> Vec<&Proc> {
+    cluster.api.iter().chain(&cluster.workers).chain(&cluster.monitors).collect()
+}
+
+/// Single-row (or `per_txn`-row) insert transactions into `operations`
+/// through the store's own insert, at the given `synchronous` level.
+fn raw_insert_rate(dir: &Path, sync: &str, per_txn: usize, rows: usize) -> anyhow::Result<f64> {
+    let path = dir.join(format!("raw-{sync}-{per_txn}.db"));
+    drop(Store::open(&DatabaseConfig { path: path.clone(), ..Default::default() })?);
+    let mut conn = rusqlite::Connection::open(&path)?;
+    conn.pragma_update(None, "synchronous", sync)?;
+    let new: Vec<_> = (0..rows).map(|_| noop().prepare(now())).collect();
+    let started = Instant::now();
+    for chunk in new.chunks(per_txn) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for op in chunk {
+            store::operation_insert(&tx, op)?;
+        }
+        tx.commit()?;
+    }
+    Ok(rows as f64 / started.elapsed().as_secs_f64())
+}
+
+fn noop() -> OperationRequest {
+    OperationRequest::new(Action::parse("diag.noop", json!({})).expect("diag.noop parses"))
+}
+
+struct Load {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn enqueue_load(cluster: &Cluster, clients: usize, secs: f64) -> Load {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap();
+    let url = Arc::new(format!("{}/api/v1/operations", cluster.api_url));
+    let token = Arc::new(cluster.token.clone());
+    let body = Arc::new(serde_json::to_vec(&json!({"type": "diag.noop", "payload": {}})).unwrap());
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (http, url, token, body) = (http.clone(), url.clone(), token.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    let response = http
+                        .post(url.as_str())
+                        .bearer_auth(token.as_str())
+                        .header("content-type", "application/json")
+                        .body(body.as_ref().clone())
+                        .send()
+                        .await
+                        .expect("enqueue request");
+                    assert_eq!(response.status(), 202, "enqueue refused");
+                    let _ = response.bytes().await;
+                    latencies.push(t0.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let (p50, p99, _) = percentiles(&latencies);
+    Load { rate: latencies.len() as f64 / elapsed, p50_ms: p50, p99_ms: p99 }
+}
+
+/// p50, p99 and max in milliseconds of sorted durations.
+fn percentiles(sorted: &[Duration]) -> (f64, f64, f64) {
+    if sorted.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let at = |q: f64| sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)].as_secs_f64() * 1000.0;
+    (at(0.50), at(0.99), sorted[sorted.len() - 1].as_secs_f64() * 1000.0)
+}
+
+/// Enqueues `ops` noops (after `history` terminal rows) straight into the
+/// database, then starts one worker and measures from the first start to
+/// the last finish.
+async fn drain(ops: usize, concurrency: usize, history: usize) -> anyhow::Result<f64> {
+    let mut cluster = quiet_cluster();
+    cluster.set_env("OPSQUEUE_WORKER__CONCURRENCY", concurrency);
+    let config = DatabaseConfig { path: cluster.db_path(), ..Default::default() };
+    let store = Store::open(&config)?;
+    if history > 0 {
+        store.write(|tx| {
+            tx.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+                 INSERT INTO operations (id, type, payload, status, run_at, attempt, timeout_secs,
+                     result, created_at, started_at, finished_at, updated_at)
+                 SELECT printf('00000000-0000-7000-8000-%012x', i), 'diag.noop', '{}', 'completed',
+                     '2000-01-01T00:00:00.000000Z', 1, 300, '{\"changed\":false}',
+                     '2000-01-01T00:00:00.000000Z', '2000-01-01T00:00:00.000000Z',
+                     '2000-01-01T00:00:00.000000Z', '2000-01-01T00:00:00.000000Z'
+                 FROM n",
+                [history as i64],
+            )?;
+            Ok(())
+        })?;
+    }
+    for chunk in (0..ops).collect::<Vec<_>>().chunks(10_000) {
+        let new: Vec<_> = chunk.iter().map(|_| noop().prepare(now())).collect();
+        store.write(|tx| {
+            for op in &new {
+                store::operation_insert(tx, op)?;
+            }
+            Ok(())
+        })?;
+    }
+    cluster.start_worker(&[]);
+    let db = cluster.sqlite();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let pending: i64 =
+            db.query_row("SELECT count(*) FROM operations WHERE status IN ('pending', 'running')", [], |r| r.get(0))?;
+        if pending == 0 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the drain did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let span: f64 = db.query_row(
+        "SELECT unixepoch(max(finished_at), 'subsec') - unixepoch(min(started_at), 'subsec')
+         FROM operations WHERE started_at > '2001'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(ops as f64 / span.max(1e-6))
+}
+
+struct Pickup {
+    start: (f64, f64, f64),
+    seen: (f64, f64, f64),
+}
+
+async fn pickup_latency(ops: usize) -> anyhow::Result<Pickup> {
+    let mut cluster = quiet_cluster();
+    cluster.start_all();
+    // Let the worker settle into idle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut seen = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..ops {
+        let op = cluster.enqueue(json!({"type": "diag.noop", "payload": {}})).await;
+        let accepted = Instant::now();
+        let id = op["id"].as_str().unwrap().to_owned();
+        let done = cluster.get(&format!("/api/v1/operations/{id}?wait=10")).await;
+        anyhow::ensure!(done.body["status"] == "completed", "not completed: {}", done.body);
+        seen.push(accepted.elapsed());
+        ids.push(id);
+    }
+    let db = cluster.sqlite();
+    let mut stmt = db.prepare(
+        "SELECT (unixepoch(started_at, 'subsec') - unixepoch(created_at, 'subsec')) FROM operations",
+    )?;
+    let mut start: Vec<Duration> = stmt
+        .query_map([], |r| r.get::<_, f64>(0))?
+        .map(|s| Duration::from_secs_f64(s.unwrap_or(0.0).max(0.0)))
+        .collect();
+    start.sort();
+    seen.sort();
+    Ok(Pickup { start: percentiles(&start), seen: percentiles(&seen) })
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
+    // Fields after the command start at field 3; utime is 14, stime 15.
+    let get = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    get(14) + get(15)
+}
+
+/// Peak resident set size (VmHWM) in KiB.
+fn peak_rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
