@@ -128,3 +128,51 @@ CREATE TABLE counters (
     value  REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (name, labels)
 ) WITHOUT ROWID;
+
+-- migration 2: observed host state, objects opsqueue manages, Proxmox nodes
+
+-- The last state a worker observed of a host object (a pm2 process, a unit,
+-- a Caddy site, a Proxmox guest), so the API answers reads at once without
+-- touching the host. Written only by workers, in the same transaction as
+-- the finish of the operation that observed it; data is already redacted.
+CREATE TABLE observations (
+    target       TEXT NOT NULL,
+    family       TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    data         TEXT NOT NULL,             -- JSON
+    observed_at  TEXT NOT NULL,
+    operation_id TEXT,
+    PRIMARY KEY (target, family, kind, name)
+) WITHOUT ROWID;
+
+-- Objects opsqueue itself created on a host (a systemd unit it installed, a
+-- Caddy site it added), with the desired state it applied: what may be
+-- touched later, and what to re-apply after a restart.
+CREATE TABLE managed_objects (
+    target       TEXT NOT NULL,
+    family       TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    spec         TEXT NOT NULL,             -- JSON
+    operation_id TEXT,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    PRIMARY KEY (target, family, kind, name)
+) WITHOUT ROWID;
+
+-- Proxmox VE nodes the worker talks to. The token secret is read by the
+-- worker only and never returned by the API.
+CREATE TABLE proxmox_nodes (
+    id           TEXT PRIMARY KEY NOT NULL,
+    name         TEXT NOT NULL UNIQUE,
+    host         TEXT NOT NULL,
+    port         INTEGER NOT NULL DEFAULT 8006 CHECK (port BETWEEN 1 AND 65535),
+    token_id     TEXT NOT NULL,
+    token_secret TEXT NOT NULL,
+    verify_tls   INTEGER NOT NULL DEFAULT 1 CHECK (verify_tls IN (0, 1)),
+    ca_cert      TEXT,                      -- PEM; trusted instead of the system roots
+    timeout_secs INTEGER NOT NULL DEFAULT 30 CHECK (timeout_secs >= 1),
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);

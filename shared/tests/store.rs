@@ -19,8 +19,15 @@ struct TestStore {
 
 fn test_store() -> TestStore {
     let dir = tempfile::tempdir().unwrap();
-    let config = DatabaseConfig { path: dir.path().join("opsqueue.db"), ..Default::default() };
-    TestStore { store: Store::open(&config).unwrap(), config, _dir: dir }
+    let config = DatabaseConfig {
+        path: dir.path().join("opsqueue.db"),
+        ..Default::default()
+    };
+    TestStore {
+        store: Store::open(&config).unwrap(),
+        config,
+        _dir: dir,
+    }
 }
 
 fn request(kind: &str, payload: serde_json::Value) -> OperationRequest {
@@ -30,16 +37,25 @@ fn request(kind: &str, payload: serde_json::Value) -> OperationRequest {
 impl TestStore {
     fn insert(&self, request: &OperationRequest, at: Timestamp) -> Inserted {
         let new = request.prepare(at);
-        self.store.write(|tx| store::operation_insert(tx, &new)).unwrap()
+        self.store
+            .write(|tx| store::operation_insert(tx, &new))
+            .unwrap()
     }
 
     fn enqueue(&self, request: &OperationRequest) -> OperationId {
         self.insert(request, now()).operation().id
     }
 
-    fn claim_for(&self, worker: &str, targets: &[&str], sources: Option<&[&str]>, limit: usize) -> Vec<Operation> {
+    fn claim_for(
+        &self,
+        worker: &str,
+        targets: &[&str],
+        sources: Option<&[&str]>,
+        limit: usize,
+    ) -> Vec<Operation> {
         let targets: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
-        let sources: Option<Vec<String>> = sources.map(|s| s.iter().map(|x| x.to_string()).collect());
+        let sources: Option<Vec<String>> =
+            sources.map(|s| s.iter().map(|x| x.to_string()).collect());
         let at = now();
         self.store
             .write(|tx| {
@@ -63,14 +79,19 @@ impl TestStore {
     }
 
     fn complete(&self, op: &Operation) -> bool {
-        let done = Finish::Completed { result: json!({"changed": true}) };
+        let done = Finish::Completed {
+            result: json!({"changed": true}),
+        };
         self.store
             .write(|tx| store::operation_finish(tx, &op.fence().unwrap(), &done, now()))
             .unwrap()
     }
 
     fn get(&self, id: OperationId) -> Operation {
-        self.store.read(|c| store::operation_get(c, id)).unwrap().unwrap()
+        self.store
+            .read(|c| store::operation_get(c, id))
+            .unwrap()
+            .unwrap()
     }
 
     fn count(&self) -> i64 {
@@ -83,26 +104,41 @@ impl TestStore {
 #[test]
 fn a_claim_takes_pending_rows_in_priority_then_due_time_then_id_order() {
     let t = test_store();
-    let low = t.enqueue(&OperationRequest { priority: Some(9), ..request("diag.noop", json!({})) });
+    let low = t.enqueue(&OperationRequest {
+        priority: Some(9),
+        ..request("diag.noop", json!({}))
+    });
     let first = t.enqueue(&request("diag.noop", json!({})));
     let second = t.enqueue(&request("diag.noop", json!({})));
-    let urgent = t.enqueue(&OperationRequest { priority: Some(0), ..request("diag.noop", json!({})) });
+    let urgent = t.enqueue(&OperationRequest {
+        priority: Some(0),
+        ..request("diag.noop", json!({}))
+    });
     let later = t.enqueue(&OperationRequest {
         run_at: Some(add_secs(now(), 3600.0)),
         ..request("diag.noop", json!({}))
     });
     let claimed: Vec<OperationId> = t.claim(10).iter().map(|o| o.id).collect();
     assert_eq!(claimed, vec![urgent, first, second, low]);
-    assert_eq!(t.get(later).status, Status::Pending, "a future run_at was claimed");
+    assert_eq!(
+        t.get(later).status,
+        Status::Pending,
+        "a future run_at was claimed"
+    );
     let op = t.get(first);
-    assert_eq!((op.status, op.attempt, op.worker_id.as_deref()), (Status::Running, 1, Some("w1")));
+    assert_eq!(
+        (op.status, op.attempt, op.worker_id.as_deref()),
+        (Status::Running, 1, Some("w1"))
+    );
     assert!(op.lease_expires_at.is_some() && op.started_at.is_some());
 }
 
 #[test]
 fn concurrent_claims_from_many_connections_never_take_a_row_twice() {
     let t = test_store();
-    let new: Vec<_> = (0..1000).map(|_| request("diag.noop", json!({})).prepare(now())).collect();
+    let new: Vec<_> = (0..1000)
+        .map(|_| request("diag.noop", json!({})).prepare(now()))
+        .collect();
     t.store
         .write(|tx| {
             for n in &new {
@@ -155,14 +191,18 @@ fn concurrent_claims_from_many_connections_never_take_a_row_twice() {
 #[test]
 fn operations_on_one_resource_are_claimed_one_at_a_time_in_accepted_order() {
     let t = test_store();
-    let keyed: Vec<OperationId> =
-        (0..5).map(|_| t.enqueue(&request("diag.noop", json!({"key": "k"})))).collect();
+    let keyed: Vec<OperationId> = (0..5)
+        .map(|_| t.enqueue(&request("diag.noop", json!({"key": "k"}))))
+        .collect();
     let free = t.enqueue(&request("diag.noop", json!({})));
     let other = t.enqueue(&request("diag.noop", json!({"key": "other"})));
 
     let first: Vec<OperationId> = t.claim(10).iter().map(|o| o.id).collect();
     assert_eq!(first, vec![keyed[0], free, other]);
-    assert!(t.claim(10).is_empty(), "a second operation on a busy resource was claimed");
+    assert!(
+        t.claim(10).is_empty(),
+        "a second operation on a busy resource was claimed"
+    );
 
     for expected in &keyed[1..] {
         let running = t.get(first[0]);
@@ -202,8 +242,13 @@ fn a_retry_waiting_at_the_head_of_its_resource_holds_back_later_operations() {
         error: opsqueue_shared::OperationError::new("x", "try again", true),
         run_at: add_secs(now(), 3600.0),
     };
-    t.store.write(|tx| store::operation_finish(tx, &claimed[0].fence().unwrap(), &retry, now())).unwrap();
-    assert!(t.claim(10).is_empty(), "{behind} overtook the operation ahead of it");
+    t.store
+        .write(|tx| store::operation_finish(tx, &claimed[0].fence().unwrap(), &retry, now()))
+        .unwrap();
+    assert!(
+        t.claim(10).is_empty(),
+        "{behind} overtook the operation ahead of it"
+    );
 }
 
 #[test]
@@ -217,11 +262,22 @@ fn a_worker_claims_only_its_targets_and_sources() {
     let remote = t.enqueue(&remote);
     let api = t.enqueue(&request("diag.noop", json!({})));
 
-    let claimed: Vec<OperationId> =
-        t.claim_for("w-api", &["local"], Some(&["api"]), 10).iter().map(|o| o.id).collect();
+    let claimed: Vec<OperationId> = t
+        .claim_for("w-api", &["local"], Some(&["api"]), 10)
+        .iter()
+        .map(|o| o.id)
+        .collect();
     assert_eq!(claimed, vec![api]);
-    assert_eq!(t.get(ui).status, Status::Pending, "an api-only worker ran a ui operation");
-    let claimed: Vec<OperationId> = t.claim_for("w-2", &["web-2"], None, 10).iter().map(|o| o.id).collect();
+    assert_eq!(
+        t.get(ui).status,
+        Status::Pending,
+        "an api-only worker ran a ui operation"
+    );
+    let claimed: Vec<OperationId> = t
+        .claim_for("w-2", &["web-2"], None, 10)
+        .iter()
+        .map(|o| o.id)
+        .collect();
     assert_eq!(claimed, vec![remote]);
 }
 
@@ -232,13 +288,20 @@ fn an_idempotency_key_replays_the_same_request_and_refuses_a_different_one() {
         idempotency_key: Some("deploy-42".into()),
         ..request("diag.sleep", json!({"seconds": seconds}))
     };
-    let Inserted::Created(first) = t.insert(&keyed(1.0), now()) else { panic!("not created") };
-    let Inserted::Replayed(again) = t.insert(&keyed(1.0), now()) else { panic!("not replayed") };
+    let Inserted::Created(first) = t.insert(&keyed(1.0), now()) else {
+        panic!("not created")
+    };
+    let Inserted::Replayed(again) = t.insert(&keyed(1.0), now()) else {
+        panic!("not replayed")
+    };
     assert_eq!(again.id, first.id);
     assert!(matches!(t.insert(&keyed(2.0), now()), Inserted::KeyReused(op) if op.id == first.id));
     let mut other_source = keyed(1.0);
     other_source.source = Label::parse("ui").unwrap();
-    assert!(matches!(t.insert(&other_source, now()), Inserted::Created(_)), "keys are per source");
+    assert!(
+        matches!(t.insert(&other_source, now()), Inserted::Created(_)),
+        "keys are per source"
+    );
     assert_eq!(t.count(), 2);
 }
 
@@ -250,11 +313,22 @@ fn fenced_writes_apply_only_for_the_current_claim() {
     let mut stale = op.fence().unwrap();
     stale.attempt += 1;
     let done = Finish::Completed { result: json!({}) };
-    assert!(!t.store.write(|tx| store::operation_finish(tx, &stale, &done, now())).unwrap());
+    assert!(
+        !t.store
+            .write(|tx| store::operation_finish(tx, &stale, &done, now()))
+            .unwrap()
+    );
     stale.attempt -= 1;
     stale.worker_id = "someone-else".into();
-    assert!(!t.store.write(|tx| store::operation_finish(tx, &stale, &done, now())).unwrap());
-    let lost = t.store.write(|tx| store::operation_heartbeat(tx, &[stale.clone()], now(), now())).unwrap();
+    assert!(
+        !t.store
+            .write(|tx| store::operation_finish(tx, &stale, &done, now()))
+            .unwrap()
+    );
+    let lost = t
+        .store
+        .write(|tx| store::operation_heartbeat(tx, &[stale.clone()], now(), now()))
+        .unwrap();
     assert_eq!(lost, vec![stale]);
     assert!(t.complete(&op));
     assert!(!t.complete(&op), "a finished operation was finished again");
@@ -266,39 +340,77 @@ fn a_released_operation_is_pending_again_without_counting_the_attempt() {
     let t = test_store();
     let id = t.enqueue(&request("diag.noop", json!({})));
     let op = t.claim(1).remove(0);
-    assert!(t.store.write(|tx| store::operation_finish(tx, &op.fence().unwrap(), &Finish::Released, now())).unwrap());
+    assert!(
+        t.store
+            .write(|tx| store::operation_finish(tx, &op.fence().unwrap(), &Finish::Released, now()))
+            .unwrap()
+    );
     let op = t.get(id);
-    assert_eq!((op.status, op.attempt, op.worker_id), (Status::Pending, 0, None));
+    assert_eq!(
+        (op.status, op.attempt, op.worker_id),
+        (Status::Pending, 0, None)
+    );
 }
 
 #[test]
 fn cancel_ends_a_pending_operation_and_asks_a_running_one_to_stop() {
     let t = test_store();
     let pending = t.enqueue(&request("diag.noop", json!({})));
-    assert!(matches!(t.store.write(|tx| store::operation_cancel(tx, pending, now())).unwrap(),
-        store::Cancel::Cancelled(op) if op.status == Status::Cancelled));
+    assert!(
+        matches!(t.store.write(|tx| store::operation_cancel(tx, pending, now())).unwrap(),
+        store::Cancel::Cancelled(op) if op.status == Status::Cancelled)
+    );
     let running = t.enqueue(&request("diag.noop", json!({})));
     t.claim(1);
-    assert!(matches!(t.store.write(|tx| store::operation_cancel(tx, running, now())).unwrap(),
-        store::Cancel::Requested(op) if op.cancel_requested_at.is_some()));
-    let requests = t.store.read(|c| store::operation_cancel_requests(c, "w1")).unwrap();
+    assert!(
+        matches!(t.store.write(|tx| store::operation_cancel(tx, running, now())).unwrap(),
+        store::Cancel::Requested(op) if op.cancel_requested_at.is_some())
+    );
+    let requests = t
+        .store
+        .read(|c| store::operation_cancel_requests(c, "w1"))
+        .unwrap();
     assert_eq!(requests.len(), 1);
-    assert!(matches!(t.store.write(|tx| store::operation_cancel(tx, pending, now())).unwrap(),
-        store::Cancel::Terminal(_)));
+    assert!(matches!(
+        t.store
+            .write(|tx| store::operation_cancel(tx, pending, now()))
+            .unwrap(),
+        store::Cancel::Terminal(_)
+    ));
 }
 
 #[test]
 fn retry_puts_a_failed_operation_back_with_an_attempt_left() {
     let t = test_store();
-    let id = t.enqueue(&OperationRequest { max_attempts: Some(1), ..request("diag.noop", json!({})) });
+    let id = t.enqueue(&OperationRequest {
+        max_attempts: Some(1),
+        ..request("diag.noop", json!({}))
+    });
     let op = t.claim(1).remove(0);
-    let failed = Finish::Failed { error: opsqueue_shared::OperationError::new("x", "no", false) };
-    t.store.write(|tx| store::operation_finish(tx, &op.fence().unwrap(), &failed, now())).unwrap();
-    assert!(matches!(t.store.write(|tx| store::operation_retry(tx, id, now())).unwrap(), store::Retry::Requeued(_)));
+    let failed = Finish::Failed {
+        error: opsqueue_shared::OperationError::new("x", "no", false),
+    };
+    t.store
+        .write(|tx| store::operation_finish(tx, &op.fence().unwrap(), &failed, now()))
+        .unwrap();
+    assert!(matches!(
+        t.store
+            .write(|tx| store::operation_retry(tx, id, now()))
+            .unwrap(),
+        store::Retry::Requeued(_)
+    ));
     let op = t.get(id);
-    assert_eq!((op.status, op.attempt, op.max_attempts), (Status::Pending, 1, 2));
+    assert_eq!(
+        (op.status, op.attempt, op.max_attempts),
+        (Status::Pending, 1, 2)
+    );
     assert!(op.finished_at.is_none());
-    assert!(matches!(t.store.write(|tx| store::operation_retry(tx, id, now())).unwrap(), store::Retry::NotRetryable(_)));
+    assert!(matches!(
+        t.store
+            .write(|tx| store::operation_retry(tx, id, now()))
+            .unwrap(),
+        store::Retry::NotRetryable(_)
+    ));
 }
 
 #[test]
@@ -307,15 +419,33 @@ fn logs_are_capped_per_operation_with_one_marker_line() {
     let id = t.enqueue(&request("diag.noop", json!({})));
     let op = t.claim(1).remove(0);
     let lines: Vec<LogLine> = (0..100)
-        .map(|i| LogLine { at: now(), stream: Stream::Stdout, line: format!("line {i:04}") })
+        .map(|i| LogLine {
+            at: now(),
+            stream: Stream::Stdout,
+            line: format!("line {i:04}"),
+        })
         .collect();
     let fence = op.fence().unwrap();
-    t.store.write(|tx| store::operation_log_append(tx, &fence, &lines, 100)).unwrap();
-    t.store.write(|tx| store::operation_log_append(tx, &fence, &lines, 100)).unwrap();
-    let stored = t.store.read(|c| store::operation_log_list(c, id, 0, 1000)).unwrap();
-    assert_eq!(stored.len(), 11, "ten lines of ten bytes, then the marker: {stored:?}");
+    t.store
+        .write(|tx| store::operation_log_append(tx, &fence, &lines, 100))
+        .unwrap();
+    t.store
+        .write(|tx| store::operation_log_append(tx, &fence, &lines, 100))
+        .unwrap();
+    let stored = t
+        .store
+        .read(|c| store::operation_log_list(c, id, 0, 1000))
+        .unwrap();
+    assert_eq!(
+        stored.len(),
+        11,
+        "ten lines of ten bytes, then the marker: {stored:?}"
+    );
     assert!(stored.last().unwrap().line.contains("log cap reached"));
-    let after = t.store.read(|c| store::operation_log_list(c, id, stored[4].seq, 1000)).unwrap();
+    let after = t
+        .store
+        .read(|c| store::operation_log_list(c, id, stored[4].seq, 1000))
+        .unwrap();
     assert_eq!(after.len(), 6);
 }
 
@@ -327,18 +457,29 @@ fn a_database_at_every_older_schema_version_is_upgraded_keeping_its_rows() {
         let mut conn = store::rusqlite::Connection::open(&path).unwrap();
         store::migrate(&mut conn, &path, version).unwrap();
         let has_operations: bool = conn
-            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'operations'", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'operations'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         if has_operations {
             let new = request("diag.noop", json!({})).prepare(now());
             store::operation_insert(&conn, &new).unwrap();
         }
         drop(conn);
-        let store = Store::open(&DatabaseConfig { path: path.clone(), ..Default::default() }).unwrap();
-        let version_now: i64 =
-            store.read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)).unwrap();
+        let store = Store::open(&DatabaseConfig {
+            path: path.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+        let version_now: i64 = store
+            .read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+            .unwrap();
         assert_eq!(version_now, store::latest_version());
-        let rows: i64 = store.read(|c| Ok(c.query_row("SELECT count(*) FROM operations", [], |r| r.get(0))?)).unwrap();
+        let rows: i64 = store
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM operations", [], |r| r.get(0))?))
+            .unwrap();
         assert_eq!(rows, i64::from(has_operations), "from version {version}");
     }
 }

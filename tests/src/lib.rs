@@ -27,7 +27,10 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the running executable's path");
     let beside = exe.parent().expect("a directory");
-    let candidates = [beside.join(name), beside.parent().map(|p| p.join(name)).unwrap_or_default()];
+    let candidates = [
+        beside.join(name),
+        beside.parent().map(|p| p.join(name)).unwrap_or_default(),
+    ];
     candidates
         .iter()
         .find(|path| path.is_file())
@@ -106,11 +109,23 @@ impl Cluster {
         std::fs::create_dir_all(dir.path().join("logs")).unwrap();
         let db = dir.path().join("data").join("opsqueue.db");
         let env = vec![
-            ("OPSQUEUE_DATABASE__PATH".to_owned(), db.display().to_string()),
+            (
+                "OPSQUEUE_DATABASE__PATH".to_owned(),
+                db.display().to_string(),
+            ),
             ("OPSQUEUE_API__BIND".to_owned(), "127.0.0.1:0".to_owned()),
-            ("OPSQUEUE_API__RATE_LIMIT__PER_KEY_PER_SECOND".to_owned(), "0".to_owned()),
-            ("OPSQUEUE_API__RATE_LIMIT__PER_ADDRESS_PER_SECOND".to_owned(), "0".to_owned()),
-            ("OPSQUEUE_WORKER__BACKOFF_BASE_MS".to_owned(), "50".to_owned()),
+            (
+                "OPSQUEUE_API__RATE_LIMIT__PER_KEY_PER_SECOND".to_owned(),
+                "0".to_owned(),
+            ),
+            (
+                "OPSQUEUE_API__RATE_LIMIT__PER_ADDRESS_PER_SECOND".to_owned(),
+                "0".to_owned(),
+            ),
+            (
+                "OPSQUEUE_WORKER__BACKOFF_BASE_MS".to_owned(),
+                "50".to_owned(),
+            ),
             ("RUST_LOG".to_owned(), "info".to_owned()),
         ];
         Self {
@@ -156,22 +171,38 @@ impl Cluster {
 
     fn log_file(&mut self, name: &str) -> (PathBuf, std::fs::File) {
         self.started += 1;
-        let path = self.dir.path().join("logs").join(format!("{:02}-{name}.log", self.started));
+        let path = self
+            .dir
+            .path()
+            .join("logs")
+            .join(format!("{:02}-{name}.log", self.started));
         let file = std::fs::File::create(&path).expect("log file");
         (path, file)
     }
 
     /// Runs `opsqueue-api <args>` to completion and returns its stdout.
     pub fn api_command(&self, args: &[&str]) -> std::process::Output {
-        self.command("opsqueue-api", &[]).args(args).output().expect("run opsqueue-api")
+        self.command("opsqueue-api", &[])
+            .args(args)
+            .output()
+            .expect("run opsqueue-api")
     }
 
     /// Makes a key with `opsqueue-api keys create` and returns the token.
     pub fn create_key(&self, name: &str, scope: &str) -> String {
         let out = self.api_command(&["keys", "create", "--name", name, "--scope", scope]);
-        assert!(out.status.success(), "keys create failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "keys create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stdout = String::from_utf8(out.stdout).unwrap();
-        stdout.lines().last().expect("the token on the last line").trim().to_owned()
+        stdout
+            .lines()
+            .last()
+            .expect("the token on the last line")
+            .trim()
+            .to_owned()
     }
 
     /// Starts the API and waits until it listens.
@@ -197,7 +228,11 @@ impl Cluster {
                 let _ = writeln!(copy, "{line}");
             }
         });
-        let proc = Proc { name: "api".into(), child, log };
+        let proc = Proc {
+            name: "api".into(),
+            child,
+            log,
+        };
         match url_rx.recv_timeout(DEADLINE) {
             Ok(url) => self.api_url = url,
             Err(_) => panic!("the API never said it listens:\n{}", proc.log_text()),
@@ -215,7 +250,11 @@ impl Cluster {
             .stderr(err)
             .spawn()
             .expect("spawn opsqueue-worker");
-        self.workers.push(Proc { name: "worker".into(), child, log });
+        self.workers.push(Proc {
+            name: "worker".into(),
+            child,
+            log,
+        });
         self.workers.len() - 1
     }
 
@@ -228,7 +267,11 @@ impl Cluster {
             .stderr(err)
             .spawn()
             .expect("spawn opsqueue-monitor");
-        self.monitors.push(Proc { name: "monitor".into(), child, log });
+        self.monitors.push(Proc {
+            name: "monitor".into(),
+            child,
+            log,
+        });
         self.monitors.len() - 1
     }
 
@@ -239,7 +282,12 @@ impl Cluster {
         self.start_monitor();
     }
 
-    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Response {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Response {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.api_url))
@@ -252,7 +300,11 @@ impl Cluster {
         let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Response { status, headers, body }
+        Response {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Response {
@@ -271,7 +323,9 @@ impl Cluster {
     }
 
     pub async fn enqueue_kind(&self, kind: &str, payload: Value) -> String {
-        let op = self.enqueue(json!({"type": kind, "payload": payload})).await;
+        let op = self
+            .enqueue(json!({"type": kind, "payload": payload}))
+            .await;
         op["id"].as_str().unwrap().to_owned()
     }
 
@@ -287,11 +341,21 @@ impl Cluster {
         let deadline = Instant::now() + DEADLINE;
         loop {
             // Answers as soon as the operation ends, or after 5 s.
-            let op = self.get(&format!("/api/v1/operations/{id}?wait=5")).await.body;
-            if matches!(op["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
+            let op = self
+                .get(&format!("/api/v1/operations/{id}?wait=5"))
+                .await
+                .body;
+            if matches!(
+                op["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ) {
                 return op;
             }
-            assert!(Instant::now() < deadline, "operation {id} never ended: {op:#}\n{}", self.logs_tail());
+            assert!(
+                Instant::now() < deadline,
+                "operation {id} never ended: {op:#}\n{}",
+                self.logs_tail()
+            );
         }
     }
 
@@ -314,9 +378,14 @@ impl Cluster {
     }
 
     pub async fn logs(&self, id: &str) -> Vec<Value> {
-        let response = self.get(&format!("/api/v1/operations/{id}/logs?limit=1000")).await;
+        let response = self
+            .get(&format!("/api/v1/operations/{id}/logs?limit=1000"))
+            .await;
         assert_eq!(response.status, StatusCode::OK, "{:?}", response.body);
-        response.body["items"].as_array().cloned().unwrap_or_default()
+        response.body["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// A direct connection to the database, for checks the API does not
@@ -335,7 +404,12 @@ impl Cluster {
             let text = proc.log_text();
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(30)..];
-            out.push_str(&format!("--- {} ({}) ---\n{}\n", proc.name, proc.log.display(), tail.join("\n")));
+            out.push_str(&format!(
+                "--- {} ({}) ---\n{}\n",
+                proc.name,
+                proc.log.display(),
+                tail.join("\n")
+            ));
         }
         out
     }
@@ -368,5 +442,8 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 /// Whether a process with this pid exists (and is not a zombie).
 pub fn process_alive(pid: i32) -> bool {
-    opsqueue_shared::process::start_ticks(pid as u32).ok().flatten().is_some()
+    opsqueue_shared::process::start_ticks(pid as u32)
+        .ok()
+        .flatten()
+        .is_some()
 }

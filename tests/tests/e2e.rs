@@ -10,7 +10,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 fn time(op: &Value, field: &str) -> DateTime<Utc> {
-    op[field].as_str().unwrap_or_else(|| panic!("{field} missing in {op}")).parse().unwrap()
+    op[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} missing in {op}"))
+        .parse()
+        .unwrap()
 }
 
 /// The pid a `diag.sleep {child: true}` logged for its `sleep` process.
@@ -30,7 +34,10 @@ async fn child_pid(cluster: &Cluster, id: &str) -> i32 {
                 }
             }
         }
-        assert!(std::time::Instant::now() < deadline, "no child pid in the logs of {id}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no child pid in the logs of {id}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -39,14 +46,24 @@ async fn child_pid(cluster: &Cluster, id: &str) -> i32 {
 async fn a_fired_noop_is_accepted_with_a_location_and_long_polls_to_completed() {
     let mut cluster = Cluster::new();
     cluster.start_all();
-    let response = cluster.post("/api/v1/operations", json!({"type": "diag.noop", "payload": {}})).await;
+    let response = cluster
+        .post(
+            "/api/v1/operations",
+            json!({"type": "diag.noop", "payload": {}}),
+        )
+        .await;
     assert_eq!(response.status, StatusCode::ACCEPTED);
     let id = response.body["id"].as_str().unwrap().to_owned();
-    assert_eq!(response.headers["location"], format!("/api/v1/operations/{id}").as_str());
+    assert_eq!(
+        response.headers["location"],
+        format!("/api/v1/operations/{id}").as_str()
+    );
     assert!(response.headers.contains_key("retry-after"));
     assert_eq!(response.body["status"], "pending");
 
-    let waited = cluster.get(&format!("/api/v1/operations/{id}?wait=30")).await;
+    let waited = cluster
+        .get(&format!("/api/v1/operations/{id}?wait=30"))
+        .await;
     assert_eq!(waited.status, StatusCode::OK);
     assert_eq!(waited.body["status"], "completed", "{:#}", waited.body);
     assert_eq!(waited.body["attempt"], 1);
@@ -62,12 +79,20 @@ async fn a_worker_killed_mid_operation_is_reaped_at_once_and_the_operation_runs_
     cluster.start_api();
     cluster.start_monitor();
     let worker = cluster.start_worker(&[]);
-    let id = cluster.enqueue_kind("diag.sleep", json!({"seconds": 1.5})).await;
-    cluster.wait_until(&id, |op| op["status"] == "running").await;
+    let id = cluster
+        .enqueue_kind("diag.sleep", json!({"seconds": 1.5}))
+        .await;
+    cluster
+        .wait_until(&id, |op| op["status"] == "running")
+        .await;
 
     cluster.workers[worker].signal(libc::SIGKILL);
-    cluster.workers[worker].wait_exit(DEADLINE).expect("the worker died");
-    let requeued = cluster.wait_until(&id, |op| op["status"] != "running").await;
+    cluster.workers[worker]
+        .wait_exit(DEADLINE)
+        .expect("the worker died");
+    let requeued = cluster
+        .wait_until(&id, |op| op["status"] != "running")
+        .await;
     assert_eq!(requeued["status"], "pending", "{requeued:#}");
     assert_eq!(requeued["error"]["code"], "worker_lost");
 
@@ -107,8 +132,12 @@ async fn four_workers_execute_two_thousand_operations_exactly_once() {
 
     let db = cluster.sqlite();
     eventually("all 2000 operations completed", || {
-        db.query_row("SELECT count(*) FROM operations WHERE status = 'completed'", [], |r| r.get::<_, i64>(0))
-            .unwrap()
+        db.query_row(
+            "SELECT count(*) FROM operations WHERE status = 'completed'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
             == 2000
     })
     .await;
@@ -121,7 +150,10 @@ async fn four_workers_execute_two_thousand_operations_exactly_once() {
         workers.insert(fields[2]);
     }
     assert_eq!(executions.len(), 2000);
-    assert!(executions.values().all(|n| *n == 1), "some operation ran twice");
+    assert!(
+        executions.values().all(|n| *n == 1),
+        "some operation ran twice"
+    );
     for id in &ids {
         assert!(executions.contains_key(id.as_str()), "{id} never ran");
     }
@@ -137,16 +169,25 @@ async fn a_worker_whose_claim_was_reaped_cannot_complete_the_operation_afterward
     cluster.start_api();
     cluster.start_monitor();
     let frozen = cluster.start_worker(&[]);
-    let id = cluster.enqueue_kind("diag.sleep", json!({"seconds": 4})).await;
-    cluster.wait_until(&id, |op| op["status"] == "running").await;
+    let id = cluster
+        .enqueue_kind("diag.sleep", json!({"seconds": 4}))
+        .await;
+    cluster
+        .wait_until(&id, |op| op["status"] == "running")
+        .await;
     // A hung worker: alive, so only its expired lease can get it reaped.
     cluster.workers[frozen].signal(libc::SIGSTOP);
-    let requeued = cluster.wait_until(&id, |op| op["status"] == "pending").await;
+    let requeued = cluster
+        .wait_until(&id, |op| op["status"] == "pending")
+        .await;
     assert_eq!(requeued["error"]["code"], "lease_expired");
 
     cluster.start_worker(&[]);
     let done = cluster.wait_terminal(&id).await;
-    assert_eq!((done["status"].as_str(), done["attempt"].as_i64()), (Some("completed"), Some(2)));
+    assert_eq!(
+        (done["status"].as_str(), done["attempt"].as_i64()),
+        (Some("completed"), Some(2))
+    );
 
     // The frozen worker wakes up, its sleep long over, and tries to finish
     // attempt 1: the fence refuses it.
@@ -155,7 +196,10 @@ async fn a_worker_whose_claim_was_reaped_cannot_complete_the_operation_afterward
     let after = cluster.operation(&id).await;
     assert_eq!(after["status"], "completed");
     assert_eq!(after["attempt"], 2);
-    assert_eq!(after["finished_at"], done["finished_at"], "the reaped worker overwrote the outcome");
+    assert_eq!(
+        after["finished_at"], done["finished_at"],
+        "the reaped worker overwrote the outcome"
+    );
     let runs = std::fs::read_to_string(&record).unwrap();
     assert_eq!(runs.lines().filter(|l| l.starts_with(&id)).count(), 2);
 }
@@ -171,8 +215,16 @@ async fn operations_on_one_resource_never_overlap_and_run_in_the_order_accepted(
     let mut serialized = Vec::new();
     let mut others = Vec::new();
     for _ in 0..20 {
-        serialized.push(cluster.enqueue_kind("diag.sleep", json!({"seconds": 0.05, "key": "db"})).await);
-        others.push(cluster.enqueue_kind("diag.sleep", json!({"seconds": 0.05})).await);
+        serialized.push(
+            cluster
+                .enqueue_kind("diag.sleep", json!({"seconds": 0.05, "key": "db"}))
+                .await,
+        );
+        others.push(
+            cluster
+                .enqueue_kind("diag.sleep", json!({"seconds": 0.05}))
+                .await,
+        );
     }
     let mut ops = Vec::new();
     for id in &serialized {
@@ -198,10 +250,14 @@ async fn cancelling_a_pending_operation_ends_it_at_once() {
     let mut cluster = Cluster::new();
     cluster.start_api();
     let id = cluster.enqueue_kind("diag.noop", json!({})).await;
-    let response = cluster.post(&format!("/api/v1/operations/{id}/cancel"), json!({})).await;
+    let response = cluster
+        .post(&format!("/api/v1/operations/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(response.status, StatusCode::ACCEPTED);
     assert_eq!(response.body["status"], "cancelled");
-    let again = cluster.post(&format!("/api/v1/operations/{id}/cancel"), json!({})).await;
+    let again = cluster
+        .post(&format!("/api/v1/operations/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(again.status, StatusCode::CONFLICT);
 }
 
@@ -209,10 +265,14 @@ async fn cancelling_a_pending_operation_ends_it_at_once() {
 async fn cancelling_a_running_operation_kills_its_child_process_and_ends_it_cancelled() {
     let mut cluster = Cluster::new();
     cluster.start_all();
-    let id = cluster.enqueue_kind("diag.sleep", json!({"seconds": 300, "child": true})).await;
+    let id = cluster
+        .enqueue_kind("diag.sleep", json!({"seconds": 300, "child": true}))
+        .await;
     let pid = child_pid(&cluster, &id).await;
     assert!(process_alive(pid));
-    let response = cluster.post(&format!("/api/v1/operations/{id}/cancel"), json!({})).await;
+    let response = cluster
+        .post(&format!("/api/v1/operations/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(response.status, StatusCode::ACCEPTED, "{:?}", response.body);
     let done = cluster.wait_terminal(&id).await;
     assert_eq!(done["status"], "cancelled", "{done:#}");
@@ -247,9 +307,14 @@ async fn a_retryable_failure_is_retried_with_backoff_until_its_attempts_run_out(
     assert_eq!(done["attempt"], 3);
     assert_eq!(done["error"]["message"], "flaky");
 
-    let permanent = cluster.enqueue_kind("diag.fail", json!({"message": "broken"})).await;
+    let permanent = cluster
+        .enqueue_kind("diag.fail", json!({"message": "broken"}))
+        .await;
     let done = cluster.wait_terminal(&permanent).await;
-    assert_eq!((done["status"].as_str(), done["attempt"].as_i64()), (Some("failed"), Some(1)));
+    assert_eq!(
+        (done["status"].as_str(), done["attempt"].as_i64()),
+        (Some("failed"), Some(1))
+    );
 }
 
 #[tokio::test]
@@ -262,11 +327,30 @@ async fn bad_requests_and_bad_keys_are_refused_and_store_nothing() {
     let anonymous = cluster.http.post(&url).json(&body).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     let reader = cluster.create_key("reader", "read");
-    let read_only = cluster.http.post(&url).bearer_auth(&reader).json(&body).send().await.unwrap();
+    let read_only = cluster
+        .http
+        .post(&url)
+        .bearer_auth(&reader)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(read_only.status(), StatusCode::FORBIDDEN);
     let revoked = cluster.create_key("gone", "write");
-    assert!(cluster.api_command(&["keys", "revoke", "gone"]).status.success());
-    let response = cluster.http.post(&url).bearer_auth(&revoked).json(&body).send().await.unwrap();
+    assert!(
+        cluster
+            .api_command(&["keys", "revoke", "gone"])
+            .status
+            .success()
+    );
+    let response = cluster
+        .http
+        .post(&url)
+        .bearer_auth(&revoked)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 
     for bad in [
@@ -276,9 +360,20 @@ async fn bad_requests_and_bad_keys_are_refused_and_store_nothing() {
         json!({"type": "diag.noop", "payload": {"key": "; rm -rf /"}}),
     ] {
         let response = cluster.post("/api/v1/operations", bad.clone()).await;
-        assert!(response.status.is_client_error(), "{bad} → {}", response.status);
-        assert_eq!(response.headers["content-type"], "application/problem+json", "{bad}");
-        assert!(response.body["code"].is_string(), "{bad} → {:?}", response.body);
+        assert!(
+            response.status.is_client_error(),
+            "{bad} → {}",
+            response.status
+        );
+        assert_eq!(
+            response.headers["content-type"], "application/problem+json",
+            "{bad}"
+        );
+        assert!(
+            response.body["code"].is_string(),
+            "{bad} → {:?}",
+            response.body
+        );
     }
     let malformed = cluster
         .http
@@ -290,7 +385,10 @@ async fn bad_requests_and_bad_keys_are_refused_and_store_nothing() {
         .await
         .unwrap();
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
-    let rows: i64 = cluster.sqlite().query_row("SELECT count(*) FROM operations", [], |r| r.get(0)).unwrap();
+    let rows: i64 = cluster
+        .sqlite()
+        .query_row("SELECT count(*) FROM operations", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(rows, 0, "a refused request was stored");
 }
 
@@ -299,7 +397,10 @@ async fn a_database_newer_than_the_binaries_is_refused_with_a_clear_error() {
     let mut cluster = Cluster::new();
     cluster.start_api();
     drop(cluster.api.take());
-    cluster.sqlite().pragma_update(None, "user_version", 999).unwrap();
+    cluster
+        .sqlite()
+        .pragma_update(None, "user_version", 999)
+        .unwrap();
     for binary in ["opsqueue-api", "opsqueue-worker", "opsqueue-monitor"] {
         let out = std::process::Command::new(opsqueue_tests::binary(binary))
             .env("OPSQUEUE_DATABASE__PATH", cluster.db_path())
@@ -307,9 +408,15 @@ async fn a_database_newer_than_the_binaries_is_refused_with_a_clear_error() {
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap();
-        assert!(!out.status.success(), "{binary} started on a newer database");
+        assert!(
+            !out.status.success(),
+            "{binary} started on a newer database"
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("newer than this opsqueue"), "{binary}: {stderr}");
+        assert!(
+            stderr.contains("newer than this opsqueue"),
+            "{binary}: {stderr}"
+        );
     }
 }
 
@@ -318,14 +425,22 @@ async fn one_schedule_with_two_monitors_enqueues_exactly_one_operation_per_fire(
     let mut cluster = Cluster::new();
     cluster.start_api();
     let created = cluster
-        .post("/api/v1/schedules", json!({"name": "tick", "cron": "* * * * * *", "type": "diag.noop", "payload": {}}))
+        .post(
+            "/api/v1/schedules",
+            json!({"name": "tick", "cron": "* * * * * *", "type": "diag.noop", "payload": {}}),
+        )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
     cluster.start_monitor();
     cluster.start_monitor();
     let db = cluster.sqlite();
     let fires = || {
-        db.query_row("SELECT count(*) FROM operations WHERE source = 'cron'", [], |r| r.get::<_, i64>(0)).unwrap()
+        db.query_row(
+            "SELECT count(*) FROM operations WHERE source = 'cron'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
     };
     eventually("the schedule fired three times", || fires() >= 3).await;
     let duplicates: i64 = db
@@ -338,7 +453,11 @@ async fn one_schedule_with_two_monitors_enqueues_exactly_one_operation_per_fire(
         .unwrap();
     assert_eq!(duplicates, 0);
     let keys: i64 = db
-        .query_row("SELECT count(DISTINCT idempotency_key) FROM operations WHERE source = 'cron'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(DISTINCT idempotency_key) FROM operations WHERE source = 'cron'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(keys, fires(), "two operations share a fire time");
 }
@@ -348,10 +467,16 @@ async fn sigterm_lets_a_running_operation_finish_and_the_worker_exits_zero() {
     let mut cluster = Cluster::new();
     cluster.start_api();
     let worker = cluster.start_worker(&[]);
-    let id = cluster.enqueue_kind("diag.sleep", json!({"seconds": 2})).await;
-    cluster.wait_until(&id, |op| op["status"] == "running").await;
+    let id = cluster
+        .enqueue_kind("diag.sleep", json!({"seconds": 2}))
+        .await;
+    cluster
+        .wait_until(&id, |op| op["status"] == "running")
+        .await;
     cluster.workers[worker].signal(libc::SIGTERM);
-    let status = cluster.workers[worker].wait_exit(DEADLINE).expect("the worker exited");
+    let status = cluster.workers[worker]
+        .wait_exit(DEADLINE)
+        .expect("the worker exited");
     assert!(status.success(), "{status:?}");
     assert_eq!(cluster.operation(&id).await["status"], "completed");
 }
@@ -362,10 +487,14 @@ async fn sigterm_past_the_grace_period_releases_a_running_operation_for_another_
     cluster.set_env("OPSQUEUE_WORKER__SHUTDOWN_GRACE_SECS", 1);
     cluster.start_api();
     let worker = cluster.start_worker(&[]);
-    let id = cluster.enqueue_kind("diag.sleep", json!({"seconds": 300, "child": true})).await;
+    let id = cluster
+        .enqueue_kind("diag.sleep", json!({"seconds": 300, "child": true}))
+        .await;
     let pid = child_pid(&cluster, &id).await;
     cluster.workers[worker].signal(libc::SIGTERM);
-    let status = cluster.workers[worker].wait_exit(DEADLINE).expect("the worker exited");
+    let status = cluster.workers[worker]
+        .wait_exit(DEADLINE)
+        .expect("the worker exited");
     assert!(status.success(), "{status:?}");
     let op = cluster.operation(&id).await;
     assert_eq!(op["status"], "pending", "{op:#}");

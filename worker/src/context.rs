@@ -13,13 +13,16 @@
 //!   fence overrides it (that one means "write nothing at all").
 //! - `progress` is fenced; a write refused by the fence stops the operation
 //!   as lost.
+//! - State effects ([`Context::record`]: observations of host objects, and
+//!   objects opsqueue manages) are kept in memory and written only with a
+//!   completion, in its transaction.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opsqueue_shared::operation::Progress;
-use opsqueue_shared::store::{LogLine, Stream};
+use opsqueue_shared::store::{LogLine, StateEffect, Stream};
 use opsqueue_shared::{Config, Fence, OperationId, time};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
@@ -147,6 +150,7 @@ struct Scope {
     deadline: Instant,
     stop: Arc<Stop>,
     log: LogBuffer,
+    effects: Mutex<Vec<StateEffect>>,
     writer: Option<Writer>,
     config: Arc<Config>,
 }
@@ -182,6 +186,7 @@ impl Context {
                 deadline: Instant::now() + timeout,
                 stop,
                 log: LogBuffer::new(config.database.log_cap_bytes),
+                effects: Mutex::new(Vec::new()),
                 writer,
                 config,
             }),
@@ -328,6 +333,30 @@ impl Context {
 
     pub(crate) fn take_log(&self) -> Vec<LogLine> {
         self.scope.log.take()
+    }
+
+    /// Records what the driver observed of the host, or created on it. The
+    /// effects are written with the operation's completion (fenced), and
+    /// dropped if it does not complete.
+    pub fn record(&self, effect: StateEffect) {
+        self.scope
+            .effects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(effect);
+    }
+
+    /// Effects recorded so far (on a detached context: all of them).
+    pub fn effects(&self) -> Vec<StateEffect> {
+        self.scope
+            .effects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn take_effects(&self) -> Vec<StateEffect> {
+        std::mem::take(&mut *self.scope.effects.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 

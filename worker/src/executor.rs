@@ -298,10 +298,16 @@ pub(crate) async fn run_attempt(
         Finish::Retry { run_at, .. } => Some(*run_at),
         _ => None,
     };
+    let effects = match finish {
+        Finish::Completed { .. } => ctx.take_effects(),
+        _ => Vec::new(),
+    };
     let done = Arc::new(FinishWrite {
         fence,
         finish,
         logs: ctx.take_log(),
+        effects,
+        target: op.target.clone(),
         family: op.family().to_owned(),
         duration_secs: started.elapsed().as_secs_f64(),
         has_resource: op.resource.is_some(),

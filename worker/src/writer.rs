@@ -28,10 +28,10 @@ use std::time::Duration;
 
 use opsqueue_shared::operation::Progress;
 use opsqueue_shared::store::{
-    ClaimRequest, Counters, Finish, LogLine, NewWorker, StoreError, WriteBatcher, counters_apply,
-    names, operation_cancel_requests, operation_claim, operation_finish, operation_heartbeat,
-    operation_log_append, operation_progress, rusqlite::Transaction, worker_heartbeat,
-    worker_register, worker_stop,
+    ClaimRequest, Counters, Finish, LogLine, NewWorker, StateEffect, StoreError, WriteBatcher,
+    counters_apply, names, operation_cancel_requests, operation_claim, operation_finish,
+    operation_heartbeat, operation_log_append, operation_progress, rusqlite::Transaction,
+    state_apply, worker_heartbeat, worker_register, worker_stop,
 };
 use opsqueue_shared::wake::{Role, Waker};
 use opsqueue_shared::{Fence, Operation, Store, time};
@@ -89,6 +89,9 @@ pub(crate) struct FinishWrite {
     pub fence: Fence,
     pub finish: Finish,
     pub logs: Vec<LogLine>,
+    /// Applied with a completion only.
+    pub effects: Vec<StateEffect>,
+    pub target: String,
     pub family: String,
     pub duration_secs: f64,
     pub has_resource: bool,
@@ -291,6 +294,9 @@ fn apply(
                 }
                 let applied = operation_finish(tx, &done.fence, &done.finish, now)?;
                 if applied {
+                    if !done.effects.is_empty() {
+                        state_apply(tx, &done.target, done.fence.id, &done.effects, now)?;
+                    }
                     tally(&mut counters, done);
                     let mut due = 0;
                     if done.finish.status().is_terminal() {

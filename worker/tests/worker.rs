@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use opsqueue_shared::actions::diag::DiagAction;
 use opsqueue_shared::store::{
-    Finish, LogEntry, counters_list, names, operation_cancel, operation_get, operation_insert,
-    operation_log_list, operation_reap_worker, worker_list_running,
+    Finish, LogEntry, StateEffect, counters_list, managed_list, names, observation_list,
+    operation_cancel, operation_get, operation_insert, operation_log_list, operation_reap_worker,
+    worker_list_running,
 };
 use opsqueue_shared::wake::{Role, Waker};
 use opsqueue_shared::{
@@ -759,4 +760,71 @@ async fn a_driver_s_steps_progress_and_command_output_reach_the_operation() {
     assert_eq!(lines[2], ("stdout".into(), "out ***".into()));
     assert!(lines[3].1.contains("ended with exit code 0"));
     assert!(lines.iter().all(|(_, l)| !l.contains("s3cret")));
+}
+
+/// A driver that observes: records what it saw, then succeeds or fails as
+/// the diag action says.
+struct Observer;
+
+impl Driver for Observer {
+    type Action = DiagAction;
+    const FAMILY: &'static str = "diag";
+
+    fn select(action: &Action) -> Option<&DiagAction> {
+        #[allow(unreachable_patterns)]
+        match action {
+            Action::Diag(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    async fn execute(&self, action: &DiagAction, ctx: &Context) -> Result<Outcome, DriverError> {
+        let name = ctx.id().to_string();
+        ctx.record(StateEffect::Observed {
+            family: "diag".into(),
+            kind: "thing".into(),
+            name: name.clone(),
+            data: json!({"seen": true}),
+        });
+        ctx.record(StateEffect::Managed {
+            family: "diag".into(),
+            kind: "thing".into(),
+            name,
+            spec: json!({"wanted": 1}),
+        });
+        match action {
+            DiagAction::Fail(fail) => {
+                Err(DriverError::permanent("diag_failure", fail.message.clone()))
+            }
+            _ => Ok(Outcome::changed()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_driver_observed_is_stored_with_its_completion_and_dropped_when_it_fails() {
+    let app = TestApp::new();
+    let completed = app.enqueue("diag.noop", json!({}));
+    let failed = app.enqueue("diag.fail", json!({"message": "no"}));
+    let mut drivers = Registry::new();
+    drivers.register(Observer);
+
+    app.worker_with(drivers).await.step().await.unwrap();
+
+    let seen = app
+        .store
+        .read(|c| observation_list(c, "local", "diag", "thing", None))
+        .unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].name, completed.to_string());
+    assert_eq!(seen[0].data, json!({"seen": true}));
+    assert_eq!(seen[0].operation_id, Some(completed.to_string()));
+    let managed = app
+        .store
+        .read(|c| managed_list(c, "local", "diag", "thing", Some(&failed.to_string())))
+        .unwrap();
+    assert!(
+        managed.is_empty(),
+        "a failed operation's effects were stored"
+    );
 }

@@ -21,6 +21,7 @@ mod keys;
 mod logs;
 mod operations;
 mod schedules;
+mod state;
 mod workers;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ pub use keys::*;
 pub use logs::*;
 pub use operations::*;
 pub use schedules::*;
+pub use state::*;
 pub use workers::*;
 
 pub use rusqlite;

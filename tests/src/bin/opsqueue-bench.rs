@@ -55,7 +55,9 @@ const SMOKE: Sizes = Sizes {
 fn main() -> anyhow::Result<()> {
     let smoke = std::env::args().any(|a| a == "--smoke");
     let sizes = if smoke { SMOKE } else { FULL };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(sizes))
 }
 
@@ -72,7 +74,9 @@ async fn run(sizes: Sizes) -> anyhow::Result<()> {
         }
         println!("| {sync} | {per_txn} | {rate:.0} |");
     }
-    println!("\nThe API commits with `synchronous = FULL`; ratios below are to {raw_full:.0} single-row FULL commits/s.\n");
+    println!(
+        "\nThe API commits with `synchronous = FULL`; ratios below are to {raw_full:.0} single-row FULL commits/s.\n"
+    );
 
     println!("## 2. Enqueue over HTTP (keep-alive, `diag.noop`, API alone)\n");
     println!("| clients | operations/s | × raw | p50 ms | p99 ms |\n|---|---|---|---|---|");
@@ -89,7 +93,10 @@ async fn run(sizes: Sizes) -> anyhow::Result<()> {
         );
     }
 
-    println!("\n## 3. Drain: {} `diag.noop` enqueued first, one worker process\n", sizes.drain_ops);
+    println!(
+        "\n## 3. Drain: {} `diag.noop` enqueued first, one worker process\n",
+        sizes.drain_ops
+    );
     println!("| concurrency | operations/s | × raw |\n|---|---|---|");
     let mut empty_rate_32 = 0.0;
     for concurrency in [1, 8, 32] {
@@ -100,7 +107,10 @@ async fn run(sizes: Sizes) -> anyhow::Result<()> {
         println!("| {concurrency} | {rate:.0} | {:.2} |", rate / raw_full);
     }
 
-    println!("\n## 4. Sustained: enqueue (64 clients) and drain (one worker, concurrency 32) at once for {:.0} s\n", sizes.sustained_secs);
+    println!(
+        "\n## 4. Sustained: enqueue (64 clients) and drain (one worker, concurrency 32) at once for {:.0} s\n",
+        sizes.sustained_secs
+    );
     let mut cluster = quiet_cluster();
     cluster.set_env("OPSQUEUE_WORKER__CONCURRENCY", 32);
     cluster.start_all();
@@ -113,14 +123,31 @@ async fn run(sizes: Sizes) -> anyhow::Result<()> {
         [opsqueue_shared::time::to_db(started), opsqueue_shared::time::to_db(finished)],
         |r| r.get(0),
     )?;
-    let backlog: i64 = db.query_row("SELECT count(*) FROM operations WHERE status = 'pending'", [], |r| r.get(0))?;
+    let backlog: i64 = db.query_row(
+        "SELECT count(*) FROM operations WHERE status = 'pending'",
+        [],
+        |r| r.get(0),
+    )?;
     let secs = (finished - started).num_milliseconds() as f64 / 1000.0;
-    println!("| enqueued/s | completed/s | pending at the end | enqueue p99 ms |\n|---|---|---|---|");
-    println!("| {:.0} | {:.0} | {backlog} | {:.2} |", load.rate, completed as f64 / secs, load.p99_ms);
-    let rss: Vec<(String, u64)> = cluster_procs(&cluster).iter().map(|p| (p.name.clone(), peak_rss_kib(p.pid()))).collect();
+    println!(
+        "| enqueued/s | completed/s | pending at the end | enqueue p99 ms |\n|---|---|---|---|"
+    );
+    println!(
+        "| {:.0} | {:.0} | {backlog} | {:.2} |",
+        load.rate,
+        completed as f64 / secs,
+        load.p99_ms
+    );
+    let rss: Vec<(String, u64)> = cluster_procs(&cluster)
+        .iter()
+        .map(|p| (p.name.clone(), peak_rss_kib(p.pid())))
+        .collect();
     drop(cluster);
 
-    println!("\n## 5. Pickup latency, idle worker, {} operations one after another\n", sizes.pickup_ops);
+    println!(
+        "\n## 5. Pickup latency, idle worker, {} operations one after another\n",
+        sizes.pickup_ops
+    );
     let pickup = pickup_latency(sizes.pickup_ops).await?;
     println!("| measure | p50 ms | p99 ms | max ms |\n|---|---|---|---|");
     println!(
@@ -142,22 +169,36 @@ async fn run(sizes: Sizes) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs_f64(sizes.idle_secs)).await;
     let elapsed = t0.elapsed().as_secs_f64();
     let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    println!("| process | idle CPU % of a core ({:.0} s) | peak RSS under load (MiB) |\n|---|---|---|", sizes.idle_secs);
+    println!(
+        "| process | idle CPU % of a core ({:.0} s) | peak RSS under load (MiB) |\n|---|---|---|",
+        sizes.idle_secs
+    );
     let mut total = 0.0;
     for (i, proc) in procs.iter().enumerate() {
         let cpu = (cpu_ticks(proc.pid()) - before[i]) as f64 / ticks_per_sec / elapsed * 100.0;
         total += cpu;
-        let peak = rss.iter().find(|(name, _)| name == &proc.name).map(|(_, kib)| *kib).unwrap_or(0);
+        let peak = rss
+            .iter()
+            .find(|(name, _)| name == &proc.name)
+            .map(|(_, kib)| *kib)
+            .unwrap_or(0);
         println!("| {} | {cpu:.2} | {:.1} |", proc.name, peak as f64 / 1024.0);
     }
     println!("| all three | {total:.2} | |");
     drop(cluster);
 
-    println!("\n## 7. Scale: drain (concurrency 32) with {} terminal operations already stored\n", sizes.history_rows);
+    println!(
+        "\n## 7. Scale: drain (concurrency 32) with {} terminal operations already stored\n",
+        sizes.history_rows
+    );
     let rate = drain(sizes.drain_ops, 32, sizes.history_rows).await?;
     println!("| history rows | operations/s | vs empty table |\n|---|---|---|");
     println!("| 0 | {empty_rate_32:.0} | 100 % |");
-    println!("| {} | {rate:.0} | {:.0} % |", sizes.history_rows, rate / empty_rate_32 * 100.0);
+    println!(
+        "| {} | {rate:.0} | {:.0} % |",
+        sizes.history_rows,
+        rate / empty_rate_32 * 100.0
+    );
     Ok(())
 }
 
@@ -168,14 +209,22 @@ fn quiet_cluster() -> Cluster {
 }
 
 fn cluster_procs(cluster: &Cluster) -> Vec<&Proc> {
-    cluster.api.iter().chain(&cluster.workers).chain(&cluster.monitors).collect()
+    cluster
+        .api
+        .iter()
+        .chain(&cluster.workers)
+        .chain(&cluster.monitors)
+        .collect()
 }
 
 /// Single-row (or `per_txn`-row) insert transactions into `operations`
 /// through the store's own insert, at the given `synchronous` level.
 fn raw_insert_rate(dir: &Path, sync: &str, per_txn: usize, rows: usize) -> anyhow::Result<f64> {
     let path = dir.join(format!("raw-{sync}-{per_txn}.db"));
-    drop(Store::open(&DatabaseConfig { path: path.clone(), ..Default::default() })?);
+    drop(Store::open(&DatabaseConfig {
+        path: path.clone(),
+        ..Default::default()
+    })?);
     let mut conn = rusqlite::Connection::open(&path)?;
     conn.pragma_update(None, "synchronous", sync)?;
     let new: Vec<_> = (0..rows).map(|_| noop().prepare(now())).collect();
@@ -201,7 +250,10 @@ struct Load {
 }
 
 async fn enqueue_load(cluster: &Cluster, clients: usize, secs: f64) -> Load {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .unwrap();
     let url = Arc::new(format!("{}/api/v1/operations", cluster.api_url));
     let token = Arc::new(cluster.token.clone());
     let body = Arc::new(serde_json::to_vec(&json!({"type": "diag.noop", "payload": {}})).unwrap());
@@ -237,7 +289,11 @@ async fn enqueue_load(cluster: &Cluster, clients: usize, secs: f64) -> Load {
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
     let (p50, p99, _) = percentiles(&latencies);
-    Load { rate: latencies.len() as f64 / elapsed, p50_ms: p50, p99_ms: p99 }
+    Load {
+        rate: latencies.len() as f64 / elapsed,
+        p50_ms: p50,
+        p99_ms: p99,
+    }
 }
 
 /// p50, p99 and max in milliseconds of sorted durations.
@@ -245,8 +301,14 @@ fn percentiles(sorted: &[Duration]) -> (f64, f64, f64) {
     if sorted.is_empty() {
         return (0.0, 0.0, 0.0);
     }
-    let at = |q: f64| sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)].as_secs_f64() * 1000.0;
-    (at(0.50), at(0.99), sorted[sorted.len() - 1].as_secs_f64() * 1000.0)
+    let at = |q: f64| {
+        sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)].as_secs_f64() * 1000.0
+    };
+    (
+        at(0.50),
+        at(0.99),
+        sorted[sorted.len() - 1].as_secs_f64() * 1000.0,
+    )
 }
 
 /// Enqueues `ops` noops (after `history` terminal rows) straight into the
@@ -255,7 +317,10 @@ fn percentiles(sorted: &[Duration]) -> (f64, f64, f64) {
 async fn drain(ops: usize, concurrency: usize, history: usize) -> anyhow::Result<f64> {
     let mut cluster = quiet_cluster();
     cluster.set_env("OPSQUEUE_WORKER__CONCURRENCY", concurrency);
-    let config = DatabaseConfig { path: cluster.db_path(), ..Default::default() };
+    let config = DatabaseConfig {
+        path: cluster.db_path(),
+        ..Default::default()
+    };
     let store = Store::open(&config)?;
     if history > 0 {
         store.write(|tx| {
@@ -286,8 +351,11 @@ async fn drain(ops: usize, concurrency: usize, history: usize) -> anyhow::Result
     let db = cluster.sqlite();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let pending: i64 =
-            db.query_row("SELECT count(*) FROM operations WHERE status IN ('pending', 'running')", [], |r| r.get(0))?;
+        let pending: i64 = db.query_row(
+            "SELECT count(*) FROM operations WHERE status IN ('pending', 'running')",
+            [],
+            |r| r.get(0),
+        )?;
         if pending == 0 {
             break;
         }
@@ -316,11 +384,19 @@ async fn pickup_latency(ops: usize) -> anyhow::Result<Pickup> {
     let mut seen = Vec::new();
     let mut ids = Vec::new();
     for _ in 0..ops {
-        let op = cluster.enqueue(json!({"type": "diag.noop", "payload": {}})).await;
+        let op = cluster
+            .enqueue(json!({"type": "diag.noop", "payload": {}}))
+            .await;
         let accepted = Instant::now();
         let id = op["id"].as_str().unwrap().to_owned();
-        let done = cluster.get(&format!("/api/v1/operations/{id}?wait=10")).await;
-        anyhow::ensure!(done.body["status"] == "completed", "not completed: {}", done.body);
+        let done = cluster
+            .get(&format!("/api/v1/operations/{id}?wait=10"))
+            .await;
+        anyhow::ensure!(
+            done.body["status"] == "completed",
+            "not completed: {}",
+            done.body
+        );
         seen.push(accepted.elapsed());
         ids.push(id);
     }
@@ -334,15 +410,28 @@ async fn pickup_latency(ops: usize) -> anyhow::Result<Pickup> {
         .collect();
     start.sort();
     seen.sort();
-    Ok(Pickup { start: percentiles(&start), seen: percentiles(&seen) })
+    Ok(Pickup {
+        start: percentiles(&start),
+        seen: percentiles(&seen),
+    })
 }
 
 /// utime + stime of a process, in clock ticks.
 fn cpu_ticks(pid: i32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     // Fields after the command start at field 3; utime is 14, stime 15.
-    let get = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let get = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     get(14) + get(15)
 }
 
