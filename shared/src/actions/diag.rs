@@ -10,11 +10,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{ActionError, ActionInfo, payload};
+use super::{ActionError, ActionInfo, FamilyAction, payload};
 
 pub const FAMILY: &str = "diag";
 
-pub const CATALOGUE: &[ActionInfo] = &[
+const CATALOGUE: &[ActionInfo] = &[
     ActionInfo {
         kind: "diag.noop",
         summary: "Does nothing and completes.",
@@ -84,8 +84,11 @@ pub enum DiagAction {
     Fail(Fail),
 }
 
-impl DiagAction {
-    pub fn parse(kind: &str, value: Value) -> Result<Self, ActionError> {
+impl FamilyAction for DiagAction {
+    const FAMILY: &'static str = FAMILY;
+    const CATALOGUE: &'static [ActionInfo] = CATALOGUE;
+
+    fn parse(kind: &str, value: Value) -> Result<Self, ActionError> {
         // `deny_unknown_fields` does not work through `flatten`, so the known
         // fields are checked here.
         let known: &[&str] = match kind {
@@ -136,7 +139,7 @@ impl DiagAction {
         }
     }
 
-    pub fn kind(&self) -> &'static str {
+    fn kind(&self) -> &'static str {
         match self {
             DiagAction::Noop(_) => "diag.noop",
             DiagAction::Sleep(_) => "diag.sleep",
@@ -144,15 +147,7 @@ impl DiagAction {
         }
     }
 
-    fn common(&self) -> &Common {
-        match self {
-            DiagAction::Noop(a) => &a.common,
-            DiagAction::Sleep(a) => &a.common,
-            DiagAction::Fail(a) => &a.common,
-        }
-    }
-
-    pub fn payload(&self) -> Value {
+    fn payload(&self) -> Value {
         let value = match self {
             DiagAction::Noop(a) => serde_json::to_value(a),
             DiagAction::Sleep(a) => serde_json::to_value(a),
@@ -161,12 +156,22 @@ impl DiagAction {
         value.expect("diag payloads always serialize")
     }
 
-    pub fn resource(&self) -> Option<String> {
+    fn resource(&self) -> Option<String> {
         self.common().key.as_ref().map(|key| format!("diag:{key}"))
     }
 
-    pub fn rerun_safe(&self) -> bool {
+    fn rerun_safe(&self) -> bool {
         self.common().rerun_safe
+    }
+}
+
+impl DiagAction {
+    fn common(&self) -> &Common {
+        match self {
+            DiagAction::Noop(a) => &a.common,
+            DiagAction::Sleep(a) => &a.common,
+            DiagAction::Fail(a) => &a.common,
+        }
     }
 }
 

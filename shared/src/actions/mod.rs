@@ -18,16 +18,6 @@ pub struct ActionInfo {
     pub summary: &'static str,
 }
 
-/// Every operation type, in the order the docs list them.
-pub fn catalogue() -> Vec<ActionInfo> {
-    diag::CATALOGUE.to_vec()
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    Diag(diag::DiagAction),
-}
-
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ActionError {
     #[error("unknown operation type {0:?}")]
@@ -53,52 +43,119 @@ pub(crate) fn payload<T: serde::de::DeserializeOwned>(
     serde_json::from_value(payload).map_err(|e| ActionError::invalid(kind, e))
 }
 
-impl Action {
-    pub fn parse(kind: &str, payload: Value) -> Result<Action, ActionError> {
-        let family = kind.split('.').next().unwrap_or_default();
-        match family {
-            diag::FAMILY => diag::DiagAction::parse(kind, payload).map(Action::Diag),
-            _ => Err(ActionError::UnknownType(kind.chars().take(80).collect())),
-        }
-    }
+/// What every family's action type tells the catalogue.
+pub trait FamilyAction: Sized {
+    /// The `family` of `family.verb`.
+    const FAMILY: &'static str;
+    /// The family's entries, for docs and the OpenAPI document.
+    const CATALOGUE: &'static [ActionInfo];
 
+    /// Parses `payload` for `kind` (which starts with `FAMILY.`).
+    fn parse(kind: &str, payload: Value) -> Result<Self, ActionError>;
+    fn kind(&self) -> &'static str;
+    /// The normalized payload, as stored and as the worker will parse it.
+    fn payload(&self) -> Value;
+    /// Operations on one resource run one at a time, in the order accepted.
+    fn resource(&self) -> Option<String>;
+    /// Whether the reaper may run it again after its worker was lost mid-way.
+    fn rerun_safe(&self) -> bool;
+    fn default_timeout_secs(&self) -> i64 {
+        300
+    }
+}
+
+/// Declares [`Action`] over the families: adding a family is one line here.
+macro_rules! families {
+    ($($variant:ident($module:ident::$ty:ident)),+ $(,)?) => {
+        /// A typed action of any family.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Action {
+            $($variant($module::$ty),)+
+        }
+
+        /// Every operation type, in the order the docs list them.
+        pub fn catalogue() -> Vec<ActionInfo> {
+            let mut all = Vec::new();
+            $(all.extend_from_slice(<$module::$ty as FamilyAction>::CATALOGUE);)+
+            all
+        }
+
+        impl Action {
+            pub fn parse(kind: &str, payload: Value) -> Result<Action, ActionError> {
+                let family = kind.split('.').next().unwrap_or_default();
+                $(if family == <$module::$ty as FamilyAction>::FAMILY {
+                    return <$module::$ty as FamilyAction>::parse(kind, payload).map(Action::$variant);
+                })+
+                Err(ActionError::UnknownType(kind.chars().take(80).collect()))
+            }
+
+            fn inner(&self) -> &dyn Describe {
+                match self {
+                    $(Action::$variant(a) => a,)+
+                }
+            }
+
+            pub fn family(&self) -> &'static str {
+                match self {
+                    $(Action::$variant(_) => <$module::$ty as FamilyAction>::FAMILY,)+
+                }
+            }
+        }
+    };
+}
+
+families!(Diag(diag::DiagAction));
+
+/// [`FamilyAction`] without its associated items, so [`Action`] can reach
+/// any family's methods through one reference.
+trait Describe {
+    fn kind(&self) -> &'static str;
+    fn payload(&self) -> Value;
+    fn resource(&self) -> Option<String>;
+    fn rerun_safe(&self) -> bool;
+    fn default_timeout_secs(&self) -> i64;
+}
+
+impl<T: FamilyAction> Describe for T {
+    fn kind(&self) -> &'static str {
+        FamilyAction::kind(self)
+    }
+    fn payload(&self) -> Value {
+        FamilyAction::payload(self)
+    }
+    fn resource(&self) -> Option<String> {
+        FamilyAction::resource(self)
+    }
+    fn rerun_safe(&self) -> bool {
+        FamilyAction::rerun_safe(self)
+    }
+    fn default_timeout_secs(&self) -> i64 {
+        FamilyAction::default_timeout_secs(self)
+    }
+}
+
+impl Action {
     /// `family.verb`.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Action::Diag(a) => a.kind(),
-        }
-    }
-
-    pub fn family(&self) -> &'static str {
-        match self {
-            Action::Diag(_) => diag::FAMILY,
-        }
+        self.inner().kind()
     }
 
     /// The normalized payload, as stored and as the worker will parse it.
     pub fn payload(&self) -> Value {
-        match self {
-            Action::Diag(a) => a.payload(),
-        }
+        self.inner().payload()
     }
 
     /// Operations on one resource run one at a time, in the order accepted.
     pub fn resource(&self) -> Option<String> {
-        match self {
-            Action::Diag(a) => a.resource(),
-        }
+        self.inner().resource()
     }
 
     /// Whether the reaper may run it again after its worker was lost mid-way.
     pub fn rerun_safe(&self) -> bool {
-        match self {
-            Action::Diag(a) => a.rerun_safe(),
-        }
+        self.inner().rerun_safe()
     }
 
     pub fn default_timeout_secs(&self) -> i64 {
-        match self {
-            Action::Diag(_) => 300,
-        }
+        self.inner().default_timeout_secs()
     }
 }
