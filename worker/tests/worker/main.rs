@@ -26,6 +26,8 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+mod conformance;
+
 const PATIENCE: Duration = Duration::from_secs(60);
 
 struct TestApp {
@@ -191,6 +193,12 @@ impl TestApp {
             self.get(id).status == status
         })
         .await;
+        self.get(id)
+    }
+
+    async fn wait_until_terminal(&self, id: OperationId) -> Operation {
+        self.wait_until(&format!("{id} ends"), || self.get(id).status.is_terminal())
+            .await;
         self.get(id)
     }
 

@@ -1,0 +1,5 @@
+//! End-to-end tests: the real binaries as processes on temporary databases,
+//! driven over HTTP like a user would, against real host programs. One test
+//! binary; one module per area.
+
+mod queue;
