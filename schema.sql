@@ -129,7 +129,12 @@ CREATE TABLE counters (
     PRIMARY KEY (name, labels)
 ) WITHOUT ROWID;
 
--- migration 2: observed host state, objects opsqueue manages, Proxmox nodes
+-- migration 2: observed host state, objects opsqueue manages, Proxmox nodes, secrets
+
+-- Payload fields an action declares secret (passwords, token secrets) are
+-- held here and shown as "***" in `payload`; no API answer includes this
+-- column. The worker puts them back before it parses the action.
+ALTER TABLE operations ADD COLUMN secrets TEXT;  -- JSON object
 
 -- The last state a worker observed of a host object (a pm2 process, a unit,
 -- a Caddy site, a Proxmox guest), so the API answers reads at once without

@@ -143,9 +143,17 @@ pub struct Operation {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// Payload fields held back from every answer (see `secret_fields`).
+    #[serde(skip)]
+    pub secrets: Option<Value>,
 }
 
 impl Operation {
+    /// The payload with its secret fields put back: what the worker parses.
+    pub fn action_payload(&self) -> Value {
+        with_secrets(&self.payload, self.secrets.as_ref())
+    }
+
     pub fn fence(&self) -> Option<Fence> {
         Some(Fence {
             id: self.id,
@@ -205,10 +213,12 @@ impl OperationRequest {
 
     /// The row to insert, accepted at `now`.
     pub fn prepare(&self, now: Timestamp) -> NewOperation {
+        let (payload, secrets) = split_secrets(self.action.payload(), self.action.secret_fields());
         NewOperation {
             id: OperationId::new(),
             kind: self.action.kind().to_owned(),
-            payload: self.action.payload(),
+            payload,
+            secrets,
             source: self.source.to_string(),
             target: self.target.to_string(),
             resource: self.action.resource(),
@@ -248,7 +258,10 @@ impl OperationRequest {
 pub struct NewOperation {
     pub id: OperationId,
     pub kind: String,
+    /// With secret fields masked as `"***"`.
     pub payload: Value,
+    /// The secret fields' values, stored apart.
+    pub secrets: Option<Value>,
     pub source: String,
     pub target: String,
     pub resource: Option<String>,
@@ -263,6 +276,64 @@ pub struct NewOperation {
     pub created_at: DateTime<Utc>,
 }
 
+/// What a secret field reads as in every stored or returned payload.
+pub const MASK: &str = "***";
+
+/// Moves the top-level `fields` present in `payload` into a separate object,
+/// leaving [`MASK`] in their place.
+fn split_secrets(mut payload: Value, fields: &[&str]) -> (Value, Option<Value>) {
+    let mut secrets = serde_json::Map::new();
+    if let Some(object) = payload.as_object_mut() {
+        for field in fields {
+            if let Some(value) = object.get_mut(*field).filter(|v| !v.is_null()) {
+                secrets.insert(
+                    (*field).to_owned(),
+                    std::mem::replace(value, Value::String(MASK.into())),
+                );
+            }
+        }
+    }
+    (
+        payload,
+        (!secrets.is_empty()).then_some(Value::Object(secrets)),
+    )
+}
+
+fn with_secrets(payload: &Value, secrets: Option<&Value>) -> Value {
+    let mut payload = payload.clone();
+    if let (Some(object), Some(Value::Object(secrets))) = (payload.as_object_mut(), secrets) {
+        for (field, value) in secrets {
+            object.insert(field.clone(), value.clone());
+        }
+    }
+    payload
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secret_fields_are_stored_apart_and_put_back_for_the_worker() {
+        let (payload, secrets) = split_secrets(
+            json!({"user": "bob", "password": "s3cret", "note": null}),
+            &["password", "note"],
+        );
+        assert_eq!(
+            payload,
+            json!({"user": "bob", "password": "***", "note": null})
+        );
+        assert_eq!(secrets, Some(json!({"password": "s3cret"})));
+        assert_eq!(
+            with_secrets(&payload, secrets.as_ref()),
+            json!({"user": "bob", "password": "s3cret", "note": null})
+        );
+        let (payload, secrets) = split_secrets(json!({"user": "bob"}), &["password"]);
+        assert_eq!((payload, secrets), (json!({"user": "bob"}), None));
+    }
 }

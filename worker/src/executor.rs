@@ -103,7 +103,7 @@ pub(crate) async fn execute(
     config: &WorkerConfig,
     writer: Option<&Writer>,
 ) -> Option<Finish> {
-    let action = match Action::parse(&op.kind, op.payload.clone()) {
+    let action = match Action::parse(&op.kind, op.action_payload()) {
         Ok(action) => action,
         Err(e) => {
             return Some(failed(

@@ -62,6 +62,11 @@ pub trait FamilyAction: Sized {
     fn default_timeout_secs(&self) -> i64 {
         300
     }
+    /// Top-level payload fields that are secrets (passwords, token
+    /// secrets): stored apart and shown as `"***"` in every answer.
+    fn secret_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// Declares [`Action`] over the families: adding a family is one line here.
@@ -114,6 +119,7 @@ trait Describe {
     fn resource(&self) -> Option<String>;
     fn rerun_safe(&self) -> bool;
     fn default_timeout_secs(&self) -> i64;
+    fn secret_fields(&self) -> &'static [&'static str];
 }
 
 impl<T: FamilyAction> Describe for T {
@@ -131,6 +137,9 @@ impl<T: FamilyAction> Describe for T {
     }
     fn default_timeout_secs(&self) -> i64 {
         FamilyAction::default_timeout_secs(self)
+    }
+    fn secret_fields(&self) -> &'static [&'static str] {
+        FamilyAction::secret_fields(self)
     }
 }
 
@@ -157,5 +166,10 @@ impl Action {
 
     pub fn default_timeout_secs(&self) -> i64 {
         self.inner().default_timeout_secs()
+    }
+
+    /// Payload fields stored apart and never shown (see `FamilyAction`).
+    pub fn secret_fields(&self) -> &'static [&'static str] {
+        self.inner().secret_fields()
     }
 }

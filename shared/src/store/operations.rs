@@ -27,7 +27,7 @@ use crate::time::{Timestamp, to_db};
 const COLUMNS: &str = "id, type, payload, source, target, resource, status, priority, run_at, \
     attempt, max_attempts, timeout_secs, rerun_safe, lease_expires_at, worker_id, \
     idempotency_key, result, error, progress, parent_id, cancel_requested_at, created_at, \
-    started_at, finished_at, updated_at";
+    started_at, finished_at, updated_at, secrets";
 
 fn operation_from_row(row: &Row) -> Result<Operation> {
     let text = |i: usize| row.get::<_, String>(i);
@@ -63,6 +63,7 @@ fn operation_from_row(row: &Row) -> Result<Operation> {
         started_at: time_column(opt(22)?, "started_at")?,
         finished_at: time_column(opt(23)?, "finished_at")?,
         updated_at: time_column(Some(text(24)?), "updated_at")?.expect("some"),
+        secrets: json_column(opt(25)?, "secrets")?,
     })
 }
 
@@ -107,7 +108,7 @@ pub fn operation_insert(conn: &Connection, new: &NewOperation) -> Result<Inserte
         ))?;
         let mut rows = stmt.query(named_params! {":source": new.source, ":key": key})?;
         let existing = match rows.next()? {
-            Some(row) => Some((row.get::<_, Option<String>>(25)?, operation_from_row(row))),
+            Some(row) => Some((row.get::<_, Option<String>>(26)?, operation_from_row(row))),
             None => None,
         };
         if let Some((hash, op)) = existing {
@@ -123,10 +124,10 @@ pub fn operation_insert(conn: &Connection, new: &NewOperation) -> Result<Inserte
     let mut stmt = conn.prepare_cached(&format!(
         "INSERT INTO operations (id, type, payload, source, target, resource, status, priority,
             run_at, max_attempts, timeout_secs, rerun_safe, idempotency_key, request_hash,
-            parent_id, created_at, updated_at)
+            parent_id, created_at, updated_at, secrets)
          VALUES (:id, :type, :payload, :source, :target, :resource, 'pending', :priority,
             :run_at, :max_attempts, :timeout_secs, :rerun_safe, :key, :hash,
-            :parent_id, :now, :now)
+            :parent_id, :now, :now, :secrets)
          RETURNING {COLUMNS}"
     ))?;
     let mut rows = stmt.query(named_params! {
@@ -145,6 +146,7 @@ pub fn operation_insert(conn: &Connection, new: &NewOperation) -> Result<Inserte
         ":hash": new.request_hash,
         ":parent_id": new.parent_id.map(|p| p.to_string()),
         ":now": now,
+        ":secrets": new.secrets.as_ref().map(to_json),
     })?;
     let row = rows.next()?.expect("INSERT … RETURNING returns the row");
     Ok(Inserted::Created(operation_from_row(row)?))
