@@ -464,8 +464,13 @@ fn a_database_at_every_older_schema_version_is_upgraded_keeping_its_rows() {
             )
             .unwrap();
         if has_operations {
-            let new = request("diag.noop", json!({})).prepare(now());
-            store::operation_insert(&conn, &new).unwrap();
+            // Only the columns every version has.
+            conn.execute(
+                "INSERT INTO operations (id, type, payload, status, run_at, timeout_secs, created_at, updated_at)
+                 VALUES (?1, 'diag.noop', '{}', 'pending', ?2, 300, ?2, ?2)",
+                [OperationId::new().to_string(), opsqueue_shared::time::to_db(now())],
+            )
+            .unwrap();
         }
         drop(conn);
         let store = Store::open(&DatabaseConfig {
@@ -481,5 +486,19 @@ fn a_database_at_every_older_schema_version_is_upgraded_keeping_its_rows() {
             .read(|c| Ok(c.query_row("SELECT count(*) FROM operations", [], |r| r.get(0))?))
             .unwrap();
         assert_eq!(rows, i64::from(has_operations), "from version {version}");
+        if has_operations {
+            let ops = store
+                .read(|c| {
+                    store::operation_list(
+                        c,
+                        &store::ListFilter {
+                            limit: 10,
+                            ..Default::default()
+                        },
+                    )
+                })
+                .unwrap();
+            assert_eq!(ops[0].kind, "diag.noop", "the old row does not read back");
+        }
     }
 }
