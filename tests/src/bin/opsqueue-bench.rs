@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use opsqueue_shared::config::DatabaseConfig;
 use opsqueue_shared::store::{self, rusqlite};
-use opsqueue_shared::time::now;
+use opsqueue_shared::time::{from_db, now};
 use opsqueue_shared::{Action, OperationRequest, Store};
 use opsqueue_tests::{Cluster, Proc};
 use serde_json::json;
@@ -63,6 +63,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(sizes: Sizes) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
+    print_machine(scratch.path());
 
     println!("## 1. Raw SQLite limit (same disk, same PRAGMAs, the real `operations` table)\n");
     println!("| synchronous | rows per transaction | rows/s |\n|---|---|---|");
@@ -200,6 +201,50 @@ async fn run(sizes: Sizes) -> anyhow::Result<()> {
         rate / empty_rate_32 * 100.0
     );
     Ok(())
+}
+
+/// The machine, disk, SQLite and date the figures come from.
+fn print_machine(scratch: &Path) {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory_gib = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("MemTotal:")?
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    // The mount holding the scratch directory: the longest mount point that prefixes it.
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let disk = mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && scratch.starts_with(f[1]))
+                .then(|| (f[1].len(), format!("{} ({}) on {}", f[0], f[2], f[1])))
+        })
+        .max()
+        .map_or_else(|| "unknown".into(), |(_, d)| d);
+    println!(
+        "- Machine: {model}, {cores} cores, {memory_gib:.0} GiB, Linux {}",
+        kernel.trim()
+    );
+    println!("- Disk: {disk}");
+    println!("- SQLite {} (bundled), WAL", rusqlite::version());
+    println!("- Date: {}", now().format("%Y-%m-%d %H:%M UTC"));
+    println!("- Command: `scripts/bench` (release build)\n");
 }
 
 fn quiet_cluster() -> Cluster {
@@ -362,12 +407,16 @@ async fn drain(ops: usize, concurrency: usize, history: usize) -> anyhow::Result
         anyhow::ensure!(Instant::now() < deadline, "the drain did not finish");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let span: f64 = db.query_row(
-        "SELECT unixepoch(max(finished_at), 'subsec') - unixepoch(min(started_at), 'subsec')
-         FROM operations WHERE started_at > '2001'",
+    // Stored times have microseconds and sort as text.
+    let (first, last): (String, String) = db.query_row(
+        "SELECT min(started_at), max(finished_at) FROM operations WHERE started_at > '2001'",
         [],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
+    let span = (from_db(&last)? - from_db(&first)?)
+        .num_microseconds()
+        .unwrap_or(0) as f64
+        / 1e6;
     Ok(ops as f64 / span.max(1e-6))
 }
 
@@ -401,13 +450,15 @@ async fn pickup_latency(ops: usize) -> anyhow::Result<Pickup> {
         ids.push(id);
     }
     let db = cluster.sqlite();
-    let mut stmt = db.prepare(
-        "SELECT (unixepoch(started_at, 'subsec') - unixepoch(created_at, 'subsec')) FROM operations",
-    )?;
-    let mut start: Vec<Duration> = stmt
-        .query_map([], |r| r.get::<_, f64>(0))?
-        .map(|s| Duration::from_secs_f64(s.unwrap_or(0.0).max(0.0)))
-        .collect();
+    let mut stmt = db.prepare("SELECT created_at, started_at FROM operations")?;
+    let mut start = Vec::new();
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+        let (created, started) = row?;
+        let micros = (from_db(&started)? - from_db(&created)?)
+            .num_microseconds()
+            .unwrap_or(0);
+        start.push(Duration::from_micros(micros.max(0) as u64));
+    }
     start.sort();
     seen.sort();
     Ok(Pickup {

@@ -2,4 +2,5 @@
 //! driven over HTTP like a user would, against real host programs. One test
 //! binary; one module per area.
 
+mod bench;
 mod queue;
