@@ -53,153 +53,187 @@ const SMOKE: Sizes = Sizes {
 };
 
 fn main() -> anyhow::Result<()> {
-    let smoke = std::env::args().any(|a| a == "--smoke");
-    let sizes = if smoke { SMOKE } else { FULL };
+    let args: Vec<String> = std::env::args().collect();
+    let sizes = if args.iter().any(|a| a == "--smoke") {
+        SMOKE
+    } else {
+        FULL
+    };
+    // `--only 3,7` runs just those sections (for profiling one figure).
+    let only: Vec<u32> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| {
+            list.split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(sizes))
+    runtime.block_on(run(sizes, only))
 }
 
-async fn run(sizes: Sizes) -> anyhow::Result<()> {
+async fn run(sizes: Sizes, only: Vec<u32>) -> anyhow::Result<()> {
+    let wants = |section: u32| only.is_empty() || only.contains(&section);
     let scratch = tempfile::tempdir()?;
     print_machine(scratch.path());
+    let mut raw_full = f64::NAN;
+    let mut empty_rate_32 = 0.0;
+    let mut rss: Vec<(String, u64)> = Vec::new();
 
-    println!("## 1. Raw SQLite limit (same disk, same PRAGMAs, the real `operations` table)\n");
-    println!("| synchronous | rows per transaction | rows/s |\n|---|---|---|");
-    let mut raw_full = 0.0;
-    for (sync, per_txn) in [("FULL", 1), ("NORMAL", 1), ("FULL", 100), ("NORMAL", 100)] {
-        let rate = raw_insert_rate(scratch.path(), sync, per_txn, sizes.raw_rows)?;
-        if sync == "FULL" && per_txn == 1 {
-            raw_full = rate;
+    if wants(1) {
+        println!("## 1. Raw SQLite limit (same disk, same PRAGMAs, the real `operations` table)\n");
+        println!("| synchronous | rows per transaction | rows/s |\n|---|---|---|");
+        for (sync, per_txn) in [("FULL", 1), ("NORMAL", 1), ("FULL", 100), ("NORMAL", 100)] {
+            let rate = raw_insert_rate(scratch.path(), sync, per_txn, sizes.raw_rows)?;
+            if sync == "FULL" && per_txn == 1 {
+                raw_full = rate;
+            }
+            println!("| {sync} | {per_txn} | {rate:.0} |");
         }
-        println!("| {sync} | {per_txn} | {rate:.0} |");
-    }
-    println!(
-        "\nThe API commits with `synchronous = FULL`; ratios below are to {raw_full:.0} single-row FULL commits/s.\n"
-    );
-
-    println!("## 2. Enqueue over HTTP (keep-alive, `diag.noop`, API alone)\n");
-    println!("| clients | operations/s | × raw | p50 ms | p99 ms |\n|---|---|---|---|---|");
-    for clients in [1, 16, 64] {
-        let mut cluster = quiet_cluster();
-        cluster.start_api();
-        let load = enqueue_load(&cluster, clients, sizes.enqueue_secs).await;
         println!(
-            "| {clients} | {:.0} | {:.2} | {:.2} | {:.2} |",
-            load.rate,
-            load.rate / raw_full,
-            load.p50_ms,
-            load.p99_ms
+            "\nThe API commits with `synchronous = FULL`; ratios below are to {raw_full:.0} single-row FULL commits/s.\n"
         );
     }
 
-    println!(
-        "\n## 3. Drain: {} `diag.noop` enqueued first, one worker process\n",
-        sizes.drain_ops
-    );
-    println!("| concurrency | operations/s | × raw |\n|---|---|---|");
-    let mut empty_rate_32 = 0.0;
-    for concurrency in [1, 8, 32] {
-        let rate = drain(sizes.drain_ops, concurrency, 0).await?;
-        if concurrency == 32 {
-            empty_rate_32 = rate;
+    if wants(2) {
+        println!("## 2. Enqueue over HTTP (keep-alive, `diag.noop`, API alone)\n");
+        println!("| clients | operations/s | × raw | p50 ms | p99 ms |\n|---|---|---|---|---|");
+        for clients in [1, 16, 64] {
+            let mut cluster = quiet_cluster();
+            cluster.start_api();
+            let load = enqueue_load(&cluster, clients, sizes.enqueue_secs).await;
+            println!(
+                "| {clients} | {:.0} | {:.2} | {:.2} | {:.2} |",
+                load.rate,
+                load.rate / raw_full,
+                load.p50_ms,
+                load.p99_ms
+            );
         }
-        println!("| {concurrency} | {rate:.0} | {:.2} |", rate / raw_full);
     }
 
-    println!(
-        "\n## 4. Sustained: enqueue (64 clients) and drain (one worker, concurrency 32) at once for {:.0} s\n",
-        sizes.sustained_secs
-    );
-    let mut cluster = quiet_cluster();
-    cluster.set_env("OPSQUEUE_WORKER__CONCURRENCY", 32);
-    cluster.start_all();
-    let started = now();
-    let load = enqueue_load(&cluster, 64, sizes.sustained_secs).await;
-    let finished = now();
-    let db = cluster.sqlite();
-    let completed: i64 = db.query_row(
+    if wants(3) {
+        println!(
+            "\n## 3. Drain: {} `diag.noop` enqueued first, one worker process\n",
+            sizes.drain_ops
+        );
+        println!("| concurrency | operations/s | × raw |\n|---|---|---|");
+        for concurrency in [1, 8, 32] {
+            let rate = drain(sizes.drain_ops, concurrency, 0).await?;
+            if concurrency == 32 {
+                empty_rate_32 = rate;
+            }
+            println!("| {concurrency} | {rate:.0} | {:.2} |", rate / raw_full);
+        }
+    }
+
+    if wants(4) {
+        println!(
+            "\n## 4. Sustained: enqueue (64 clients) and drain (one worker, concurrency 32) at once for {:.0} s\n",
+            sizes.sustained_secs
+        );
+        let mut cluster = quiet_cluster();
+        cluster.set_env("OPSQUEUE_WORKER__CONCURRENCY", 32);
+        cluster.start_all();
+        let started = now();
+        let load = enqueue_load(&cluster, 64, sizes.sustained_secs).await;
+        let finished = now();
+        let db = cluster.sqlite();
+        let completed: i64 = db.query_row(
         "SELECT count(*) FROM operations WHERE status = 'completed' AND finished_at BETWEEN ?1 AND ?2",
         [opsqueue_shared::time::to_db(started), opsqueue_shared::time::to_db(finished)],
         |r| r.get(0),
     )?;
-    let backlog: i64 = db.query_row(
-        "SELECT count(*) FROM operations WHERE status = 'pending'",
-        [],
-        |r| r.get(0),
-    )?;
-    let secs = (finished - started).num_milliseconds() as f64 / 1000.0;
-    println!(
-        "| enqueued/s | completed/s | pending at the end | enqueue p99 ms |\n|---|---|---|---|"
-    );
-    println!(
-        "| {:.0} | {:.0} | {backlog} | {:.2} |",
-        load.rate,
-        completed as f64 / secs,
-        load.p99_ms
-    );
-    let rss: Vec<(String, u64)> = cluster_procs(&cluster)
-        .iter()
-        .map(|p| (p.name.clone(), peak_rss_kib(p.pid())))
-        .collect();
-    drop(cluster);
-
-    println!(
-        "\n## 5. Pickup latency, idle worker, {} operations one after another\n",
-        sizes.pickup_ops
-    );
-    let pickup = pickup_latency(sizes.pickup_ops).await?;
-    println!("| measure | p50 ms | p99 ms | max ms |\n|---|---|---|---|");
-    println!(
-        "| accepted (`created_at`) → `started_at` | {:.2} | {:.2} | {:.2} |",
-        pickup.start.0, pickup.start.1, pickup.start.2
-    );
-    println!(
-        "| 202 received → long-poll sees `completed` | {:.2} | {:.2} | {:.2} |",
-        pickup.seen.0, pickup.seen.1, pickup.seen.2
-    );
-
-    println!("\n## 6. Cost\n");
-    let mut cluster = quiet_cluster();
-    cluster.start_all();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let procs = cluster_procs(&cluster);
-    let before: Vec<u64> = procs.iter().map(|p| cpu_ticks(p.pid())).collect();
-    let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(sizes.idle_secs)).await;
-    let elapsed = t0.elapsed().as_secs_f64();
-    let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    println!(
-        "| process | idle CPU % of a core ({:.0} s) | peak RSS under load (MiB) |\n|---|---|---|",
-        sizes.idle_secs
-    );
-    let mut total = 0.0;
-    for (i, proc) in procs.iter().enumerate() {
-        let cpu = (cpu_ticks(proc.pid()) - before[i]) as f64 / ticks_per_sec / elapsed * 100.0;
-        total += cpu;
-        let peak = rss
+        let backlog: i64 = db.query_row(
+            "SELECT count(*) FROM operations WHERE status = 'pending'",
+            [],
+            |r| r.get(0),
+        )?;
+        let secs = (finished - started).num_milliseconds() as f64 / 1000.0;
+        println!(
+            "| enqueued/s | completed/s | pending at the end | enqueue p99 ms |\n|---|---|---|---|"
+        );
+        println!(
+            "| {:.0} | {:.0} | {backlog} | {:.2} |",
+            load.rate,
+            completed as f64 / secs,
+            load.p99_ms
+        );
+        rss = cluster_procs(&cluster)
             .iter()
-            .find(|(name, _)| name == &proc.name)
-            .map(|(_, kib)| *kib)
-            .unwrap_or(0);
-        println!("| {} | {cpu:.2} | {:.1} |", proc.name, peak as f64 / 1024.0);
+            .map(|p| (p.name.clone(), peak_rss_kib(p.pid())))
+            .collect();
+        drop(cluster);
     }
-    println!("| all three | {total:.2} | |");
-    drop(cluster);
 
-    println!(
-        "\n## 7. Scale: drain (concurrency 32) with {} terminal operations already stored\n",
-        sizes.history_rows
-    );
-    let rate = drain(sizes.drain_ops, 32, sizes.history_rows).await?;
-    println!("| history rows | operations/s | vs empty table |\n|---|---|---|");
-    println!("| 0 | {empty_rate_32:.0} | 100 % |");
-    println!(
-        "| {} | {rate:.0} | {:.0} % |",
-        sizes.history_rows,
-        rate / empty_rate_32 * 100.0
-    );
+    if wants(5) {
+        println!(
+            "\n## 5. Pickup latency, idle worker, {} operations one after another\n",
+            sizes.pickup_ops
+        );
+        let pickup = pickup_latency(sizes.pickup_ops).await?;
+        println!("| measure | p50 ms | p99 ms | max ms |\n|---|---|---|---|");
+        println!(
+            "| accepted (`created_at`) → `started_at` | {:.2} | {:.2} | {:.2} |",
+            pickup.start.0, pickup.start.1, pickup.start.2
+        );
+        println!(
+            "| 202 received → long-poll sees `completed` | {:.2} | {:.2} | {:.2} |",
+            pickup.seen.0, pickup.seen.1, pickup.seen.2
+        );
+    }
+
+    if wants(6) {
+        println!("\n## 6. Cost\n");
+        let mut cluster = quiet_cluster();
+        cluster.start_all();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let procs = cluster_procs(&cluster);
+        let before: Vec<u64> = procs.iter().map(|p| cpu_ticks(p.pid())).collect();
+        let t0 = Instant::now();
+        tokio::time::sleep(Duration::from_secs_f64(sizes.idle_secs)).await;
+        let elapsed = t0.elapsed().as_secs_f64();
+        let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        println!(
+            "| process | idle CPU % of a core ({:.0} s) | peak RSS under load (MiB) |\n|---|---|---|",
+            sizes.idle_secs
+        );
+        let mut total = 0.0;
+        for (i, proc) in procs.iter().enumerate() {
+            let cpu = (cpu_ticks(proc.pid()) - before[i]) as f64 / ticks_per_sec / elapsed * 100.0;
+            total += cpu;
+            let peak = rss
+                .iter()
+                .find(|(name, _)| name == &proc.name)
+                .map(|(_, kib)| *kib)
+                .unwrap_or(0);
+            println!("| {} | {cpu:.2} | {:.1} |", proc.name, peak as f64 / 1024.0);
+        }
+        println!("| all three | {total:.2} | |");
+        drop(cluster);
+    }
+
+    if wants(7) {
+        if empty_rate_32 == 0.0 {
+            empty_rate_32 = drain(sizes.drain_ops, 32, 0).await?;
+        }
+        println!(
+            "\n## 7. Scale: drain (concurrency 32) with {} terminal operations already stored\n",
+            sizes.history_rows
+        );
+        let rate = drain(sizes.drain_ops, 32, sizes.history_rows).await?;
+        println!("| history rows | operations/s | vs empty table |\n|---|---|---|");
+        println!("| 0 | {empty_rate_32:.0} | 100 % |");
+        println!(
+            "| {} | {rate:.0} | {:.0} % |",
+            sizes.history_rows,
+            rate / empty_rate_32 * 100.0
+        );
+    }
     Ok(())
 }
 
