@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use opsqueue_api::Application;
 use opsqueue_api::keys_cli::{self, KeysCommand};
-use opsqueue_shared::{Config, Store, shutdown, telemetry};
+use opsqueue_shared::{Config, Store, shutdown, systemd, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(name = "opsqueue-api", version, about = "opsqueue's HTTP API")]
@@ -53,5 +53,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     writeln!(stdout, "opsqueue-api listening on http://{}", app.address())?;
     stdout.flush()?;
     drop(stdout);
-    app.run_until(shutdown::on_signals()?).await
+    let shutdown = shutdown::on_signals()?;
+    systemd::ready(&format!("listening on http://{}", app.address()));
+    app.run_until(shutdown).await
 }

@@ -50,6 +50,7 @@ impl Reaper {
 
 impl crate::Service for Reaper {
     const NAME: &'static str = "reaper";
+    const FEEDS_WATCHDOG: bool = true;
     type Report = ReapReport;
 
     fn run_once(&self, now: Timestamp) -> Result<ReapReport, StoreError> {

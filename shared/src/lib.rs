@@ -13,6 +13,7 @@ pub mod process;
 pub mod shutdown;
 pub mod status;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 pub mod time;
 pub mod wake;

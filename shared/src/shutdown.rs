@@ -1,5 +1,6 @@
 //! One shutdown story for the three binaries: SIGTERM or SIGINT cancels one
-//! token; everything that runs watches it.
+//! token; everything that runs watches it. Under systemd the signal is also
+//! where `STOPPING=1` is sent ([`crate::systemd`]).
 
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +16,7 @@ pub fn on_signals() -> std::io::Result<CancellationToken> {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
+        crate::systemd::stopping("shutting down");
         cancel.cancel();
     });
     Ok(token)

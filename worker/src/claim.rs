@@ -22,6 +22,11 @@
 //!   [`StopReason::Shutdown`] (handed back or failed by the executor); the
 //!   loop ends when every task has written its end, and the worker row is
 //!   marked stopped.
+//! - Under systemd: `READY=1` once registered and the wake socket is bound;
+//!   `WATCHDOG=1` only after a claim, cancel read or heartbeat went through
+//!   the store (idle or busy, that is every poll), so a wedged loop or store
+//!   gets the process restarted; while draining, `EXTEND_TIMEOUT_USEC` keeps
+//!   the stop timeout past the grace plus [`HANDBACK_MARGIN`], never longer.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -30,6 +35,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use opsqueue_shared::systemd;
 use opsqueue_shared::time::{self, Timestamp};
 use opsqueue_shared::wake::{Role, WakeListener};
 use opsqueue_shared::{Fence, Operation, OperationId};
@@ -41,6 +47,13 @@ use tokio_util::task::TaskTracker;
 use crate::context::{Stop, StopReason};
 use crate::writer::{Write, Written};
 use crate::{Shared, executor};
+
+/// Past the shutdown grace, the time a draining worker may take to stop
+/// what still runs and hand it back; systemd's stop timeout is extended to
+/// the grace plus this.
+const HANDBACK_MARGIN: Duration = Duration::from_secs(15);
+/// How often a draining worker renews that extension (with a status line).
+const EXTEND_EVERY: Duration = Duration::from_secs(5);
 
 /// A running task, as the loop knows it.
 struct Running {
@@ -213,6 +226,7 @@ impl Loop {
                     self.spawn(op);
                 }
                 self.stop_each(&cancels, StopReason::Cancelled);
+                systemd::watchdog();
             }
             Ok(other) => tracing::error!(?other, "unexpected answer to a claim"),
             Err(e) => tracing::error!(error = %e, "claim failed; trying again at the next poll"),
@@ -225,7 +239,10 @@ impl Loop {
             return;
         }
         match self.shared.writer.submit(Write::CancelRequests).await {
-            Ok(Written::Cancels(cancels)) => self.stop_each(&cancels, StopReason::Cancelled),
+            Ok(Written::Cancels(cancels)) => {
+                self.stop_each(&cancels, StopReason::Cancelled);
+                systemd::watchdog();
+            }
             Ok(other) => tracing::error!(?other, "unexpected answer to a cancel-request read"),
             Err(e) => tracing::warn!(error = %e, "cannot read cancel requests"),
         }
@@ -237,6 +254,7 @@ impl Loop {
             Ok(Written::Beat { lost, cancels }) => {
                 self.stop_each(&lost, StopReason::Lost);
                 self.stop_each(&cancels, StopReason::Cancelled);
+                systemd::watchdog();
             }
             Ok(other) => tracing::error!(?other, "unexpected answer to a heartbeat"),
             Err(e) => {
@@ -271,6 +289,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> any
     let mut want_claim = !shutdown.is_cancelled();
     let mut want_cancels = false;
     let mut draining: Option<Instant> = None;
+    let mut next_extend: Option<Instant> = None;
     tracing::info!(
         worker = %shared.id,
         concurrency = config.concurrency,
@@ -279,7 +298,11 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> any
         drivers = ?shared.drivers.families(),
         "worker started"
     );
-    // Issue 6: sd_notify READY=1 goes here, once the first claim can run.
+    systemd::check_watchdog_cadence("worker.poll_interval_ms", poll.min(beat));
+    systemd::ready(&format!(
+        "worker {} serving targets {:?}",
+        shared.id, config.targets
+    ));
 
     loop {
         if draining.is_none() && want_claim && state.free_slots() > 0 {
@@ -302,7 +325,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> any
                 draining = Some(Instant::now() + grace);
                 tracing::info!(running = state.running.len(), grace_secs = config.shutdown_grace_secs,
                     "shutting down: no new claims; running operations may finish");
-                // Issue 6: sd_notify STOPPING=1, then EXTEND_TIMEOUT_USEC while draining.
+                next_extend = Some(Instant::now());
             }
             Some(event) = slot_events.recv() => {
                 want_claim |= state.on_event(event);
@@ -317,7 +340,6 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> any
             () = sleep_until(next_beat) => {
                 state.heartbeat().await;
                 next_beat = Instant::now() + beat;
-                // Issue 6: sd_notify WATCHDOG=1 here.
             }
             () = sleep_until(retry_due.unwrap_or_else(Instant::now)), if retry_due.is_some() => {
                 let now = Instant::now();
@@ -336,6 +358,15 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> any
                 tracing::info!(running = state.running.len(), "grace period over: stopping what still runs");
                 for task in state.running.values() {
                     task.stop.request(StopReason::Shutdown);
+                }
+            }
+            () = sleep_until(next_extend.unwrap_or_else(Instant::now)), if next_extend.is_some() => {
+                let until = draining.unwrap_or_else(Instant::now) + HANDBACK_MARGIN;
+                let left = until.saturating_duration_since(Instant::now());
+                next_extend = (!left.is_zero()).then(|| Instant::now() + EXTEND_EVERY);
+                if next_extend.is_some() {
+                    let running = state.running.len();
+                    systemd::extend_timeout(left, &format!("draining: {running} operation(s) running"));
                 }
             }
         }

@@ -450,6 +450,10 @@ pub async fn run(
     if spec.clear_env {
         cmd.env_clear();
     }
+    // systemd's NOTIFY_SOCKET and WATCHDOG_* speak for the worker only.
+    for key in opsqueue_shared::systemd::SERVICE_ENV {
+        cmd.env_remove(key);
+    }
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
     if let Some(dir) = &spec.cwd {
         cmd.current_dir(dir);

@@ -1,0 +1,196 @@
+//! The sd_notify(3) messages of the three binaries, without systemd: each
+//! process gets `NOTIFY_SOCKET` pointing at a Unix datagram socket the test
+//! reads. READY=1 comes only once a process can do its job, STOPPING=1 on
+//! SIGTERM, WATCHDOG=1 only while the loop that sends it gets through the
+//! store, and EXTEND_TIMEOUT_USEC while the worker drains.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use opsqueue_tests::{Cluster, DEADLINE, Proc};
+use reqwest::StatusCode;
+use serde_json::json;
+
+/// Stands in for systemd's notify socket.
+struct NotifySocket {
+    socket: UnixDatagram,
+    path: PathBuf,
+}
+
+impl NotifySocket {
+    fn bind(path: PathBuf) -> Self {
+        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        Self { socket, path }
+    }
+
+    /// The next message, if one arrives before `until`.
+    fn next(&self, until: Instant) -> Option<String> {
+        let mut buf = vec![0u8; 4096];
+        while Instant::now() < until {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        None
+    }
+
+    /// Every message that arrives before `until`.
+    fn collect(&self, until: Instant) -> Vec<String> {
+        std::iter::from_fn(|| self.next(until)).collect()
+    }
+
+    /// Reads messages until one has a line starting with `line`; returns it.
+    fn wait_for(&self, line: &str, proc: &Proc) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        let mut seen = Vec::new();
+        while let Some(message) = self.next(deadline) {
+            if message.lines().any(|l| l.starts_with(line)) {
+                return message;
+            }
+            seen.push(message);
+        }
+        panic!(
+            "{} never sent {line}; it sent {seen:?}\n{}",
+            proc.name,
+            proc.log_text()
+        );
+    }
+}
+
+fn has_line(messages: &[String], line: &str) -> bool {
+    messages.iter().any(|m| m.lines().any(|l| l == line))
+}
+
+fn notify_socket(cluster: &mut Cluster, name: &str) -> NotifySocket {
+    let socket = NotifySocket::bind(cluster.path(&format!("{name}.notify")));
+    cluster.set_env("NOTIFY_SOCKET", socket.path.display());
+    socket
+}
+
+fn worker_row_count(db: &Path, pid: i32) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.query_row(
+        "SELECT count(*) FROM workers WHERE pid = ?1 AND stopped_at IS NULL",
+        [pid],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn each_binary_says_ready_once_it_can_work_and_stopping_on_sigterm() {
+    let mut cluster = Cluster::new();
+    let api = notify_socket(&mut cluster, "api");
+    cluster.start_api();
+    let ready = api.wait_for("READY=1", cluster.api.as_ref().unwrap());
+    assert!(ready.contains("STATUS=listening on http://"), "{ready}");
+    // READY=1 came after the listener was bound: it answers now.
+    assert_eq!(
+        cluster
+            .http
+            .get(format!("{}/health", cluster.api_url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    cluster.set_env("WATCHDOG_USEC", 2_000_000);
+    let worker = notify_socket(&mut cluster, "worker");
+    let w = cluster.start_worker(&[]);
+    worker.wait_for("READY=1", &cluster.workers[w]);
+    // READY=1 came after the worker registered.
+    let pid = cluster.workers[w].pid();
+    assert_eq!(worker_row_count(&cluster.db_path(), pid), 1);
+    worker.wait_for("WATCHDOG=1", &cluster.workers[w]);
+
+    let monitor = notify_socket(&mut cluster, "monitor");
+    let m = cluster.start_monitor();
+    let ready = monitor.wait_for("READY=1", &cluster.monitors[m]);
+    assert!(ready.contains("STATUS=monitor"), "{ready}");
+    // Its reaper rounds (every second) feed the watchdog.
+    monitor.wait_for("WATCHDOG=1", &cluster.monitors[m]);
+
+    let stops = [
+        (&api, cluster.api.as_mut().unwrap()),
+        (&worker, &mut cluster.workers[w]),
+        (&monitor, &mut cluster.monitors[m]),
+    ];
+    for (socket, proc) in stops {
+        proc.signal(libc::SIGTERM);
+        socket.wait_for("STOPPING=1", proc);
+        let status = proc.wait_exit(DEADLINE).expect("exit after SIGTERM");
+        assert!(
+            status.success(),
+            "{}: {status}\n{}",
+            proc.name,
+            proc.log_text()
+        );
+    }
+    assert_eq!(worker_row_count(&cluster.db_path(), pid), 0);
+}
+
+#[tokio::test]
+async fn the_worker_feeds_the_watchdog_only_while_its_loop_gets_through_the_store() {
+    let mut cluster = Cluster::new();
+    // A claim waits as long as the lock is held, rather than failing.
+    cluster.set_env("OPSQUEUE_DATABASE__BUSY_TIMEOUT_MS", 120_000);
+    cluster.set_env("WATCHDOG_USEC", 2_000_000);
+    let socket = notify_socket(&mut cluster, "worker");
+    let w = cluster.start_worker(&[]);
+    socket.wait_for("READY=1", &cluster.workers[w]);
+    socket.wait_for("WATCHDOG=1", &cluster.workers[w]);
+
+    // Wedge the store: hold its write lock. A ping already on its way may
+    // land in the first second; after that, none while the lock is held
+    // (an idle worker claims every second, and pings at most every 0.5 s).
+    let db = cluster.sqlite();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    socket.collect(Instant::now() + Duration::from_secs(1));
+    let wedged = socket.collect(Instant::now() + Duration::from_secs(4));
+    assert!(
+        !has_line(&wedged, "WATCHDOG=1"),
+        "pinged while wedged: {wedged:?}"
+    );
+    db.execute_batch("COMMIT").unwrap();
+    socket.wait_for("WATCHDOG=1", &cluster.workers[w]);
+}
+
+#[tokio::test]
+async fn a_draining_worker_extends_its_stop_timeout_and_exits_cleanly() {
+    let mut cluster = Cluster::new();
+    cluster.start_api();
+    let socket = notify_socket(&mut cluster, "worker");
+    let w = cluster.start_worker(&[]);
+    socket.wait_for("READY=1", &cluster.workers[w]);
+
+    let id = cluster
+        .enqueue_kind("diag.sleep", json!({"seconds": 2, "child": true}))
+        .await;
+    cluster
+        .wait_until(&id, |op| op["status"] == "running")
+        .await;
+    cluster.workers[w].signal(libc::SIGTERM);
+    socket.wait_for("STOPPING=1", &cluster.workers[w]);
+    let extend = socket.wait_for("EXTEND_TIMEOUT_USEC=", &cluster.workers[w]);
+    let usec: u64 = extend
+        .lines()
+        .find_map(|l| l.strip_prefix("EXTEND_TIMEOUT_USEC="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no value in {extend:?}"));
+    // Never past the grace (30 s by default) plus the hand-back margin.
+    assert!(usec > 0 && usec <= 45_000_000, "{extend}");
+    assert!(extend.contains("STATUS=draining: 1 operation"), "{extend}");
+
+    let status = cluster.workers[w]
+        .wait_exit(DEADLINE)
+        .expect("the worker exits");
+    assert!(status.success(), "{status}");
+    assert_eq!(cluster.wait_terminal(&id).await["status"], "completed");
+}
