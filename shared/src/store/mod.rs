@@ -20,6 +20,7 @@ mod counters;
 mod keys;
 mod logs;
 mod operations;
+pub mod proxmox;
 mod schedules;
 mod state;
 mod workers;
