@@ -1,0 +1,325 @@
+//! The PM2 controller end to end: the real binaries and the real pm2 (its
+//! own `PM2_HOME` per test), driven over the typed `/api/v1/pm2` routes.
+//! Reads answer from observations; nothing an app has in its environment
+//! ever reaches an API answer or a log line.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use opsqueue_tests::{Cluster, DEADLINE, Response};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// A private pm2 home and a base directory with one app; `pm2 kill` at the
+/// end. Fails (never skips) when pm2 is not installed.
+struct Pm2 {
+    _dir: tempfile::TempDir,
+    home: PathBuf,
+    apps: PathBuf,
+}
+
+impl Pm2 {
+    fn new() -> Self {
+        let installed = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("pm2").is_file()));
+        assert!(
+            installed,
+            "pm2 is not installed, and this test runs the real pm2: run scripts/install-test-deps"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("pm2-home");
+        let apps = dir.path().join("apps");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(&apps).unwrap();
+        std::fs::write(
+            apps.join("server.js"),
+            "console.log('hello from ' + process.argv.slice(2).join(' '));\n\
+             setInterval(() => {}, 1000);\n",
+        )
+        .unwrap();
+        let apps = std::fs::canonicalize(apps).unwrap();
+        Self {
+            _dir: dir,
+            home,
+            apps,
+        }
+    }
+
+    fn script(&self) -> String {
+        self.apps.join("server.js").display().to_string()
+    }
+
+    fn configure(&self, cluster: &mut Cluster) {
+        cluster.set_env("OPSQUEUE_PM2__ENABLED", "true");
+        cluster.set_env("OPSQUEUE_PM2__HOME", self.home.display());
+        cluster.set_env("OPSQUEUE_PM2__BASE_DIR", self.apps.display());
+    }
+
+    fn pm2(&self, args: &[&str]) -> Output {
+        Command::new("pm2")
+            .args(args)
+            .env("PM2_HOME", &self.home)
+            .env("PM2_DISCRETE_MODE", "true")
+            .output()
+            .expect("run pm2")
+    }
+}
+
+impl Drop for Pm2 {
+    fn drop(&mut self) {
+        if self.home.join("pm2.pid").exists() {
+            let _ = self.pm2(&["kill"]);
+        }
+    }
+}
+
+/// Every answer a test saw, to search for what must never show.
+#[derive(Default)]
+struct Seen(Vec<String>);
+
+impl Seen {
+    fn keep(&mut self, response: Response) -> Response {
+        self.0.push(response.body.to_string());
+        response
+    }
+}
+
+/// Fires a typed route and waits for its operation to end.
+async fn fire(
+    cluster: &Cluster,
+    seen: &mut Seen,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let response = seen.keep(cluster.request(method, path, body).await);
+    assert_eq!(
+        response.status,
+        StatusCode::ACCEPTED,
+        "{path}: {:?}",
+        response.body
+    );
+    let location = response.headers["location"].to_str().unwrap().to_owned();
+    let id = response.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/api/v1/operations/{id}"));
+    let op = cluster.wait_terminal(&id).await;
+    assert_eq!(op["status"], "completed", "{path}: {op:#}");
+    seen.0.push(op.to_string());
+    for line in cluster.logs(&id).await {
+        seen.0.push(line.to_string());
+    }
+    op
+}
+
+#[tokio::test]
+async fn an_app_is_run_over_http_and_read_back_from_observations_without_its_environment() {
+    let pm2 = Pm2::new();
+    let mut cluster = Cluster::new();
+    pm2.configure(&mut cluster);
+    cluster.start_api();
+    cluster.start_worker(&[]);
+    let mut seen = Seen::default();
+    let secret = format!("planted-{}", uuid::Uuid::new_v4().simple());
+
+    let spec = json!({"name": "web", "script": pm2.script(), "args": ["e2e"],
+                      "env": {"SESSION_SECRET": secret}});
+    let started = fire(
+        &cluster,
+        &mut seen,
+        Method::POST,
+        "/api/v1/pm2/processes",
+        Some(spec),
+    )
+    .await;
+    assert_eq!(started["result"]["changed"], true);
+    assert_eq!(started["payload"]["env"], "***");
+
+    let web = seen.keep(cluster.get("/api/v1/pm2/processes/web").await);
+    assert_eq!(web.status, StatusCode::OK, "{:?}", web.body);
+    assert_eq!(web.body["status"], "online");
+    assert!(web.body["observed_at"].is_string());
+    assert_eq!(web.body["observed_by"], started["id"]);
+    let all = seen.keep(cluster.get("/api/v1/pm2/processes").await);
+    assert_eq!(all.body["items"][0]["name"], "web", "{:?}", all.body);
+
+    let stopped = fire(
+        &cluster,
+        &mut seen,
+        Method::POST,
+        "/api/v1/pm2/processes/web/stop",
+        None,
+    )
+    .await;
+    assert_eq!(stopped["result"]["status"], "stopped");
+    let web = seen.keep(cluster.get("/api/v1/pm2/processes/web").await);
+    assert_eq!(web.body["status"], "stopped");
+    for verb in ["start", "restart", "reload"] {
+        let op = fire(
+            &cluster,
+            &mut seen,
+            Method::POST,
+            &format!("/api/v1/pm2/processes/web/{verb}"),
+            None,
+        )
+        .await;
+        assert_eq!(op["result"]["changed"], true, "{verb}");
+    }
+
+    let missing = seen.keep(cluster.get("/api/v1/pm2/processes/web/logs").await);
+    assert_eq!(
+        missing.status,
+        StatusCode::NOT_FOUND,
+        "no logs observed yet"
+    );
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        fire(
+            &cluster,
+            &mut seen,
+            Method::POST,
+            "/api/v1/pm2/processes/web/logs?lines=5",
+            None,
+        )
+        .await;
+        let logs = seen.keep(cluster.get("/api/v1/pm2/processes/web/logs").await);
+        assert_eq!(logs.status, StatusCode::OK);
+        if logs.body["out"].to_string().contains("hello from e2e") {
+            assert!(logs.body["observed_at"].is_string());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the app's line never showed: {:?}",
+            logs.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let flushed = fire(
+        &cluster,
+        &mut seen,
+        Method::DELETE,
+        "/api/v1/pm2/processes/web/logs",
+        None,
+    )
+    .await;
+    assert_eq!(flushed["result"]["changed"], true);
+
+    let jlist = String::from_utf8(pm2.pm2(&["jlist"]).stdout).unwrap();
+    assert!(
+        jlist.contains(&secret),
+        "pm2 itself holds the secret, so the search can fail"
+    );
+
+    let deleted = fire(
+        &cluster,
+        &mut seen,
+        Method::DELETE,
+        "/api/v1/pm2/processes/web",
+        None,
+    )
+    .await;
+    assert_eq!(deleted["result"]["changed"], true);
+    let gone = seen.keep(cluster.get("/api/v1/pm2/processes/web").await);
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    let again = fire(
+        &cluster,
+        &mut seen,
+        Method::DELETE,
+        "/api/v1/pm2/processes/web",
+        None,
+    )
+    .await;
+    assert_eq!(again["result"]["changed"], false);
+
+    seen.keep(cluster.get("/api/v1/operations?limit=500").await);
+    for text in &seen.0 {
+        assert!(
+            !text.contains(&secret),
+            "the app's environment leaked: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refused_pm2_request_is_a_4xx_and_stores_nothing() {
+    let pm2 = Pm2::new();
+    let mut cluster = Cluster::new();
+    pm2.configure(&mut cluster);
+    cluster.start_api();
+    let refused = [
+        (
+            Method::POST,
+            "/api/v1/pm2/processes",
+            Some(json!({"name": "x", "script": "/etc/passwd"})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/pm2/processes",
+            Some(json!({"name": "x"})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/pm2/processes",
+            Some(json!({"name": "all", "script": pm2.script()})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/pm2/processes",
+            Some(json!({"name": "x", "script": pm2.script(), "env": {"LD_PRELOAD": "/x.so"}})),
+        ),
+        (Method::POST, "/api/v1/pm2/processes/-x/stop", None),
+        (Method::POST, "/api/v1/pm2/processes/a;b/restart", None),
+        (Method::DELETE, "/api/v1/pm2/processes/42", None),
+        (Method::POST, "/api/v1/pm2/processes/web/logs?lines=0", None),
+        (Method::GET, "/api/v1/pm2/processes/a%20b", None),
+    ];
+    for (method, path, body) in refused {
+        let response = cluster.request(method.clone(), path, body.clone()).await;
+        assert!(
+            response.status.is_client_error(),
+            "{method} {path} {body:?}: {} {:?}",
+            response.status,
+            response.body
+        );
+    }
+    let listed = cluster.get("/api/v1/operations").await;
+    assert_eq!(
+        listed.body["items"],
+        json!([]),
+        "a refused request stored an operation"
+    );
+}
+
+#[tokio::test]
+async fn the_monitor_keeps_the_observed_process_list_fresh() {
+    let pm2 = Pm2::new();
+    let mut cluster = Cluster::new();
+    pm2.configure(&mut cluster);
+    cluster.set_env("OPSQUEUE_PM2__REFRESH_CRON", "*/1 * * * * *");
+    cluster.start_all();
+
+    // Started behind opsqueue's back: only a refresh can see it.
+    let started = pm2.pm2(&["start", &pm2.script(), "--name", "outsider"]);
+    assert!(started.status.success(), "{started:?}");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let listed = cluster.get("/api/v1/pm2/processes").await;
+        if listed.body["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|i| i["name"] == "outsider"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never observed: {:?}\n{}",
+            listed.body,
+            cluster.logs_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let schedule = cluster.get("/api/v1/schedules/refresh-pm2").await;
+    assert_eq!(schedule.status, StatusCode::OK);
+    assert_eq!(schedule.body["type"], "pm2.list");
+}

@@ -1,0 +1,257 @@
+//! What opsqueue keeps of `pm2 jlist`: a whitelist of fields per app.
+//!
+//! pm2's list carries every app's whole environment (the environment of
+//! whoever started it plus the app's own `env`, secrets included), at the
+//! top of `pm2_env` and under `pm2_env.env`. Nothing of an entry leaves this
+//! module except the fields [`App::view`] copies one by one, so no
+//! environment value can reach a result, an observation or a log line; the
+//! raw list is never logged (the driver runs `jlist` quietly) and parse
+//! errors never quote it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{TimeZone, Utc};
+use serde_json::{Map, Value, json};
+
+/// pm2's list, grouped by app name (cluster mode: one entry per instance).
+#[derive(Debug)]
+pub struct Listed {
+    apps: BTreeMap<String, Vec<Value>>,
+}
+
+/// `jlist` printed something that is not pm2's list. The message gives its
+/// size only: the text may carry environments.
+#[derive(Debug, thiserror::Error)]
+#[error("pm2 jlist printed {0} bytes that are not a JSON list of apps")]
+pub struct NotAList(pub usize);
+
+impl Listed {
+    pub fn parse(stdout: &[u8]) -> Result<Listed, NotAList> {
+        let entries: Vec<Value> =
+            serde_json::from_slice(stdout).map_err(|_| NotAList(stdout.len()))?;
+        let mut apps: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for entry in entries {
+            let name = entry["name"]
+                .as_str()
+                .or_else(|| entry["pm2_env"]["name"].as_str())
+                .ok_or(NotAList(stdout.len()))?
+                .to_owned();
+            apps.entry(name).or_default().push(entry);
+        }
+        for instances in apps.values_mut() {
+            instances.sort_by_key(|e| e["pm_id"].as_i64());
+        }
+        Ok(Listed { apps })
+    }
+
+    pub fn get(&self, name: &str) -> Option<App<'_>> {
+        self.apps.get(name).map(|entries| App { entries })
+    }
+
+    pub fn apps(&self) -> impl Iterator<Item = (&str, App<'_>)> {
+        self.apps
+            .iter()
+            .map(|(name, entries)| (name.as_str(), App { entries }))
+    }
+}
+
+/// One app: its instances' entries.
+#[derive(Debug, Clone, Copy)]
+pub struct App<'a> {
+    entries: &'a [Value],
+}
+
+/// pm2's statuses that count as running.
+pub const ONLINE: &str = "online";
+/// The status of an app waiting for its `ready` signal (`wait_ready`).
+pub const LAUNCHING: &str = "launching";
+pub const STOPPED: &str = "stopped";
+
+fn env<'e>(entry: &'e Value, key: &str) -> &'e Value {
+    &entry["pm2_env"][key]
+}
+
+/// Epoch milliseconds as RFC 3339, or null.
+fn millis_to_time(value: &Value) -> Value {
+    value
+        .as_i64()
+        .filter(|ms| *ms > 0)
+        .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+        .map_or(Value::Null, |t| json!(opsqueue_shared::time::to_db(t)))
+}
+
+fn text(value: &Value) -> Value {
+    value.as_str().map_or(Value::Null, |s| json!(s))
+}
+
+impl<'a> App<'a> {
+    /// Each instance's status, in pm_id order.
+    pub fn statuses(&self) -> Vec<&'a str> {
+        self.entries
+            .iter()
+            .map(|e| env(e, "status").as_str().unwrap_or("unknown"))
+            .collect()
+    }
+
+    /// The app's status: its instances' one status, or `mixed`.
+    pub fn status(&self) -> &'a str {
+        let statuses = self.statuses();
+        match statuses.split_first() {
+            Some((first, rest)) if rest.iter().all(|s| s == first) => first,
+            Some(_) => "mixed",
+            None => "unknown",
+        }
+    }
+
+    pub fn is(&self, status: &str) -> bool {
+        self.statuses().iter().all(|s| *s == status)
+    }
+
+    pub fn any(&self, status: &str) -> bool {
+        self.statuses().contains(&status)
+    }
+
+    /// The stdout and stderr log files of every instance, without repeats.
+    pub fn log_paths(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        for entry in self.entries {
+            for (key, list) in [("pm_out_log_path", &mut out), ("pm_err_log_path", &mut err)] {
+                if let Some(path) = env(entry, key).as_str().map(PathBuf::from)
+                    && !list.contains(&path)
+                {
+                    list.push(path);
+                }
+            }
+        }
+        (out, err)
+    }
+
+    /// The whitelisted fields: what results and observations show.
+    pub fn view(&self) -> Value {
+        let first = &self.entries[0];
+        let args = match env(first, "args") {
+            Value::Array(items) => items.iter().map(text).collect(),
+            Value::String(one) => vec![json!(one)],
+            _ => Vec::new(),
+        };
+        let instances: Vec<Value> = self
+            .entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "pm_id": e["pm_id"].as_i64(),
+                    "pid": e["pid"].as_i64().filter(|pid| *pid > 0),
+                    "status": text(env(e, "status")),
+                    "cpu_percent": e["monit"]["cpu"].as_f64(),
+                    "memory_bytes": e["monit"]["memory"].as_u64(),
+                    "restarts": env(e, "restart_time").as_u64(),
+                    "unstable_restarts": env(e, "unstable_restarts").as_u64(),
+                    "started_at": millis_to_time(env(e, "pm_uptime")),
+                    "exit_code": env(e, "exit_code").as_i64(),
+                })
+            })
+            .collect();
+        let (out, err) = self.log_paths();
+        let mut view = Map::new();
+        view.insert("name".into(), text(env(first, "name")));
+        view.insert("namespace".into(), text(env(first, "namespace")));
+        view.insert("status".into(), json!(self.status()));
+        view.insert(
+            "exec_mode".into(),
+            json!(
+                env(first, "exec_mode")
+                    .as_str()
+                    .map(|m| m.trim_end_matches("_mode"))
+            ),
+        );
+        view.insert("interpreter".into(), text(env(first, "exec_interpreter")));
+        view.insert("script".into(), text(env(first, "pm_exec_path")));
+        view.insert("cwd".into(), text(env(first, "pm_cwd")));
+        view.insert("args".into(), Value::Array(args));
+        view.insert(
+            "autorestart".into(),
+            json!(env(first, "autorestart").as_bool()),
+        );
+        view.insert(
+            "created_at".into(),
+            millis_to_time(env(first, "created_at")),
+        );
+        view.insert("out_log".into(), json!(out.first()));
+        view.insert("err_log".into(), json!(err.first()));
+        view.insert("instances".into(), Value::Array(instances));
+        Value::Object(view)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two instances of a cluster app, trimmed from a real `pm2 jlist`, with
+    /// secrets where pm2 puts the environment.
+    fn sample() -> Vec<u8> {
+        let entry = |pm_id: i64, status: &str| {
+            json!({"pid": 9065 + pm_id, "name": "web1", "pm_id": pm_id,
+                "monit": {"memory": 54_104_064, "cpu": 1.5},
+                "pm2_env": {"name": "web1", "namespace": "default", "pm_id": pm_id, "status": status,
+                    "exec_mode": "cluster_mode", "instances": 2, "exec_interpreter": "node",
+                    "pm_exec_path": "/srv/app/server.js", "pm_cwd": "/srv/app", "args": ["--alpha", "1"],
+                    "pm_out_log_path": format!("/pm2/logs/web1-out-{pm_id}.log"),
+                    "pm_err_log_path": format!("/pm2/logs/web1-error-{pm_id}.log"),
+                    "pm_uptime": 1_795_341_948_940_i64, "created_at": 1_795_341_948_940_i64,
+                    "restart_time": 2, "unstable_restarts": 0, "autorestart": true, "exit_code": null,
+                    "API_TOKEN": "top-level-secret", "PATH": "/usr/bin",
+                    "env": {"API_TOKEN": "nested-secret", "PORT": "18080"}}})
+        };
+        serde_json::to_vec(&json!([entry(1, "online"), entry(0, "stopped")])).unwrap()
+    }
+
+    #[test]
+    fn the_view_copies_whitelisted_fields_and_never_the_environment() {
+        let listed = Listed::parse(&sample()).unwrap();
+        let app = listed.get("web1").unwrap();
+        assert_eq!(app.status(), "mixed");
+        assert!(app.any(ONLINE) && !app.is(ONLINE));
+        let view = app.view();
+        let text = view.to_string();
+        for secret in [
+            "top-level-secret",
+            "nested-secret",
+            "18080",
+            "PATH",
+            "API_TOKEN",
+        ] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert_eq!(view["exec_mode"], "cluster");
+        assert_eq!(view["script"], "/srv/app/server.js");
+        assert_eq!(view["args"], json!(["--alpha", "1"]));
+        assert_eq!(view["instances"][0]["pm_id"], 0, "instances in pm_id order");
+        assert_eq!(view["instances"][1]["pid"], 9066);
+        assert_eq!(view["instances"][0]["memory_bytes"], 54_104_064);
+        assert!(
+            view["instances"][0]["started_at"]
+                .as_str()
+                .unwrap()
+                .starts_with("2026-")
+        );
+        let (out, err) = app.log_paths();
+        assert_eq!((out.len(), err.len()), (2, 2));
+    }
+
+    #[test]
+    fn output_that_is_not_a_list_is_refused_without_quoting_it() {
+        for bad in [
+            &b"[PM2] Spawning PM2 daemon\n[]"[..],
+            b"{\"env\": \"secret\"}",
+            b"",
+        ] {
+            let error = Listed::parse(bad).unwrap_err();
+            assert!(!error.to_string().contains("secret"));
+            assert!(!error.to_string().contains("Spawning"));
+        }
+        assert_eq!(Listed::parse(b"[]").unwrap().apps().count(), 0);
+    }
+}

@@ -1,0 +1,472 @@
+//! The pm2 driver against the real pm2 (installed by
+//! `scripts/install-test-deps`), each test with its own `PM2_HOME` and base
+//! directory of apps; `pm2 kill` cleans up. A missing pm2 fails these tests
+//! with a message saying how to install it; they never skip.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use opsqueue_shared::store::{managed_list, observation_list};
+use opsqueue_shared::{Config, OperationId, Status};
+use serde_json::{Value, json};
+
+use crate::conformance::{Call, Subject, conforms};
+use crate::{PATIENCE, TestApp, error_code};
+
+/// Fails the test unless `pm2` is on `PATH` (without running it: any pm2
+/// command starts a daemon).
+pub fn require_pm2() {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("pm2").is_file()));
+    assert!(
+        found,
+        "pm2 is not installed, and these tests run the real pm2: run scripts/install-test-deps \
+         (or `npm install -g pm2@7`)"
+    );
+}
+
+/// A private pm2: its own `PM2_HOME`, and a base directory holding apps.
+pub struct Pm2Fixture {
+    _dir: tempfile::TempDir,
+    pub home: PathBuf,
+    pub apps: PathBuf,
+}
+
+impl Pm2Fixture {
+    pub fn new() -> Self {
+        require_pm2();
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("pm2-home");
+        let apps = dir.path().join("apps");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(apps.join("site")).unwrap();
+        std::fs::write(
+            apps.join("server.js"),
+            "console.log('hello ' + process.argv.slice(2).join(' '));\n\
+             console.error('an error line');\n\
+             setInterval(() => {}, 1000);\n",
+        )
+        .unwrap();
+        // Never sends `ready`: with wait_ready, pm2 waits for it.
+        std::fs::write(
+            apps.join("never_ready.js"),
+            "setInterval(() => {}, 1000);\n",
+        )
+        .unwrap();
+        let apps = std::fs::canonicalize(apps).unwrap();
+        Self {
+            _dir: dir,
+            home,
+            apps,
+        }
+    }
+
+    pub fn configure(&self, config: &mut Config) {
+        config.pm2.enabled = true;
+        config.pm2.home = Some(self.home.clone());
+        config.pm2.base_dir = self.apps.clone();
+    }
+
+    pub fn script(&self, name: &str) -> String {
+        self.apps.join(name).display().to_string()
+    }
+
+    /// Runs pm2 on this home directly (to look behind the driver's back).
+    pub fn pm2(&self, args: &[&str]) -> Output {
+        Command::new("pm2")
+            .args(args)
+            .env("PM2_HOME", &self.home)
+            .env("PM2_DISCRETE_MODE", "true")
+            .output()
+            .expect("run pm2")
+    }
+
+    pub fn daemon_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.home.join("pm2.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Pm2Fixture {
+    /// `pm2 kill` (apps and daemon), if a daemon was ever started; a daemon
+    /// a test stopped with SIGSTOP is woken first.
+    fn drop(&mut self) {
+        let Some(pid) = self.daemon_pid() else {
+            return;
+        };
+        // SAFETY: kill(2) on the daemon this fixture's home started.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        let Ok(mut kill) = Command::new("pm2")
+            .arg("kill")
+            .env("PM2_HOME", &self.home)
+            .env("PM2_DISCRETE_MODE", "true")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if kill.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = kill.kill();
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// The pm2 family, in the conformance test: a real daemon, and a second
+/// one stopped with SIGSTOP, which does not answer (a retryable failure).
+pub struct Pm2Subject {
+    pm2: Pm2Fixture,
+    stuck: Pm2Fixture,
+}
+
+impl Subject for Pm2Subject {
+    async fn start(_dir: &Path) -> Self {
+        let pm2 = Pm2Fixture::new();
+        let stuck = Pm2Fixture::new();
+        let ping = stuck.pm2(&["ping"]);
+        assert!(ping.status.success(), "pm2 ping: {ping:?}");
+        let pid = stuck.daemon_pid().expect("the daemon's pid file");
+        // SAFETY: kill(2) on the daemon this test just started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        Self { pm2, stuck }
+    }
+
+    fn configure(&self, config: &mut Config) {
+        self.pm2.configure(config);
+    }
+
+    fn refused(&self) -> Vec<Call> {
+        let script = self.pm2.script("server.js");
+        vec![
+            ("pm2.stop", json!({"name": "-x"})),
+            ("pm2.stop", json!({"name": "all"})),
+            ("pm2.stop", json!({"name": "7"})),
+            ("pm2.stop", json!({"name": "a;b"})),
+            ("pm2.stop", json!({"name": "../x"})),
+            ("pm2.stop", json!({"name": "a\nb"})),
+            ("pm2.stop", json!({"name": "x".repeat(65)})),
+            ("pm2.start", json!({"name": "w", "script": "server.js"})),
+            (
+                "pm2.start",
+                json!({"name": "w", "script": format!("{script}/../x")}),
+            ),
+            (
+                "pm2.start",
+                json!({"name": "w", "script": script, "env": {"PM2_HOME": "/"}}),
+            ),
+            (
+                "pm2.start",
+                json!({"name": "w", "script": script, "args": ["a\u{0}"]}),
+            ),
+            ("pm2.logs", json!({"name": "w", "lines": 0})),
+            ("pm2.list", json!({"unknown": true})),
+        ]
+    }
+
+    fn change(&self) -> Option<Call> {
+        Some((
+            "pm2.start",
+            json!({"name": "conform-web", "script": self.pm2.script("server.js")}),
+        ))
+    }
+
+    fn permanent_failure(&self) -> Call {
+        ("pm2.stop", json!({"name": "no-such-app"}))
+    }
+
+    fn retryable_failure(&self) -> Option<(Call, Box<dyn FnOnce(&mut Config)>)> {
+        let stuck = self.stuck.home.clone();
+        Some((
+            ("pm2.list", json!({})),
+            Box::new(move |config| {
+                config.pm2.home = Some(stuck);
+                config.pm2.command_timeout_secs = 2;
+            }),
+        ))
+    }
+
+    fn slow(&self) -> Option<Call> {
+        Some((
+            "pm2.start",
+            json!({"name": "conform-slow", "script": self.pm2.script("never_ready.js"),
+                   "wait_ready": true, "listen_timeout_ms": 600_000}),
+        ))
+    }
+
+    async fn stop(self) {
+        drop(self.stuck);
+        drop(self.pm2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pm2_driver_conforms() {
+    conforms::<Pm2Subject>().await;
+}
+
+/// Enqueues one action and runs it to its end with a step.
+async fn run(
+    app: &TestApp,
+    worker: &opsqueue_worker::Worker,
+    kind: &str,
+    payload: Value,
+) -> OperationId {
+    let id = app.enqueue(kind, payload);
+    worker.step().await.unwrap();
+    let op = app.get(id);
+    assert!(
+        op.status.is_terminal(),
+        "{kind} did not end in one step: {op:?}"
+    );
+    id
+}
+
+/// `result.changed` of an operation that must have completed.
+fn changed(app: &TestApp, id: OperationId) -> bool {
+    let op = app.get(id);
+    assert_eq!(
+        op.status,
+        Status::Completed,
+        "{} {}: {op:?}\n{:?}",
+        op.kind,
+        op.payload,
+        app.logs(id)
+    );
+    op.result.as_ref().unwrap()["changed"].as_bool().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apps_environment_never_reaches_a_result_an_observation_or_a_log() {
+    let pm2 = Pm2Fixture::new();
+    let app = TestApp::with(|c| pm2.configure(c));
+    let worker = app.worker().await;
+    let secret = format!("planted-{}", uuid::Uuid::new_v4().simple());
+
+    let mut ids = vec![
+        run(
+            &app,
+            &worker,
+            "pm2.start",
+            json!({
+                "name": "envy", "script": pm2.script("server.js"), "args": ["--alpha", "1"],
+                "env": {"API_TOKEN": secret, "PORT": "18080"},
+            }),
+        )
+        .await,
+    ];
+    assert!(changed(&app, ids[0]));
+    let started = app.get(ids[0]);
+    assert_eq!(started.payload["env"], "***", "env is a secret field");
+    let result = started.result.unwrap();
+    assert_eq!(result["status"], "online", "{result}");
+    assert_eq!(result["process"]["args"], json!(["--alpha", "1"]));
+
+    let jlist = String::from_utf8(pm2.pm2(&["jlist"]).stdout).unwrap();
+    assert!(
+        jlist.contains(&secret),
+        "the secret is in pm2's own list, so the searches below can fail"
+    );
+
+    // The app's log lines, once it has printed them.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let id = run(
+            &app,
+            &worker,
+            "pm2.logs",
+            json!({"name": "envy", "lines": 10}),
+        )
+        .await;
+        ids.push(id);
+        let result = app.get(id).result.unwrap();
+        let out = result["out"].to_string();
+        if out.contains("hello --alpha 1") && result["err"].to_string().contains("an error line") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the app's lines never showed: {result}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (kind, payload) in [
+        ("pm2.list", json!({})),
+        ("pm2.describe", json!({"name": "envy"})),
+        ("pm2.restart", json!({"name": "envy"})),
+        ("pm2.reload", json!({"name": "envy"})),
+        ("pm2.stop", json!({"name": "envy"})),
+        ("pm2.start", json!({"name": "envy"})),
+    ] {
+        let id = run(&app, &worker, kind, payload).await;
+        changed(&app, id);
+        ids.push(id);
+    }
+
+    let mut seen = Vec::new();
+    for id in &ids {
+        seen.push(serde_json::to_string(&app.get(*id)).unwrap());
+        seen.extend(app.logs(*id).into_iter().map(|l| l.line));
+    }
+    for kind in ["process", "logs"] {
+        let observed = app
+            .store
+            .read(|c| observation_list(c, "local", "pm2", kind, None))
+            .unwrap();
+        assert!(!observed.is_empty(), "nothing observed of kind {kind}");
+        seen.extend(observed.iter().map(|o| o.data.to_string()));
+    }
+    let managed = app
+        .store
+        .read(|c| managed_list(c, "local", "pm2", "process", None))
+        .unwrap();
+    assert_eq!(managed.len(), 1);
+    assert_eq!(managed[0].spec["env_names"], json!(["API_TOKEN", "PORT"]));
+    seen.extend(managed.iter().map(|m| m.spec.to_string()));
+    for text in &seen {
+        assert!(!text.contains(&secret), "the planted secret leaked: {text}");
+        assert!(!text.contains("18080"), "an env value leaked: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_action_says_it_changed_something_only_when_it_did() {
+    let pm2 = Pm2Fixture::new();
+    let app = TestApp::with(|c| pm2.configure(c));
+    let worker = app.worker().await;
+    let web = |extra: Value| {
+        let mut payload =
+            json!({"name": "web", "script": pm2.script("server.js"), "cwd": pm2.script("site")});
+        for (k, v) in extra.as_object().unwrap() {
+            payload[k] = v.clone();
+        }
+        payload
+    };
+
+    let steps: &[(&str, Value, bool)] = &[
+        ("pm2.start", web(json!({"instances": 2})), true),
+        ("pm2.start", web(json!({})), false),
+        ("pm2.stop", json!({"name": "web"}), true),
+        ("pm2.stop", json!({"name": "web"}), false),
+        ("pm2.start", json!({"name": "web"}), true),
+        ("pm2.restart", json!({"name": "web"}), true),
+        ("pm2.flush", json!({"name": "web"}), true),
+        ("pm2.flush", json!({"name": "web"}), false),
+        ("pm2.delete", json!({"name": "web"}), true),
+        ("pm2.delete", json!({"name": "web"}), false),
+    ];
+    for (i, (kind, payload, expected)) in steps.iter().enumerate() {
+        if *kind == "pm2.flush" && *expected {
+            // Something to flush: the app printed its first lines.
+            let logs = pm2.home.join("logs");
+            let printed = || {
+                std::fs::read_dir(&logs).is_ok_and(|entries| {
+                    entries
+                        .flatten()
+                        .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+                })
+            };
+            app.wait_until("the app wrote its logs", printed).await;
+        }
+        let id = run(&app, &worker, kind, payload.clone()).await;
+        assert_eq!(changed(&app, id), *expected, "step {i}: {kind} {payload}");
+        if i == 0 {
+            let result = app.get(id).result.unwrap();
+            assert_eq!(result["process"]["exec_mode"], "cluster");
+            assert_eq!(result["process"]["instances"].as_array().unwrap().len(), 2);
+            assert_eq!(result["process"]["cwd"], pm2.script("site"));
+        }
+    }
+    let gone = app
+        .store
+        .read(|c| observation_list(c, "local", "pm2", "process", Some("web")))
+        .unwrap();
+    assert!(gone.is_empty(), "a deleted app is no longer observed");
+    assert!(
+        app.store
+            .read(|c| managed_list(c, "local", "pm2", "process", None))
+            .unwrap()
+            .is_empty()
+    );
+
+    let id = run(&app, &worker, "pm2.restart", json!({"name": "web"})).await;
+    assert_eq!(error_code(&app.get(id)), "process_not_found");
+    let id = run(&app, &worker, "pm2.describe", json!({"name": "web"})).await;
+    assert_eq!(app.get(id).result.unwrap()["found"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_outside_the_base_directory_are_refused_even_through_a_symlink() {
+    let pm2 = Pm2Fixture::new();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("evil.js");
+    std::fs::write(&target, "setInterval(() => {}, 1000);\n").unwrap();
+    std::os::unix::fs::symlink(&target, pm2.apps.join("link.js")).unwrap();
+    let app = TestApp::with(|c| pm2.configure(c));
+    let worker = app.worker().await;
+
+    let id = run(
+        &app,
+        &worker,
+        "pm2.start",
+        json!({"name": "link", "script": pm2.script("link.js")}),
+    )
+    .await;
+    assert_eq!(error_code(&app.get(id)), "pm2_bad_path");
+    let id = run(
+        &app,
+        &worker,
+        "pm2.start",
+        json!({"name": "out", "script": target}),
+    )
+    .await;
+    assert_eq!(
+        error_code(&app.get(id)),
+        "invalid_payload",
+        "{:?}",
+        app.get(id)
+    );
+    let id = run(
+        &app,
+        &worker,
+        "pm2.start",
+        json!({"name": "gone", "script": pm2.script("missing.js")}),
+    )
+    .await;
+    assert_eq!(error_code(&app.get(id)), "pm2_bad_path");
+
+    let id = run(&app, &worker, "pm2.list", json!({})).await;
+    let listed = app.get(id).result.unwrap();
+    assert_eq!(
+        listed["processes"],
+        json!([]),
+        "nothing was started: {listed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_pm2_home_lists_cleanly_although_pm2_prints_a_banner_there() {
+    let pm2 = Pm2Fixture::new();
+    let app = TestApp::with(|c| pm2.configure(c));
+    let worker = app.worker().await;
+    assert!(
+        pm2.daemon_pid().is_none(),
+        "the home is fresh: no daemon yet"
+    );
+
+    let id = run(&app, &worker, "pm2.list", json!({})).await;
+
+    assert!(!changed(&app, id));
+    assert_eq!(app.get(id).result.unwrap()["processes"], json!([]));
+    assert!(pm2.daemon_pid().is_some(), "the list started pm2's daemon");
+}
