@@ -1,0 +1,219 @@
+//! The CloudPanel API end to end: the real binaries driven over
+//! `/api/v1/cloudpanel`, with `[cloudpanel] clpctl` pointed at the stand-in
+//! `tests/fakes/clpctl` (CloudPanel's clpctl cannot be installed here; the
+//! stand-in records its calls and echoes its arguments, passwords included).
+//! No password may appear in any API answer or any log line.
+
+use std::path::{Path, PathBuf};
+
+use opsqueue_tests::{Cluster, Response};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+struct Clpctl {
+    dir: tempfile::TempDir,
+}
+
+impl Clpctl {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        Self { dir }
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    fn configure(&self, cluster: &mut Cluster) {
+        let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("fakes/clpctl");
+        let argv = json!([
+            "env",
+            format!(
+                "CLPCTL_STANDIN_DIR={}",
+                self.dir.path().join("state").display()
+            ),
+            format!("CLPCTL_STANDIN_HOME={}", self.home().display()),
+            std::fs::canonicalize(program).unwrap(),
+        ]);
+        cluster.set_env("OPSQUEUE_CLOUDPANEL__ENABLED", "true");
+        cluster.set_env("OPSQUEUE_CLOUDPANEL__CLPCTL", argv);
+        cluster.set_env("OPSQUEUE_CLOUDPANEL__HOME_DIR", self.home().display());
+    }
+
+    fn calls(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("state/calls.jsonl")).unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn no_password_shows_in_any_answer_or_log_line() {
+    let clpctl = Clpctl::new();
+    let mut cluster = Cluster::new();
+    clpctl.configure(&mut cluster);
+    cluster.start_api();
+    cluster.start_worker(&[]);
+    let passwords = ["Site-pass-31337", "Db-pass-27182", "User-pass-16180"];
+    let mut answers: Vec<String> = Vec::new();
+    let mut keep = |response: &Response| answers.push(response.body.to_string());
+
+    let requests = [
+        (
+            Method::POST,
+            "/api/v1/cloudpanel/sites".to_owned(),
+            Some(json!({
+            "site_type": "nodejs", "domain": "app.example.com", "site_user": "app",
+            "site_user_password": passwords[0], "nodejs_version": "22", "app_port": 3000})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/cloudpanel/databases".to_owned(),
+            Some(json!({
+            "domain": "app.example.com", "database_name": "app", "database_user_name": "app",
+            "database_user_password": passwords[1]})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/cloudpanel/users".to_owned(),
+            Some(json!({
+            "user_name": "ops", "email": "ops@example.com", "first_name": "Ops", "last_name": "Team",
+            "password": passwords[2], "role": "site-manager", "sites": ["app.example.com"]})),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/cloudpanel/users/ops".to_owned(),
+            None,
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/cloudpanel/sites/app.example.com".to_owned(),
+            None,
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (method, path, body) in requests {
+        let response = cluster.request(method.clone(), &path, body).await;
+        keep(&response);
+        assert_eq!(
+            response.status,
+            StatusCode::ACCEPTED,
+            "{method} {path}: {:?}",
+            response.body
+        );
+        let id = response.body["id"].as_str().unwrap().to_owned();
+        let op = cluster.wait_terminal(&id).await;
+        assert_eq!(op["status"], "completed", "{path}: {op:#}");
+        assert_eq!(op["result"]["changed"], true, "{path}: {op:#}");
+        ids.push(id);
+    }
+    assert!(!clpctl.home().join("app").exists(), "the site was deleted");
+    for id in &ids {
+        let op = cluster.get(&format!("/api/v1/operations/{id}")).await;
+        keep(&op);
+        let logs = cluster.get(&format!("/api/v1/operations/{id}/logs")).await;
+        assert!(logs.body["items"].as_array().is_some_and(|l| !l.is_empty()));
+        keep(&logs);
+    }
+    let listed = cluster.get("/api/v1/operations?limit=500").await;
+    keep(&listed);
+    assert_eq!(
+        listed.body["items"][4]["payload"]["site_user_password"],
+        "***"
+    );
+
+    let calls = clpctl.calls();
+    for password in passwords {
+        assert!(
+            calls.contains(password),
+            "clpctl never got {password}: the search proves nothing"
+        );
+        for answer in &answers {
+            assert!(!answer.contains(password), "{password} shown: {answer}");
+        }
+    }
+    let stored: Vec<String> = {
+        let db = cluster.sqlite();
+        let mut stmt = db.prepare("SELECT line FROM operation_logs").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    for line in &stored {
+        for password in passwords {
+            assert!(
+                !line.contains(password),
+                "{password} in a stored log line: {line}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_cloudpanel_request_is_a_4xx_and_stores_nothing() {
+    let clpctl = Clpctl::new();
+    let mut cluster = Cluster::new();
+    clpctl.configure(&mut cluster);
+    cluster.start_api();
+    let site = |field: &str, value: Value| {
+        let mut body = json!({"site_type": "static", "domain": "ok.example.com", "site_user": "ok",
+                              "site_user_password": "Good-pass-1"});
+        body[field] = value;
+        Some(body)
+    };
+    let refused = [
+        (
+            Method::POST,
+            "/api/v1/cloudpanel/sites",
+            site("domain", json!("-x.example.com")),
+        ),
+        (
+            Method::POST,
+            "/api/v1/cloudpanel/sites",
+            site("site_user", json!("a;rm -rf /")),
+        ),
+        (
+            Method::POST,
+            "/api/v1/cloudpanel/sites",
+            site("site_user_password", json!("short")),
+        ),
+        (
+            Method::POST,
+            "/api/v1/cloudpanel/sites",
+            site("site_type", json!("perl")),
+        ),
+        (
+            Method::POST,
+            "/api/v1/cloudpanel/sites",
+            site("app_port", json!(3000)),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/cloudpanel/sites/bad_domain.com",
+            None,
+        ),
+        (Method::DELETE, "/api/v1/cloudpanel/users/-x", None),
+        (
+            Method::POST,
+            "/api/v1/cloudpanel/users",
+            Some(json!({"user_name": "x"})),
+        ),
+    ];
+    for (method, path, body) in refused {
+        let response = cluster.request(method.clone(), path, body.clone()).await;
+        assert!(
+            response.status.is_client_error(),
+            "{method} {path} {body:?}: {} {:?}",
+            response.status,
+            response.body
+        );
+        assert!(
+            !response.body.to_string().contains("short\""),
+            "{:?}",
+            response.body
+        );
+    }
+    let listed = cluster.get("/api/v1/operations").await;
+    assert_eq!(listed.body["items"], json!([]));
+    assert_eq!(clpctl.calls(), "", "clpctl ran for a refused request");
+}
