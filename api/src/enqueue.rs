@@ -23,8 +23,8 @@
 
 use std::sync::Arc;
 
-use actix_web::HttpResponse;
 use actix_web::http::header::{self, HeaderMap};
+use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use opsqueue_shared::names::Label;
 use opsqueue_shared::operation::{MAX_IDEMPOTENCY_KEY_LEN, MAX_MAX_ATTEMPTS, MAX_TIMEOUT_SECS};
@@ -35,9 +35,11 @@ use opsqueue_shared::wake::{Role, Waker};
 use opsqueue_shared::{Action, NewOperation, OperationRequest, Store, StoreError};
 use serde::Deserialize;
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
+use crate::auth::Caller;
 use crate::problem::{ApiError, FieldError};
+use crate::state::AppState;
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 pub const IDEMPOTENT_REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -283,6 +285,41 @@ pub fn accepted(inserted: Inserted) -> Result<HttpResponse, ApiError> {
         response.insert_header((IDEMPOTENT_REPLAYED_HEADER, "true"));
     }
     Ok(response.json(operation))
+}
+
+/// Query parameters every typed route (`/api/v1/pm2/…`, …) takes.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TypedQuery {
+    /// Which host's worker runs it (default `local`).
+    pub target: Option<String>,
+}
+
+/// Accepts an action a typed route built, as `POST /api/v1/operations`
+/// would: checked against the configuration, tagged with the caller's
+/// source, `?target=` and the `Idempotency-Key` header honoured; 202 + the
+/// operation.
+pub async fn enqueue_action(
+    state: &AppState,
+    caller: &Caller,
+    req: &HttpRequest,
+    action: Action,
+    query: &TypedQuery,
+) -> Result<HttpResponse, ApiError> {
+    let mut errors = Vec::new();
+    let target = parse_label(&mut errors, "target", query.target.as_deref());
+    if !errors.is_empty() {
+        return Err(ApiError::invalid_fields(errors));
+    }
+    action.check_config(&state.config)?;
+    let request = OperationRequest {
+        source: resolve_source(None, caller.key())?,
+        target: target.unwrap_or_else(Label::local),
+        idempotency_key: idempotency_key_header(req.headers())?,
+        ..OperationRequest::new(action)
+    };
+    accepted(state.enqueuer.enqueue(&request).await?)
 }
 
 #[cfg(test)]

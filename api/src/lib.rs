@@ -19,7 +19,9 @@ pub mod auth;
 pub mod enqueue;
 pub mod keys_cli;
 pub mod long_poll;
+pub mod managed;
 pub mod metrics;
+pub mod observed;
 pub mod openapi;
 pub mod problem;
 pub mod rate_limit;
@@ -90,6 +92,7 @@ impl Application {
             limits: RateLimits::new(&config.api.rate_limit),
             key_touches: Default::default(),
             api: config.api.clone(),
+            config: Arc::new(config.clone()),
             log_cap_bytes: config.database.log_cap_bytes,
             stopping: CancellationToken::new(),
         });

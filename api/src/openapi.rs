@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{self, health, operations, schedules, workers};
+use crate::routes::{
+    self, caddy, cloudpanel, health, operations, pm2, proxmox, schedules, systemd, workers,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,6 +37,50 @@ use crate::routes::{self, health, operations, schedules, workers};
         schedules::replace_schedule,
         schedules::delete_schedule,
         workers::list_workers,
+        proxmox::create_node,
+        proxmox::list_nodes,
+        proxmox::get_node,
+        proxmox::update_node,
+        proxmox::delete_node,
+        proxmox::test_node,
+        proxmox::test_connection,
+        proxmox::refresh_node,
+        proxmox::node_resources,
+        proxmox::resource_metrics,
+        proxmox::guest_action,
+        proxmox::all_history,
+        proxmox::node_history,
+        pm2::list_processes,
+        pm2::create_process,
+        pm2::refresh,
+        pm2::get_process,
+        pm2::delete_process,
+        pm2::start_process,
+        pm2::stop_process,
+        pm2::restart_process,
+        pm2::reload_process,
+        pm2::get_logs,
+        pm2::read_logs,
+        pm2::flush_logs,
+        cloudpanel::add_site,
+        cloudpanel::delete_site,
+        cloudpanel::add_database,
+        cloudpanel::add_user,
+        cloudpanel::delete_user,
+        systemd::list_units,
+        systemd::install_unit,
+        systemd::refresh_units,
+        systemd::get_unit,
+        systemd::remove_unit,
+        systemd::unit_logs,
+        systemd::unit_action,
+        caddy::caddy_list_sites,
+        caddy::caddy_add_site,
+        caddy::caddy_get_site,
+        caddy::caddy_remove_site,
+        caddy::caddy_reload,
+        caddy::caddy_validate,
+        caddy::caddy_refresh,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
     modifiers(&SecuritySchemes),
@@ -44,6 +90,11 @@ use crate::routes::{self, health, operations, schedules, workers};
         (name = "schedules", description = "Operations enqueued on a cron schedule"),
         (name = "workers", description = "The worker processes"),
         (name = "health", description = "Probes, metrics and this document"),
+        (name = "proxmox", description = "Proxmox VE nodes, their guests' power and migration, and history"),
+        (name = "pm2", description = "pm2 apps (the PM2 controller): start from a spec, stop, restart, reload, delete, logs; reads from the last observation"),
+        (name = "cloudpanel", description = "CloudPanel sites, databases and users through clpctl"),
+        (name = "systemd", description = "systemd units: start, stop, restart, reload, enable, disable, status, logs; install from a spec and remove; reads from the last observation"),
+        (name = "caddy", description = "Caddy reverse-proxy sites through its admin API: add, remove, reload (re-apply), validate; reads from the last observation"),
     )
 )]
 pub struct ApiDoc;

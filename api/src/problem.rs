@@ -96,6 +96,8 @@ pub enum ApiError {
     #[error("a schedule named {0:?} already exists")]
     ScheduleExists(String),
     #[error("{0}")]
+    NameTaken(String),
+    #[error("{0}")]
     IdempotencyKeyReused(String),
     #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
@@ -147,6 +149,7 @@ impl ApiError {
             ApiError::NotCancellable(_) => "not_cancellable",
             ApiError::NotRetryable(_) => "not_retryable",
             ApiError::ScheduleExists(_) => "schedule_exists",
+            ApiError::NameTaken(_) => "name_taken",
             ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::StoreBusy => "store_busy",
@@ -173,6 +176,7 @@ impl ApiError {
             ApiError::NotCancellable(_) => "Not cancellable",
             ApiError::NotRetryable(_) => "Not retryable",
             ApiError::ScheduleExists(_) => "Schedule exists",
+            ApiError::NameTaken(_) => "Name taken",
             ApiError::IdempotencyKeyReused(_) => "Idempotency key reused",
             ApiError::RateLimited { .. } => "Too many requests",
             ApiError::StoreBusy => "Store busy",
@@ -208,7 +212,8 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::NotCancellable(_)
             | ApiError::NotRetryable(_)
-            | ApiError::ScheduleExists(_) => StatusCode::CONFLICT,
+            | ApiError::ScheduleExists(_)
+            | ApiError::NameTaken(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::InvalidRequest { .. }

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use opsqueue_shared::Store;
 use opsqueue_shared::config::ApiConfig;
 use opsqueue_shared::wake::Waker;
+use opsqueue_shared::{Config, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::KeyTouches;
@@ -25,6 +25,9 @@ pub struct AppState {
     pub limits: RateLimits,
     pub key_touches: KeyTouches,
     pub api: ApiConfig,
+    /// The whole configuration, for the checks an action makes against it
+    /// before it is stored (`Action::check_config`).
+    pub config: Arc<Config>,
     /// Per-operation log cap, for the notes the API appends.
     pub log_cap_bytes: u64,
     /// Cancelled when the server begins to stop: long-polls answer at once.

@@ -19,7 +19,13 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub monitor: MonitorConfig,
     pub diag: DiagConfig,
+    pub proxmox: ProxmoxConfig,
     pub log: LogConfig,
+    pub pm2: Pm2Config,
+    pub scripts: ScriptsConfig,
+    pub cloudpanel: CloudpanelConfig,
+    pub systemd: SystemdConfig,
+    pub caddy: CaddyConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,10 +202,219 @@ pub struct DiagConfig {
     pub record_path: Option<PathBuf>,
 }
 
+/// `[proxmox]`: the Proxmox VE driver. Nodes (addresses, API tokens) are
+/// registered through the API and live in the database, not here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxmoxConfig {
+    /// Whether workers register the driver, the API accepts proxmox
+    /// operations and the monitor keeps the default refresh schedule.
+    pub enabled: bool,
+    /// Six-field cron of the default `refresh-proxmox` schedule, which
+    /// observes every registered node's guests.
+    pub refresh_cron: String,
+    /// First pause between polls of a PVE task; it grows by half each poll
+    /// up to twice this, always within the operation's timeout.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for ProxmoxConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            refresh_cron: "0 */5 * * * *".into(),
+            poll_interval_ms: 1_000,
+        }
+    }
+}
+
+/// `[pm2]`: the pm2 driver (the PM2 controller).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Pm2Config {
+    /// Registers the pm2 driver in the worker (and the monitor's refresh).
+    pub enabled: bool,
+    /// The pm2 command as an argument vector (`["pm2"]`,
+    /// `["sudo", "-u", "web", "pm2"]`).
+    pub bin: Vec<String>,
+    /// `PM2_HOME` for every pm2 call; absent: pm2's own default (`~/.pm2`).
+    pub home: Option<PathBuf>,
+    /// Scripts and working directories of started apps must lie inside it.
+    pub base_dir: PathBuf,
+    /// When the monitor refreshes the observed process list (six fields).
+    pub refresh_cron: String,
+    /// Longest one pm2 command may take (a daemon that does not answer).
+    pub command_timeout_secs: u64,
+}
+
+impl Default for Pm2Config {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            bin: vec!["pm2".into()],
+            home: None,
+            base_dir: PathBuf::from("/srv"),
+            refresh_cron: "0 * * * * *".into(),
+            command_timeout_secs: 60,
+        }
+    }
+}
+
+/// `[scripts]`: `script.run` runs executables from `dir` only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScriptsConfig {
+    pub enabled: bool,
+    /// The allow-list: a script is a regular executable file directly in it.
+    pub dir: PathBuf,
+}
+
+impl Default for ScriptsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: PathBuf::from("/etc/opsqueue/scripts"),
+        }
+    }
+}
+
+/// `[cloudpanel]`: the CloudPanel family over `clpctl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloudpanelConfig {
+    pub enabled: bool,
+    /// The clpctl command as an argument vector (`["clpctl"]`).
+    pub clpctl: Vec<String>,
+    /// Where CloudPanel puts site users' homes: a site exists when
+    /// `<home_dir>/<site user>/htdocs/<domain>` does.
+    pub home_dir: PathBuf,
+    /// Longest one clpctl command may take.
+    pub command_timeout_secs: u64,
+}
+
+impl Default for CloudpanelConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            clpctl: vec!["clpctl".into()],
+            home_dir: PathBuf::from("/home"),
+            command_timeout_secs: 600,
+        }
+    }
+}
+
+/// Which systemd manager the systemd driver talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SystemdScope {
+    /// The system manager (PID 1): `systemctl`, `journalctl -u`.
+    System,
+    /// A user manager: `systemctl --user`, `journalctl --user-unit`.
+    User,
+}
+
+/// `[systemd]`: the systemd driver (the Pockestrator's unit management).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SystemdConfig {
+    /// Registers the systemd driver in the worker (and the monitor's refresh).
+    pub enabled: bool,
+    /// `system` or `user` (adds `--user` to systemctl, reads the journal
+    /// with `--user-unit`, installs units `WantedBy=default.target`).
+    pub scope: SystemdScope,
+    /// The systemctl command as an argument vector (`["systemctl"]`,
+    /// `["nsenter", "-t", "42", "-m", "systemctl"]`).
+    pub systemctl: Vec<String>,
+    /// The journalctl command as an argument vector.
+    pub journalctl: Vec<String>,
+    /// The systemd-analyze command (it verifies rendered units).
+    pub systemd_analyze: Vec<String>,
+    /// Where `systemd.unit.install` writes unit files.
+    pub unit_dir: PathBuf,
+    /// Unit name patterns (`*` and `?` wildcards) the driver may act on,
+    /// besides the units opsqueue installed itself.
+    pub allow: Vec<String>,
+    /// Unit name patterns never acted on, whatever `allow` says or who
+    /// installed them (the default keeps ssh, D-Bus, systemd's own units
+    /// and opsqueue's out of reach).
+    pub deny: Vec<String>,
+    /// When the monitor refreshes the observed units (six fields).
+    pub refresh_cron: String,
+    /// Longest one systemctl, journalctl or systemd-analyze call may take.
+    pub command_timeout_secs: u64,
+}
+
+impl Default for SystemdConfig {
+    fn default() -> Self {
+        let deny = [
+            "ssh.service",
+            "sshd.service",
+            "ssh.socket",
+            "dbus.service",
+            "dbus.socket",
+            "dbus-broker.service",
+            "systemd-*",
+            "opsqueue*",
+            "user@*",
+            "getty@*",
+            "serial-getty@*",
+            "*.target",
+            "*.slice",
+            "*.scope",
+            "*.mount",
+            "*.swap",
+            "*.device",
+        ];
+        Self {
+            enabled: false,
+            scope: SystemdScope::System,
+            systemctl: vec!["systemctl".into()],
+            journalctl: vec!["journalctl".into()],
+            systemd_analyze: vec!["systemd-analyze".into()],
+            unit_dir: PathBuf::from("/etc/systemd/system"),
+            allow: Vec::new(),
+            deny: deny.into_iter().map(String::from).collect(),
+            refresh_cron: "0 * * * * *".into(),
+            command_timeout_secs: 120,
+        }
+    }
+}
+
+/// `[caddy]`: the Caddy driver, over Caddy's admin API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaddyConfig {
+    /// Registers the caddy driver in the worker (and the monitor's
+    /// reconcile schedule).
+    pub enabled: bool,
+    /// Caddy's admin endpoint (keep it on loopback).
+    pub admin_url: String,
+    /// The server (under `apps.http.servers`) that gets the sites; absent:
+    /// the one listening on `:443`, else on `:80`, else the only one.
+    pub server: Option<String>,
+    /// When the monitor re-applies the managed sites and observes them
+    /// (`caddy.reload`, six fields).
+    pub refresh_cron: String,
+    /// Longest one admin API request may take.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for CaddyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            admin_url: "http://127.0.0.1:2019".into(),
+            server: None,
+            refresh_cron: "0 * * * * *".into(),
+            request_timeout_secs: 30,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// `text` or `json`.
+    /// `text` or `json` (to stderr), or `journald` (fields as journal fields).
     pub format: String,
     /// A tracing filter; `RUST_LOG` wins when set.
     pub filter: String,
@@ -266,6 +481,80 @@ impl Config {
                 return Err(ConfigError::Value(format!("monitor.{name}: {e}")));
             }
         }
+        if let Err(e) = crate::cron::parse_with_seconds(&self.proxmox.refresh_cron) {
+            return Err(ConfigError::Value(format!("proxmox.refresh_cron: {e}")));
+        }
+        if !(10..=60_000).contains(&self.proxmox.poll_interval_ms) {
+            return fail("proxmox.poll_interval_ms must be between 10 and 60000");
+        }
+        if let Err(e) = crate::cron::parse_with_seconds(&self.pm2.refresh_cron) {
+            return Err(ConfigError::Value(format!("pm2.refresh_cron: {e}")));
+        }
+        if self.pm2.bin.is_empty() {
+            return fail("pm2.bin must name a program");
+        }
+        if !self.pm2.base_dir.is_absolute() {
+            return fail("pm2.base_dir must be an absolute path");
+        }
+        if self.cloudpanel.clpctl.is_empty() {
+            return fail("cloudpanel.clpctl must name a program");
+        }
+        self.check_systemd()?;
+        self.check_caddy()?;
+        if self.pm2.command_timeout_secs == 0 || self.cloudpanel.command_timeout_secs == 0 {
+            return fail(
+                "pm2.command_timeout_secs and cloudpanel.command_timeout_secs must be at least 1",
+            );
+        }
+        Ok(())
+    }
+
+    fn check_systemd(&self) -> Result<(), ConfigError> {
+        let systemd = &self.systemd;
+        let fail = |m: String| Err(ConfigError::Value(format!("systemd.{m}")));
+        if let Err(e) = crate::cron::parse_with_seconds(&systemd.refresh_cron) {
+            return fail(format!("refresh_cron: {e}"));
+        }
+        for (name, argv) in [
+            ("systemctl", &systemd.systemctl),
+            ("journalctl", &systemd.journalctl),
+            ("systemd_analyze", &systemd.systemd_analyze),
+        ] {
+            if argv.is_empty() {
+                return fail(format!("{name} must name a program"));
+            }
+        }
+        if !systemd.unit_dir.is_absolute() {
+            return fail("unit_dir must be an absolute path".into());
+        }
+        for pattern in systemd.allow.iter().chain(&systemd.deny) {
+            if let Err(e) = crate::actions::systemd::UnitPattern::parse(pattern) {
+                return fail(format!("allow/deny: {e}"));
+            }
+        }
+        if systemd.command_timeout_secs == 0 {
+            return fail("command_timeout_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn check_caddy(&self) -> Result<(), ConfigError> {
+        let caddy = &self.caddy;
+        let fail = |m: String| Err(ConfigError::Value(format!("caddy.{m}")));
+        if let Err(e) = crate::cron::parse_with_seconds(&caddy.refresh_cron) {
+            return fail(format!("refresh_cron: {e}"));
+        }
+        if !(caddy.admin_url.starts_with("http://") || caddy.admin_url.starts_with("https://")) {
+            return fail("admin_url must be an http:// or https:// URL".into());
+        }
+        if let Some(server) = &caddy.server
+            && server.is_empty()
+        {
+            return fail("server must not be empty (leave it out to find the server)".into());
+        }
+        if caddy.request_timeout_secs == 0 {
+            return fail("request_timeout_secs must be at least 1".into());
+        }
         Ok(())
     }
 
@@ -305,5 +594,62 @@ mod tests {
         std::fs::write(&file, "[api]\nbnd = \"x\"\n").unwrap();
         assert!(Config::load(Some(&file)).is_err());
         assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());
+    }
+
+    #[test]
+    fn host_families_are_off_by_default_and_refuse_bad_settings() {
+        let config = Config::load(None).unwrap();
+        assert!(!config.pm2.enabled && !config.scripts.enabled && !config.cloudpanel.enabled);
+        assert_eq!(config.pm2.bin, ["pm2"]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("opsqueue.toml");
+        for bad in [
+            "[pm2]\nbin = []\n",
+            "[pm2]\nbase_dir = \"srv\"\n",
+            "[pm2]\nrefresh_cron = \"every minute\"\n",
+            "[cloudpanel]\nclpctl = []\n",
+            "[scripts]\ndirectory = \"/x\"\n",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            assert!(Config::load(Some(&file)).is_err(), "{bad:?} was accepted");
+        }
+        std::fs::write(
+            &file,
+            "[pm2]\nenabled = true\nbin = [\"sudo\", \"pm2\"]\nhome = \"/var/lib/pm2\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert!(config.pm2.enabled);
+        assert_eq!(config.pm2.bin, ["sudo", "pm2"]);
+    }
+
+    #[test]
+    fn the_systemd_and_caddy_sections_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("opsqueue.toml");
+        std::fs::write(
+            &file,
+            "[systemd]\nenabled = true\nscope = \"user\"\nallow = [\"pb-*.service\"]\n\
+             systemctl = [\"sudo\", \"systemctl\"]\n[caddy]\nenabled = true\nserver = \"srv0\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert_eq!(config.systemd.scope, SystemdScope::User);
+        assert_eq!(config.systemd.systemctl, ["sudo", "systemctl"]);
+        assert!(config.systemd.deny.contains(&"sshd.service".to_owned()));
+        assert_eq!(config.caddy.server.as_deref(), Some("srv0"));
+        assert_eq!(config.caddy.admin_url, "http://127.0.0.1:2019");
+        for bad in [
+            "[systemd]\nallow = [\"a b\"]\n",
+            "[systemd]\nsystemctl = []\n",
+            "[systemd]\nscope = \"session\"\n",
+            "[systemd]\nunit_dir = \"relative\"\n",
+            "[caddy]\nadmin_url = \"127.0.0.1:2019\"\n",
+            "[caddy]\nserver = \"\"\n",
+            "[caddy]\nbogus = 1\n",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            assert!(Config::load(Some(&file)).is_err(), "{bad:?} was accepted");
+        }
     }
 }

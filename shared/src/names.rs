@@ -124,6 +124,207 @@ impl Label {
     }
 }
 
+/// A DNS name such as `example.com` or `www.example.com` (also a single
+/// label such as `localhost`): RFC 1123 labels of letters, digits and
+/// hyphens, 1 to 63 bytes each, not starting or ending with a hyphen; at most
+/// 253 bytes in all. Kept in lower case.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
+pub struct Domain(String);
+
+impl Domain {
+    pub const WHAT: &'static str = "domain";
+
+    pub fn parse(value: &str) -> Result<Self, NameError> {
+        let refuse = |reason: &str| NameError {
+            what: Self::WHAT,
+            value: value.chars().take(80).collect(),
+            reason: reason.to_owned(),
+        };
+        if value.is_empty() {
+            return Err(refuse("must not be empty"));
+        }
+        if value.len() > 253 {
+            return Err(refuse("must be at most 253 bytes"));
+        }
+        for label in value.split('.') {
+            if label.is_empty() {
+                return Err(refuse("has an empty label (two dots, or a dot at an end)"));
+            }
+            if label.len() > 63 {
+                return Err(refuse("has a label over 63 bytes"));
+            }
+            if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Err(refuse("labels may hold only letters, digits and '-'"));
+            }
+            if label.starts_with('-') || label.ends_with('-') {
+                return Err(refuse("a label must not start or end with '-'"));
+            }
+        }
+        Ok(Self(value.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Domain {
+    type Error = NameError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Domain> for String {
+    fn from(domain: Domain) -> String {
+        domain.0
+    }
+}
+
+impl std::fmt::Display for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A TCP port, 1 to 65535.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "u32", into = "u16")]
+pub struct Port(u16);
+
+impl Port {
+    pub fn parse(value: u32) -> Result<Self, NameError> {
+        match u16::try_from(value) {
+            Ok(port) if port > 0 => Ok(Self(port)),
+            _ => Err(NameError {
+                what: "port",
+                value: value.to_string(),
+                reason: "must be between 1 and 65535".into(),
+            }),
+        }
+    }
+
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+impl TryFrom<u32> for Port {
+    type Error = NameError;
+
+    fn try_from(value: u32) -> Result<Self, Self::Error> {
+        Self::parse(value)
+    }
+}
+
+impl From<Port> for u16 {
+    fn from(port: Port) -> u16 {
+        port.0
+    }
+}
+
+impl std::fmt::Display for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An absolute path on the host, in its plain form: starts with `/`, no
+/// empty, `.` or `..` components (so no `..` anywhere), no trailing `/`, at
+/// most 1024 bytes, and only letters, digits and `/._-+@,=:`; so no spaces,
+/// shell metacharacters, newlines or NUL. Whether it lies inside a base
+/// directory is for the caller to check ([`AbsolutePath::is_inside`]), and
+/// symlinks are for the worker to resolve.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
+pub struct AbsolutePath(String);
+
+impl AbsolutePath {
+    pub const WHAT: &'static str = "path";
+    const MAX: usize = 1024;
+    const PUNCTUATION: &'static str = "/._-+@,=:";
+
+    pub fn parse(value: &str) -> Result<Self, NameError> {
+        let refuse = |reason: String| NameError {
+            what: Self::WHAT,
+            value: value.chars().take(80).collect(),
+            reason,
+        };
+        if !value.starts_with('/') {
+            return Err(refuse("must be absolute (start with '/')".into()));
+        }
+        if value.len() > Self::MAX {
+            return Err(refuse(format!("must be at most {} bytes", Self::MAX)));
+        }
+        if let Some(bad) = value
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || Self::PUNCTUATION.contains(*c)))
+        {
+            return Err(refuse(format!(
+                "contains {bad:?}; allowed are letters, digits and {:?}",
+                Self::PUNCTUATION
+            )));
+        }
+        if value.contains("..") {
+            return Err(refuse("must not contain \"..\"".into()));
+        }
+        if value != "/" && value[1..].split('/').any(|c| c.is_empty() || c == ".") {
+            return Err(refuse(
+                "must be in plain form: no \"//\", no \"/./\", no trailing '/'".into(),
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn as_path(&self) -> &std::path::Path {
+        std::path::Path::new(&self.0)
+    }
+
+    /// Whether this path is `base` itself or lies below it (by components;
+    /// `/srv/app2` is not inside `/srv/app`).
+    pub fn is_inside(&self, base: &std::path::Path) -> bool {
+        self.as_path().starts_with(base)
+    }
+}
+
+impl TryFrom<String> for AbsolutePath {
+    type Error = NameError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<AbsolutePath> for String {
+    fn from(path: AbsolutePath) -> String {
+        path.0
+    }
+}
+
+impl AsRef<std::path::Path> for AbsolutePath {
+    fn as_ref(&self) -> &std::path::Path {
+        self.as_path()
+    }
+}
+
+impl std::fmt::Display for AbsolutePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +350,79 @@ mod tests {
             serde_json::from_str::<Label>("\"ui\"").unwrap().as_str(),
             "ui"
         );
+    }
+    #[test]
+    fn a_domain_is_a_dns_name_in_lower_case() {
+        for bad in [
+            "",
+            "-x.com",
+            "a..b",
+            ".com",
+            "com.",
+            "a b.com",
+            "a;b.com",
+            "a_b.com",
+            "ex\nample.com",
+            "a\0b",
+            "ä.com",
+            "a/b",
+            "x-.com",
+            "*.example.com",
+        ] {
+            assert!(Domain::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(Domain::parse(&format!("{}.com", "a".repeat(64))).is_err());
+        assert!(Domain::parse(&["abc"; 64].join(".")).is_err());
+        assert_eq!(
+            Domain::parse("WWW.Example.com").unwrap().as_str(),
+            "www.example.com"
+        );
+        for good in ["localhost", "example.com", "a-1.b2.example.io", "1e100.net"] {
+            assert!(Domain::parse(good).is_ok(), "{good:?} was refused");
+        }
+        assert!(serde_json::from_str::<Domain>("\"-rf\"").is_err());
+    }
+
+    #[test]
+    fn a_port_is_between_1_and_65535() {
+        assert!(Port::parse(0).is_err());
+        assert!(Port::parse(65536).is_err());
+        assert_eq!(Port::parse(8080).unwrap().get(), 8080);
+        assert!(serde_json::from_str::<Port>("70000").is_err());
+        assert!(serde_json::from_str::<Port>("\"80\"").is_err());
+        assert_eq!(serde_json::from_str::<Port>("443").unwrap().get(), 443);
+    }
+
+    #[test]
+    fn an_absolute_path_is_plain_and_free_of_metacharacters() {
+        for bad in [
+            "",
+            "relative/x",
+            "-x",
+            "/srv/../etc",
+            "/srv/a..b",
+            "/srv//x",
+            "/srv/./x",
+            "/srv/x/",
+            "/srv/a b",
+            "/srv/a;b",
+            "/srv/$(x)",
+            "/srv/a\nb",
+            "/srv/a\0b",
+            "/srv/`x`",
+            "/srv/a|b",
+        ] {
+            assert!(AbsolutePath::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(AbsolutePath::parse(&format!("/{}", "x".repeat(1024))).is_err());
+        let path = AbsolutePath::parse("/srv/app/server.js").unwrap();
+        assert!(path.is_inside(std::path::Path::new("/srv/app")));
+        assert!(path.is_inside(std::path::Path::new("/srv")));
+        assert!(
+            !AbsolutePath::parse("/srv/app2/x")
+                .unwrap()
+                .is_inside(std::path::Path::new("/srv/app"))
+        );
+        assert!(AbsolutePath::parse("/").is_ok());
     }
 }

@@ -9,6 +9,11 @@
 //! Every process writes its output to `<dir>/logs/<name>.log`; when a test
 //! panics, the tail of each log is printed.
 
+pub mod fakepve;
+pub mod caddy_server;
+pub mod nspawn;
+pub mod user_systemd;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -83,6 +83,9 @@ impl Stop {
     }
 }
 
+/// How long [`Context::run_cleanup`] gives a command without its own timeout.
+pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(15);
+
 const LOG_CAP_MARKER: &str =
     "[opsqueue: this attempt's log reached the cap; further lines dropped]";
 
@@ -147,6 +150,7 @@ impl LineSink for LogBuffer {
 struct Scope {
     fence: Fence,
     kind: String,
+    target: String,
     deadline: Instant,
     stop: Arc<Stop>,
     log: LogBuffer,
@@ -174,6 +178,7 @@ impl Context {
     pub(crate) fn new(
         fence: Fence,
         kind: String,
+        target: String,
         timeout: Duration,
         stop: Arc<Stop>,
         writer: Option<Writer>,
@@ -183,6 +188,7 @@ impl Context {
             scope: Arc::new(Scope {
                 fence,
                 kind,
+                target,
                 deadline: Instant::now() + timeout,
                 stop,
                 log: LogBuffer::new(config.database.log_cap_bytes),
@@ -205,6 +211,7 @@ impl Context {
         Self::new(
             fence,
             kind.to_owned(),
+            "local".to_owned(),
             Duration::from_secs(24 * 3600),
             Arc::default(),
             None,
@@ -232,6 +239,12 @@ impl Context {
     /// `family.verb`.
     pub fn kind(&self) -> &str {
         &self.scope.kind
+    }
+
+    /// The host the operation runs on (its `target`, `local` on a detached
+    /// context): the key of what it observes and manages.
+    pub fn target(&self) -> &str {
+        &self.scope.target
     }
 
     pub fn config(&self) -> &Config {
@@ -320,6 +333,22 @@ impl Context {
         runner::run(
             &spec,
             &self.scope.stop.token,
+            &self.scope.log,
+            self.scope.config.worker.output_cap_bytes,
+        )
+        .await
+    }
+
+    /// Runs a program that undoes what a stopped operation left half done
+    /// (a start job still queued in systemd, …) after the operation was
+    /// cancelled or timed out: same log and runner, but not stopped by the
+    /// operation's cancellation; bounded by the spec's own timeout
+    /// ([`CLEANUP_TIMEOUT`] when it has none).
+    pub async fn run_cleanup(&self, mut spec: CommandSpec) -> Result<CommandOutput, RunError> {
+        spec.timeout.get_or_insert(CLEANUP_TIMEOUT);
+        runner::run(
+            &spec,
+            &CancellationToken::new(),
             &self.scope.log,
             self.scope.config.worker.output_cap_bytes,
         )

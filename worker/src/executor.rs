@@ -112,6 +112,9 @@ pub(crate) async fn execute(
             ));
         }
     };
+    if let Err(e) = action.check_config(ctx.config()) {
+        return Some(failed(codes::INVALID_PAYLOAD, e.to_string()));
+    }
     let Some(call) = drivers.execute(&action, ctx) else {
         return Some(failed(
             codes::NO_DRIVER,
@@ -267,6 +270,7 @@ pub(crate) async fn run_attempt(
     let ctx = Context::new(
         fence.clone(),
         op.kind.clone(),
+        op.target.clone(),
         Duration::from_secs(op.timeout_secs.max(1) as u64),
         stop,
         Some(worker.writer.clone()),

@@ -2,9 +2,14 @@
 //! registered ([`configure`]) — the OpenAPI document lists the same
 //! handlers (see `openapi.rs`).
 
+pub mod caddy;
+pub mod cloudpanel;
 pub mod health;
 pub mod operations;
+pub mod pm2;
+pub mod proxmox;
 pub mod schedules;
+pub mod systemd;
 pub mod workers;
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
@@ -29,7 +34,52 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(schedules::get_schedule)
         .service(schedules::replace_schedule)
         .service(schedules::delete_schedule)
-        .service(workers::list_workers);
+        .service(workers::list_workers)
+        .service(proxmox::create_node)
+        .service(proxmox::list_nodes)
+        .service(proxmox::get_node)
+        .service(proxmox::update_node)
+        .service(proxmox::delete_node)
+        .service(proxmox::test_node)
+        .service(proxmox::test_connection)
+        .service(proxmox::refresh_node)
+        .service(proxmox::node_resources)
+        .service(proxmox::resource_metrics)
+        .service(proxmox::guest_action)
+        .service(proxmox::all_history)
+        .service(proxmox::node_history)
+        .service(pm2::list_processes)
+        .service(pm2::create_process)
+        .service(pm2::refresh)
+        .service(pm2::get_logs)
+        .service(pm2::read_logs)
+        .service(pm2::flush_logs)
+        .service(pm2::start_process)
+        .service(pm2::stop_process)
+        .service(pm2::restart_process)
+        .service(pm2::reload_process)
+        .service(pm2::get_process)
+        .service(pm2::delete_process)
+        .service(cloudpanel::add_site)
+        .service(cloudpanel::delete_site)
+        .service(cloudpanel::add_database)
+        .service(cloudpanel::add_user)
+        .service(cloudpanel::delete_user)
+        .service(systemd::list_units)
+        .service(systemd::install_unit)
+        .service(systemd::refresh_units)
+        .service(systemd::get_unit)
+        .service(systemd::remove_unit)
+        // `…/{unit}/logs` before `…/{unit}/{verb}`, which would take it.
+        .service(systemd::unit_logs)
+        .service(systemd::unit_action)
+        .service(caddy::caddy_list_sites)
+        .service(caddy::caddy_add_site)
+        .service(caddy::caddy_get_site)
+        .service(caddy::caddy_remove_site)
+        .service(caddy::caddy_reload)
+        .service(caddy::caddy_validate)
+        .service(caddy::caddy_refresh);
 }
 
 /// The OpenAPI document of this API.

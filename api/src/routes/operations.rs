@@ -63,6 +63,7 @@ pub async fn enqueue(
 ) -> Result<HttpResponse, ApiError> {
     let header_key = idempotency_key_header(req.headers())?;
     let request = body.into_inner().parse(header_key, caller.key())?;
+    request.action.check_config(&state.config)?;
     accepted(state.enqueuer.enqueue(&request).await?)
 }
 

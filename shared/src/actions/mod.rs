@@ -6,7 +6,13 @@
 //! Each action also says which resource it serializes on, whether it is safe
 //! to re-run after a worker was lost mid-way, and its default timeout.
 
+pub mod caddy;
+pub mod cloudpanel;
 pub mod diag;
+pub mod pm2;
+pub mod proxmox;
+pub mod script;
+pub mod systemd;
 
 use serde_json::Value;
 
@@ -67,6 +73,13 @@ pub trait FamilyAction: Sized {
     fn secret_fields(&self) -> &'static [&'static str] {
         &[]
     }
+    /// Checks what only the configuration can tell (a path inside a
+    /// configured base directory, a unit the configuration allows). The API
+    /// calls it before it stores an operation, the worker again before it
+    /// runs one (each with its own configuration).
+    fn check_config(&self, _config: &crate::Config) -> Result<(), ActionError> {
+        Ok(())
+    }
 }
 
 /// Declares [`Action`] over the families: adding a family is one line here.
@@ -109,7 +122,15 @@ macro_rules! families {
     };
 }
 
-families!(Diag(diag::DiagAction));
+families!(
+    Diag(diag::DiagAction),
+    Proxmox(proxmox::ProxmoxAction),
+    Systemd(systemd::SystemdAction),
+    Caddy(caddy::CaddyAction),
+    Pm2(pm2::Pm2Action),
+    Script(script::ScriptAction),
+    Cloudpanel(cloudpanel::CloudpanelAction),
+);
 
 /// [`FamilyAction`] without its associated items, so [`Action`] can reach
 /// any family's methods through one reference.
@@ -120,6 +141,7 @@ trait Describe {
     fn rerun_safe(&self) -> bool;
     fn default_timeout_secs(&self) -> i64;
     fn secret_fields(&self) -> &'static [&'static str];
+    fn check_config(&self, config: &crate::Config) -> Result<(), ActionError>;
 }
 
 impl<T: FamilyAction> Describe for T {
@@ -140,6 +162,9 @@ impl<T: FamilyAction> Describe for T {
     }
     fn secret_fields(&self) -> &'static [&'static str] {
         FamilyAction::secret_fields(self)
+    }
+    fn check_config(&self, config: &crate::Config) -> Result<(), ActionError> {
+        FamilyAction::check_config(self, config)
     }
 }
 
@@ -171,5 +196,10 @@ impl Action {
     /// Payload fields stored apart and never shown (see `FamilyAction`).
     pub fn secret_fields(&self) -> &'static [&'static str] {
         self.inner().secret_fields()
+    }
+
+    /// What only the configuration can refuse (see `FamilyAction`).
+    pub fn check_config(&self, config: &crate::Config) -> Result<(), ActionError> {
+        self.inner().check_config(config)
     }
 }

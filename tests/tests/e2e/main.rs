@@ -3,4 +3,13 @@
 //! binary; one module per area.
 
 mod bench;
+mod caddy;
+mod cloudpanel;
+mod pm2;
+mod proxmox;
 mod queue;
+mod scripts;
+mod sources;
+mod systemd;
+mod systemd_notify;
+mod systemd_units;

@@ -125,6 +125,7 @@ mod tests {
     fn action(kind: &str, payload: serde_json::Value) -> DiagAction {
         match Action::parse(kind, payload).unwrap() {
             Action::Diag(a) => a,
+            other => panic!("not a diag action: {other:?}"),
         }
     }
 

@@ -22,7 +22,13 @@
 //! families it has in `workers.drivers`. An operation whose family has no
 //! driver here fails with `no_driver`.
 
+pub mod cloudpanel;
+pub mod caddy;
 pub mod diag;
+pub mod systemd;
+pub mod pm2;
+pub mod proxmox;
+pub mod script;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -30,7 +36,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use opsqueue_shared::{Action, Config, OperationError};
+use opsqueue_shared::{Action, Config, OperationError, Store};
 use serde_json::{Map, Value};
 
 use crate::context::Context;
@@ -256,10 +262,29 @@ impl Registry {
     }
 
     /// The drivers this worker's configuration enables. `diag` is always
-    /// there; issue 4's families join here when configured.
-    pub fn from_config(config: &Config) -> std::io::Result<Self> {
+    /// there; issue 4's families join here when configured. Drivers that
+    /// check what opsqueue manages read `store` (never write it).
+    pub fn from_config(config: &Config, store: &Store) -> std::io::Result<Self> {
         let mut registry = Self::new();
         registry.register(diag::Diag::new(config)?);
+        if config.caddy.enabled {
+            registry.register_probed(caddy::Caddy::new(config, store));
+        }
+        if config.systemd.enabled {
+            registry.register_probed(systemd::Systemd::new(config, store));
+        }
+        if config.proxmox.enabled {
+            registry.register(proxmox::Proxmox::new(config, store));
+        }
+        if config.pm2.enabled {
+            registry.register(pm2::Pm2::new(config));
+        }
+        if config.scripts.enabled {
+            registry.register(script::Scripts::new(config));
+        }
+        if config.cloudpanel.enabled {
+            registry.register(cloudpanel::Cloudpanel::new(config));
+        }
         Ok(registry)
     }
 

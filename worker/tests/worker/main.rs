@@ -26,7 +26,13 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+mod caddy;
+mod cloudpanel;
 mod conformance;
+mod pm2;
+mod scripts;
+mod proxmox;
+mod systemd;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
