@@ -230,4 +230,40 @@ mod tests {
             ("pm2.list", "0 * * * * *")
         );
     }
+
+    #[test]
+    fn an_enabled_systemd_gets_a_refresh_of_its_units_every_minute() {
+        let (store, _dir, mut config) = store();
+        config.systemd.enabled = true;
+        let report = ensure_defaults(&store, &config, time::now()).unwrap();
+        assert_eq!(report.created, ["refresh-systemd"]);
+        let made = get(&store, "refresh-systemd").unwrap();
+        assert_eq!(
+            (made.kind.as_str(), made.cron.as_str()),
+            ("systemd.refresh", "0 * * * * *")
+        );
+        assert_eq!(made.max_attempts, Some(1), "the next fire is the retry");
+
+        config.systemd.enabled = false;
+        let report = ensure_defaults(&store, &config, time::now()).unwrap();
+        assert_eq!(report.removed, ["refresh-systemd"]);
+    }
+
+    #[test]
+    fn an_enabled_caddy_gets_a_reload_that_reapplies_its_sites_every_minute() {
+        let (store, _dir, mut config) = store();
+        config.caddy.enabled = true;
+        let report = ensure_defaults(&store, &config, time::now()).unwrap();
+        assert_eq!(report.created, ["refresh-caddy"]);
+        let made = get(&store, "refresh-caddy").unwrap();
+        assert_eq!(
+            (made.kind.as_str(), made.cron.as_str()),
+            ("caddy.reload", "0 * * * * *")
+        );
+        assert_eq!(made.max_attempts, Some(1), "the next fire is the retry");
+
+        config.caddy.enabled = false;
+        let report = ensure_defaults(&store, &config, time::now()).unwrap();
+        assert_eq!(report.removed, ["refresh-caddy"]);
+    }
 }
