@@ -10,10 +10,12 @@
 //! stored apart and shown as `"***"` in every answer, so a read-scope key
 //! never sees them.
 //!
-//! Each action serializes on `pm2:<name>` (`pm2.list` on nothing) and all
-//! are safe to re-run: each one first looks at pm2's list, so a second run
-//! finds the work done (a restart run twice restarts twice, which harms
-//! nothing).
+//! Each action serializes on `pm2:<name>` (`pm2.list` on nothing). All but
+//! restart and reload are safe to re-run after a lost worker: each one
+//! first looks at pm2's list, so a second run finds the work done. A
+//! restart or reload cannot tell that it already ran, so a second run would
+//! interrupt the app a second time; as with systemd's, the reaper fails
+//! them instead of running them again.
 
 use std::collections::BTreeMap;
 
@@ -516,7 +518,7 @@ impl FamilyAction for Pm2Action {
     }
 
     fn rerun_safe(&self) -> bool {
-        true
+        !matches!(self, Pm2Action::Restart(_) | Pm2Action::Reload(_))
     }
 
     fn default_timeout_secs(&self) -> i64 {
@@ -594,6 +596,23 @@ mod tests {
         let list = Action::parse("pm2.list", Value::Null).unwrap();
         assert_eq!(list.resource(), None);
         assert_eq!(list.payload(), json!({}));
+    }
+
+    #[test]
+    fn restart_and_reload_are_not_re_run_after_a_lost_worker_and_the_rest_are() {
+        for kind in ["pm2.restart", "pm2.reload"] {
+            let action = Action::parse(kind, json!({"name": "web1"})).unwrap();
+            assert!(!action.rerun_safe(), "{kind} would interrupt the app twice");
+        }
+        for kind in ["pm2.stop", "pm2.delete", "pm2.describe", "pm2.flush"] {
+            let action = Action::parse(kind, json!({"name": "web1"})).unwrap();
+            assert!(action.rerun_safe(), "{kind}");
+        }
+        let logs = Action::parse("pm2.logs", json!({"name": "web1", "lines": 5})).unwrap();
+        assert!(logs.rerun_safe());
+        assert!(Action::parse("pm2.list", json!({})).unwrap().rerun_safe());
+        let start = start(json!({"name": "web1"})).unwrap();
+        assert!(start.rerun_safe(), "a start finds the app online");
     }
 
     #[test]
