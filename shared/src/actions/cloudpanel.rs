@@ -2,7 +2,9 @@
 //! sites (`cloudpanel.site.add` of type php, nodejs, static, python or
 //! reverse-proxy; `cloudpanel.site.delete`), databases
 //! (`cloudpanel.db.add`) and panel users (`cloudpanel.user.add`,
-//! `cloudpanel.user.delete`).
+//! `cloudpanel.user.delete`). Databases have no delete: clpctl has no
+//! command for it (its `db:` commands are `add`, `export`, `import` and
+//! `show:master-credentials`).
 //!
 //! Every field is parsed into a type here, before it can become one of
 //! clpctl's `--option=value` arguments. Passwords are secret fields: stored
@@ -160,7 +162,11 @@ impl std::fmt::Debug for Version {
 }
 
 parsed_string!(
-    /// A vhost template's name, such as `Generic` or `Laravel 11`.
+    /// A vhost template's name, such as `Generic`, `WordPress` or
+    /// `Laravel 11`: letters, digits, `._-` and single inner spaces.
+    /// CloudPanel's own templates have spaces in their names, and a space
+    /// is harmless here: the name reaches clpctl as part of one argument
+    /// (`--vhostTemplate=Laravel 11`), never through a shell.
     VhostTemplate
 );
 
@@ -629,6 +635,61 @@ mod tests {
         .unwrap();
         assert_eq!(db.resource(), action.resource());
         assert!(!db.rerun_safe());
+    }
+
+    /// Characters and shapes no name clpctl is given may hold.
+    const RISKY: &[&str] = &[
+        "", "-x", "--all", "a;b", "a|b", "a&b", "$(id)", "a`id`", "a'b", "a\"b", "a>b", "a*",
+        "a\nb", "a\rb", "a\tb", "a\0b", "..", "a..b", "../x", "a/b", "ä",
+    ];
+
+    fn db(field: &str, value: &str) -> Result<Action, ActionError> {
+        let mut payload = json!({"domain": "www.example.com", "database_name": "shop_db",
+            "database_user_name": "shop-user", "database_user_password": "!secret!9"});
+        payload[field] = json!(value);
+        Action::parse("cloudpanel.db.add", payload)
+    }
+
+    #[test]
+    fn database_names_and_users_clpctl_would_misread_are_refused() {
+        for (field, max) in [("database_name", 64), ("database_user_name", 32)] {
+            for good in ["shop_db", "shop-db-2", "A1", &"d".repeat(max)] {
+                assert!(db(field, good).is_ok(), "{field} {good:?} was refused");
+            }
+            let too_long = "d".repeat(max + 1);
+            for bad in RISKY.iter().copied().chain(["a b", too_long.as_str()]) {
+                assert!(db(field, bad).is_err(), "{field} {bad:?} was accepted");
+            }
+        }
+    }
+
+    #[test]
+    fn vhost_templates_keep_their_spaces_and_refuse_everything_else_risky() {
+        let php = |template: &str| {
+            let mut payload = php_site();
+            payload["vhost_template"] = json!(template);
+            Action::parse("cloudpanel.site.add", payload)
+        };
+        for good in [
+            "Generic",
+            "WordPress",
+            "Laravel 11",
+            "Magento 2.4",
+            "TYPO3_12-lts",
+        ] {
+            let action = php(good).unwrap();
+            assert_eq!(action.payload()["vhost_template"], good, "kept as given");
+        }
+        let too_long = "T".repeat(65);
+        let spaced = [" Generic", "Generic ", "Laravel  11"];
+        for bad in RISKY
+            .iter()
+            .copied()
+            .chain(spaced)
+            .chain([too_long.as_str()])
+        {
+            assert!(php(bad).is_err(), "vhost template {bad:?} was accepted");
+        }
     }
 
     #[test]
