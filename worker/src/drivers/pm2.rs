@@ -15,7 +15,13 @@
 //!   with a cleared environment (`PATH`, `HOME`, `LANG`, `TZ`, `PM2_HOME`
 //!   and the app's own `env`), so the worker's own environment never
 //!   reaches an app, and the spec's env values are redacted from pm2's
-//!   output. `PM2_DISCRETE_MODE` keeps pm2's banner out of the output.
+//!   output.
+//! - **pm2's banner is skipped.** On a fresh `PM2_HOME` pm2 prints a
+//!   banner to stdout before `jlist`'s list (HOST-PROGRAMS §1).
+//!   `PM2_DISCRETE_MODE` keeps it out, and [`view::Listed::parse`] finds
+//!   the list after it anyway. `-s` is not passed: it silences every
+//!   message, errors included (`pm2 stop nosuch -s` exits 1 saying
+//!   nothing), and failures are classified by those messages.
 //! - **Paths stay inside `[pm2] base_dir`** after symlinks are resolved;
 //!   pm2 is given the resolved paths.
 //! - **Observations** follow each action: the app as seen after it

@@ -470,3 +470,22 @@ async fn a_fresh_pm2_home_lists_cleanly_although_pm2_prints_a_banner_there() {
     assert_eq!(app.get(id).result.unwrap()["processes"], json!([]));
     assert!(pm2.daemon_pid().is_some(), "the list started pm2's daemon");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_is_read_after_pm2_s_banner_even_without_discrete_mode() {
+    let pm2 = Pm2Fixture::new();
+    let app = TestApp::with(|c| {
+        pm2.configure(c);
+        // pm2 as the driver runs it, but with its banner on (a pm2 that
+        // ignores PM2_DISCRETE_MODE).
+        c.pm2.bin = ["env", "-u", "PM2_DISCRETE_MODE", "pm2"]
+            .map(String::from)
+            .into();
+    });
+    let worker = app.worker().await;
+
+    let id = run(&app, &worker, "pm2.list", json!({})).await;
+
+    assert!(!changed(&app, id), "{:?}", app.get(id).error);
+    assert_eq!(app.get(id).result.unwrap()["processes"], json!([]));
+}

@@ -7,6 +7,12 @@
 //! environment value can reach a result, an observation or a log line; the
 //! raw list is never logged (the driver runs `jlist` quietly) and parse
 //! errors never quote it.
+//!
+//! pm2 may print its banner and `[PM2] Spawning PM2 daemon…` lines to
+//! stdout before the list (HOST-PROGRAMS §1, on a fresh `PM2_HOME`). The
+//! list itself is always one line, so [`Listed::parse`] takes the whole
+//! output if it is a list, else the last line that starts with `[` and is
+//! one.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,10 +32,23 @@ pub struct Listed {
 #[error("pm2 jlist printed {0} bytes that are not a JSON list of apps")]
 pub struct NotAList(pub usize);
 
+/// The JSON array in `jlist`'s output: all of it, or the last line that is
+/// one (lines before it are pm2's banner and messages).
+fn json_array(stdout: &[u8]) -> Option<Vec<Value>> {
+    if let Ok(entries) = serde_json::from_slice(stdout) {
+        return Some(entries);
+    }
+    stdout
+        .split(|b| *b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .rev()
+        .filter(|line| line.starts_with(b"["))
+        .find_map(|line| serde_json::from_slice(line).ok())
+}
+
 impl Listed {
     pub fn parse(stdout: &[u8]) -> Result<Listed, NotAList> {
-        let entries: Vec<Value> =
-            serde_json::from_slice(stdout).map_err(|_| NotAList(stdout.len()))?;
+        let entries = json_array(stdout).ok_or(NotAList(stdout.len()))?;
         let mut apps: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         for entry in entries {
             let name = entry["name"]
@@ -241,10 +260,75 @@ mod tests {
         assert_eq!((out.len(), err.len()), (2, 2));
     }
 
+    /// What pm2 7.0.4 prints to stdout before `jlist`'s list on a fresh
+    /// `PM2_HOME` when neither `-s` nor `PM2_DISCRETE_MODE` is in effect
+    /// (captured with `--no-color`; HOST-PROGRAMS §1).
+    const BANNER: &str = r"
+                        -------------
+
+__/\\\\\\\\\\\\\____/\\\\____________/\\\\____/\\\\\\\\\_____
+ _\/\\\/////////\\\_\/\\\\\\________/\\\\\\__/\\\///////\\\___
+  _\/\\\_______\/\\\_\/\\\//\\\____/\\\//\\\_\///______\//\\\__
+   _\/\\\\\\\\\\\\\/__\/\\\\///\\\/\\\/_\/\\\___________/\\\/___
+    _\/\\\/////////____\/\\\__\///\\\/___\/\\\________/\\\//_____
+     _\/\\\_____________\/\\\____\///_____\/\\\_____/\\\//________
+      _\/\\\_____________\/\\\_____________\/\\\___/\\\/___________
+       _\/\\\_____________\/\\\_____________\/\\\__/\\\\\\\\\\\\\\\_
+        _\///______________\///______________\///__\///////////////__
+
+
+                          Runtime Edition
+
+        PM2 is a Production Process Manager for Node.js applications
+                     with a built-in Load Balancer.
+
+                Start and Daemonize any application:
+                $ pm2 start app.js
+
+                Load Balance 4 instances of api.js:
+                $ pm2 start api.js -i 4
+
+                Monitor in production:
+                $ pm2 monitor
+
+                Make pm2 auto-boot at server restart:
+                $ pm2 startup
+
+                To go further checkout:
+                http://pm2.io/
+
+
+                        -------------
+
+[PM2] Spawning PM2 daemon with pm2_home=/tmp/tmp.GrYLEqYmFs
+[PM2] PM2 Successfully daemonized
+";
+
+    #[test]
+    fn the_list_is_found_after_pm2_s_banner() {
+        let empty = format!("{BANNER}[]");
+        assert_eq!(Listed::parse(empty.as_bytes()).unwrap().apps().count(), 0);
+
+        let sample = String::from_utf8(sample()).unwrap();
+        let listed = format!("{BANNER}{sample}\n");
+        let listed = Listed::parse(listed.as_bytes()).unwrap();
+        assert_eq!(
+            listed.get("web1").unwrap().statuses(),
+            ["stopped", "online"]
+        );
+
+        let coloured = format!("\u{1b}[32m[PM2] \u{1b}[39mSpawning PM2 daemon\n{sample}");
+        assert!(Listed::parse(coloured.as_bytes()).is_ok());
+    }
+
     #[test]
     fn output_that_is_not_a_list_is_refused_without_quoting_it() {
+        let banner_only = BANNER.to_owned();
+        let message_after = format!("{BANNER}[PM2][ERROR] secret");
         for bad in [
-            &b"[PM2] Spawning PM2 daemon\n[]"[..],
+            banner_only.as_bytes(),
+            message_after.as_bytes(),
+            b"[PM2] Spawning PM2 daemon\n[{\"env\": \"secret\"",
             b"{\"env\": \"secret\"}",
             b"",
         ] {
