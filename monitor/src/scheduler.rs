@@ -4,8 +4,16 @@
 //! as the insert, so a second monitor finds it already done; the insert also
 //! carries the idempotency key `schedule:<name>:<fire time>` as a backstop.
 //! Fires missed while no monitor ran collapse into one (the latest).
+//!
+//! A fire time is a cron tick, a whole second: croner answers an instant
+//! that matches the expression with that instant, fraction included, so the
+//! scheduler looks for fires as of `now` truncated to the second. Otherwise
+//! two monitors a few milliseconds apart would each see a fire time of
+//! their own for one tick, and both fire.
 
 use std::sync::Arc;
+
+use chrono::SubsecRound;
 
 use opsqueue_shared::names::Label;
 use opsqueue_shared::store::{self, Counters, Inserted, names};
@@ -38,6 +46,7 @@ impl crate::Service for Scheduler {
 
     fn run_once(&self, now: Timestamp) -> Result<FireReport, StoreError> {
         let mut report = FireReport::default();
+        let tick = now.trunc_subsecs(0);
         let schedules = self.store.read(store::schedule_list)?;
         for schedule in schedules.into_iter().filter(|s| s.enabled) {
             let cron = match cron::parse(&schedule.cron) {
@@ -48,7 +57,7 @@ impl crate::Service for Scheduler {
                 }
             };
             let after = schedule.last_fire_at.unwrap_or(schedule.created_at);
-            let Some(fire_at) = cron::latest_due(&cron, after, now) else {
+            let Some(fire_at) = cron::latest_due(&cron, after, tick) else {
                 continue;
             };
             let request = match request_for(&schedule, fire_at) {

@@ -338,6 +338,30 @@ fn one_schedule_fire_with_two_monitors_enqueues_exactly_one_operation() {
 }
 
 #[test]
+fn two_monitors_a_few_milliseconds_apart_fire_a_tick_once_at_its_whole_second() {
+    let monitor = spawn_monitor();
+    let at = |text: &str| opsqueue_shared::time::from_db(text).unwrap();
+    monitor
+        .store
+        .write(|tx| store::schedule_insert(tx, &every_second("tick", at("2026-01-01T00:00:00Z"))))
+        .unwrap();
+    let scheduler = || {
+        let store = Store::open(&monitor.config.database).unwrap();
+        Scheduler::new(store, monitor.waker.clone())
+    };
+    let first = scheduler()
+        .run_once(at("2026-01-01T00:00:01.003Z"))
+        .unwrap();
+    let second = scheduler()
+        .run_once(at("2026-01-01T00:00:01.007Z"))
+        .unwrap();
+    assert_eq!(first.fired.len(), 1, "{first:?}");
+    assert_eq!(first.fired[0].1, at("2026-01-01T00:00:01Z"));
+    assert!(second.fired.is_empty(), "the tick fired twice: {second:?}");
+    assert_eq!(cron_operations(&monitor).len(), 1);
+}
+
+#[test]
 fn fires_missed_while_no_monitor_ran_collapse_into_one() {
     let monitor = spawn_monitor();
     let t0 = now();
