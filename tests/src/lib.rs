@@ -76,6 +76,21 @@ impl Proc {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The events of a process started with `OPSQUEUE_LOG__FORMAT=json`
+    /// (fields flattened beside `message`); lines that are not JSON are
+    /// skipped.
+    pub fn log_events(&self) -> Vec<Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Whether the process logged an event with this message.
+    pub fn logged(&self, message: &str) -> bool {
+        self.log_events().iter().any(|e| e["message"] == message)
+    }
 }
 
 impl Drop for Proc {

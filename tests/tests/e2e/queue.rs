@@ -420,6 +420,22 @@ async fn a_database_newer_than_the_binaries_is_refused_with_a_clear_error() {
     }
 }
 
+/// The cron tick (a whole second, as a Unix time) of a fire time.
+fn tick(fire_at: &str) -> i64 {
+    fire_at
+        .parse::<DateTime<Utc>>()
+        .unwrap_or_else(|e| panic!("{fire_at}: {e}"))
+        .timestamp()
+}
+
+/// The fire time a scheduled operation of `tick` carries in its idempotency
+/// key (`schedule:<name>:<fire time>`, see monitor/src/scheduler.rs).
+fn fire_time(idempotency_key: &str) -> &str {
+    idempotency_key
+        .strip_prefix("schedule:tick:")
+        .unwrap_or_else(|| panic!("not a fire of tick: {idempotency_key}"))
+}
+
 #[tokio::test]
 async fn one_schedule_with_two_monitors_enqueues_exactly_one_operation_per_fire() {
     let mut cluster = Cluster::new();
@@ -431,8 +447,14 @@ async fn one_schedule_with_two_monitors_enqueues_exactly_one_operation_per_fire(
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
-    cluster.start_monitor();
-    cluster.start_monitor();
+    cluster.set_env("OPSQUEUE_LOG__FORMAT", "json");
+    let monitors = [cluster.start_monitor(), cluster.start_monitor()];
+    eventually("both monitors run", || {
+        monitors
+            .iter()
+            .all(|&m| cluster.monitors[m].logged("monitor running"))
+    })
+    .await;
     let db = cluster.sqlite();
     let fires = || {
         db.query_row(
@@ -442,24 +464,55 @@ async fn one_schedule_with_two_monitors_enqueues_exactly_one_operation_per_fire(
         )
         .unwrap()
     };
-    eventually("the schedule fired three times", || fires() >= 3).await;
-    let duplicates: i64 = db
-        .query_row(
-            "SELECT count(*) FROM (SELECT run_at FROM operations WHERE source = 'cron'
-             GROUP BY idempotency_key HAVING count(*) > 1)",
-            [],
-            |r| r.get(0),
-        )
+    let before = fires();
+    eventually(
+        "the schedule fired three times with both monitors up",
+        || fires() >= before + 3,
+    )
+    .await;
+    for &m in &monitors {
+        cluster.monitors[m].signal(libc::SIGTERM);
+        let status = cluster.monitors[m].wait_exit(DEADLINE).expect("exited");
+        assert!(status.success(), "{status:?}");
+    }
+
+    // Each cron tick (a whole second) is on exactly one operation.
+    let mut stored: HashMap<i64, Vec<String>> = HashMap::new();
+    let mut statement = db
+        .prepare("SELECT id, idempotency_key FROM operations WHERE source = 'cron'")
         .unwrap();
-    assert_eq!(duplicates, 0);
-    let keys: i64 = db
-        .query_row(
-            "SELECT count(DISTINCT idempotency_key) FROM operations WHERE source = 'cron'",
-            [],
-            |r| r.get(0),
-        )
+    let rows = statement
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
         .unwrap();
-    assert_eq!(keys, fires(), "two operations share a fire time");
+    for row in rows {
+        let (id, key) = row.unwrap();
+        stored.entry(tick(fire_time(&key))).or_default().push(id);
+    }
+    let doubled: Vec<_> = stored.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    assert!(doubled.is_empty(), "ticks enqueued twice: {doubled:?}");
+
+    // And each fire time was fired by one monitor only, once: a second fire
+    // the idempotency key turned into a replay would show here.
+    let mut logged: HashMap<String, Vec<String>> = HashMap::new();
+    for &m in &monitors {
+        for event in cluster.monitors[m].log_events() {
+            if event["message"] == "schedule fired" {
+                let fire_at = event["fire_at"].as_str().unwrap().to_owned();
+                let id = event["id"].as_str().unwrap().to_owned();
+                logged.entry(fire_at).or_default().push(id);
+            }
+        }
+    }
+    let refired: Vec<_> = logged.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    assert!(refired.is_empty(), "fire times fired twice: {refired:?}");
+    let mut logged_ticks: Vec<i64> = logged.keys().map(|at| tick(at)).collect();
+    let mut stored_ticks: Vec<i64> = stored.keys().copied().collect();
+    logged_ticks.sort();
+    stored_ticks.sort();
+    assert_eq!(
+        logged_ticks, stored_ticks,
+        "the monitors' fires and the stored operations differ"
+    );
 }
 
 #[tokio::test]
