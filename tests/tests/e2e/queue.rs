@@ -168,7 +168,7 @@ async fn a_worker_whose_claim_was_reaped_cannot_complete_the_operation_afterward
     cluster.set_env("OPSQUEUE_WORKER__LEASE_SECS", 3);
     cluster.start_api();
     cluster.start_monitor();
-    let frozen = cluster.start_worker(&[]);
+    let frozen = cluster.start_worker(&[("OPSQUEUE_LOG__FORMAT", "json".into())]);
     let id = cluster
         .enqueue_kind("diag.sleep", json!({"seconds": 4}))
         .await;
@@ -189,10 +189,18 @@ async fn a_worker_whose_claim_was_reaped_cannot_complete_the_operation_afterward
         (Some("completed"), Some(2))
     );
 
-    // The frozen worker wakes up, its sleep long over, and tries to finish
-    // attempt 1: the fence refuses it.
+    // The frozen worker wakes up, its sleep long over, and tries to write
+    // about attempt 1 (its heartbeat or its finish): the fence refuses it.
     cluster.workers[frozen].signal(libc::SIGCONT);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually("the resumed worker found its claim lost", || {
+        cluster.workers[frozen].log_events().iter().any(|e| {
+            e["operation"] == id.as_str()
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("the claim was lost"))
+        })
+    })
+    .await;
     let after = cluster.operation(&id).await;
     assert_eq!(after["status"], "completed");
     assert_eq!(after["attempt"], 2);
