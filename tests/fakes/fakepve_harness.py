@@ -23,6 +23,17 @@ one JSON line on stdout ({"ok": true, ...} or {"ok": false, "error": ...}):
     {"cmd": "node_offline", "node": "pve1", "offline": true}
     {"cmd": "guest", "vmid": 100}
     {"cmd": "requests"}
+    {"cmd": "hold_migrations"}
+    {"cmd": "release_migrations"}
+
+"requests" answers every request fakepve received, oldest first, as
+{"method", "path", "params"}: params are the form parameters of the body
+(what opsqueue's client POSTs), secrets redacted by fakepve.
+
+"hold_migrations" makes every container migration that starts from then on
+wait at its move step (the container already shut down, locked "migrate",
+its task running) until "release_migrations": a migration that lasts as
+long as the test needs, however slow the machine.
 
 The process exits when stdin closes, so it never outlives its test.
 """
@@ -30,6 +41,7 @@ The process exits when stdin closes, so it never outlives its test.
 import asyncio
 import json
 import sys
+import urllib.parse
 
 from fakepve import FakePve
 from fakepve.certs import make_cert
@@ -57,7 +69,40 @@ def setup(scenario):
     return pve
 
 
-async def answer(pve, command):
+# fakepve's container migration pauses ct_secs['migrate'] PVE seconds at its
+# move step; while migrations are held, that value is this marker and the
+# pause waits for the gate instead.
+HELD = 'held by the test'
+
+
+class MigrationGate:
+    def __init__(self, pve):
+        self.pve = pve
+        self.open = asyncio.Event()
+        plain_pause = pve.pause
+
+        async def pause(secs):
+            if secs == HELD:
+                await self.open.wait()
+            else:
+                await plain_pause(secs)
+        pve.pause = pause
+
+    def hold(self):
+        self.open.clear()
+        self.pve.ct_secs['migrate'] = HELD
+
+    def release(self):
+        self.pve.ct_secs['migrate'] = 0
+        self.open.set()
+
+
+def recorded(method, path, body):
+    params = urllib.parse.parse_qsl(body.decode('utf-8', 'replace'), keep_blank_values=True)
+    return {'method': method, 'path': path, 'params': dict(params)}
+
+
+async def answer(pve, gate, command):
     cmd = command.get('cmd')
     if cmd == 'migrate':
         upid = await pve.migrate(command['vmid'], command['target'], secs=command.get('secs', 20))
@@ -76,7 +121,13 @@ async def answer(pve, command):
         return {'guest': {'node': guest.node, 'status': guest.status, 'lock': guest.lock,
                           'qmpstatus': getattr(guest, 'qmpstatus', None)}}
     if cmd == 'requests':
-        return {'requests': [[method, path] for method, path, _ in pve.requests]}
+        return {'requests': [recorded(*request) for request in pve.requests]}
+    if cmd == 'hold_migrations':
+        gate.hold()
+        return {}
+    if cmd == 'release_migrations':
+        gate.release()
+        return {}
     raise ValueError('unknown command {0!r}'.format(cmd))
 
 
@@ -84,6 +135,7 @@ async def main():
     with open(sys.argv[1]) as fh:
         scenario = json.load(fh)
     pve = setup(scenario)
+    gate = MigrationGate(pve)
     cert, key, _ = make_cert(scenario['cert_dir'], hosts=('127.0.0.1',))
     await pve.start(cert, key)
     print('ready', pve.url, cert, flush=True)
@@ -93,7 +145,7 @@ async def main():
         if not line:
             break
         try:
-            reply = await answer(pve, json.loads(line))
+            reply = await answer(pve, gate, json.loads(line))
             reply['ok'] = True
         except Exception as e:  # noqa: BLE001 - every failure goes back to the test
             reply = {'ok': False, 'error': '{0}: {1}'.format(type(e).__name__, e)}

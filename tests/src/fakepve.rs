@@ -12,8 +12,9 @@
 //! dropped (its stdin closes and it is killed), whatever the test did.
 //!
 //! This file is also compiled into the worker's tests (`#[path]`), so it
-//! uses only std, serde_json and tempfile.
+//! uses only std, serde, serde_json and tempfile.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -56,6 +57,15 @@ pub fn scenario(guests: Value) -> Value {
         "nodes": ["pve1", "pve2"],
         "guests": guests,
     })
+}
+
+/// A request as fakepve received it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    /// The form parameters of its body (secrets redacted by fakepve).
+    pub params: BTreeMap<String, String>,
 }
 
 /// One running fakepve.
@@ -150,20 +160,22 @@ impl FakePve {
         self.command(json!({"cmd": "node_offline", "node": node, "offline": offline}));
     }
 
-    /// `(method, path)` of every request fakepve received, oldest first.
-    pub fn requests(&self) -> Vec<(String, String)> {
+    /// Every request fakepve received, oldest first.
+    pub fn requests(&self) -> Vec<Request> {
         let answer = self.command(json!({"cmd": "requests"}));
-        answer["requests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                (
-                    r[0].as_str().unwrap().to_owned(),
-                    r[1].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
+        serde_json::from_value(answer["requests"].clone())
+            .expect("requests as the harness sends them")
+    }
+
+    /// From now on, every container migration waits at its move step (the
+    /// container shut down and locked `migrate`, its task running) until
+    /// [`FakePve::release_migrations`].
+    pub fn hold_migrations(&self) {
+        self.command(json!({"cmd": "hold_migrations"}));
+    }
+
+    pub fn release_migrations(&self) {
+        self.command(json!({"cmd": "release_migrations"}));
     }
 
     /// What fakepve wrote to stderr.

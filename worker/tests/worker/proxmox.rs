@@ -160,7 +160,7 @@ impl Subject for Proxmox {
             .pve
             .requests()
             .into_iter()
-            .filter(|(method, path)| method == "DELETE" && path.contains("/tasks/UPID:"))
+            .filter(|r| r.method == "DELETE" && r.path.contains("/tasks/UPID:"))
             .count();
         assert!(
             stops >= 2,
@@ -238,7 +238,7 @@ async fn a_run_handed_back_at_shutdown_resumes_the_pve_task_it_started() {
         .pve
         .requests()
         .into_iter()
-        .filter(|(method, path)| method == "POST" && path.ends_with("/status/shutdown"))
+        .filter(|r| r.method == "POST" && r.path.ends_with("/status/shutdown"))
         .count();
     assert_eq!(posts, 1, "one shutdown was asked of PVE");
     assert_eq!(subject.pve.guest(102)["status"], json!("stopped"));
