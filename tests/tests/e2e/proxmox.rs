@@ -698,14 +698,33 @@ async fn a_qemu_migration_is_waited_for_and_the_vm_followed_to_its_new_node() {
     );
 
     // fakepve does not model `POST …/qemu/{vmid}/migrate`: its task ends OK
-    // without moving the VM. Real PVE moves it; the driver's check that the
-    // VM is on the target catches the difference.
-    let op = pve.act(101, "migrate", json!({"target": "pve2"})).await;
+    // without moving the VM (and it skips PVE's "without --online" check).
+    // Real PVE moves it; the driver's check that the VM is on the target
+    // catches the difference. What fakepve does record is the request: the
+    // target, and `online=1` as asked (a stopped VM then migrates offline).
+    let op = pve
+        .act(101, "migrate", json!({"target": "pve2", "online": true}))
+        .await;
     assert_eq!(
         failed(&op)["code"],
         "proxmox_migration_unconfirmed",
         "{op:#}"
     );
+    let migrate_posts = |vmid: u32| -> Vec<fakepve::Request> {
+        let path = format!("/nodes/pve1/qemu/{vmid}/migrate");
+        pve.pve
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with(&path))
+            .collect()
+    };
+    let posts = migrate_posts(101);
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(
+        posts[0].params.get("target").map(String::as_str),
+        Some("pve2")
+    );
+    assert_eq!(posts[0].params.get("online").map(String::as_str), Some("1"));
 
     // fakepve's own migration model: VM 100 locked `migrate` for 300 PVE
     // seconds (3 s here), then on pve2. A migrate asked meanwhile waits for
@@ -741,6 +760,9 @@ async fn a_qemu_migration_is_waited_for_and_the_vm_followed_to_its_new_node() {
     assert_eq!(pve.pve.guest(100)["status"], "stopped");
     let metrics = pve.cluster.get(&pve.path("/resources/100/metrics")).await;
     assert_eq!(metrics.body["node"], "pve2", "{:?}", metrics.body);
+    // VM 100 was never migrated by opsqueue: refused without online, then
+    // found already moved.
+    assert!(migrate_posts(100).is_empty());
     pve.pve.stop();
 }
 
