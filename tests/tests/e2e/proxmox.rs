@@ -8,7 +8,7 @@
 //! Where fakepve does not behave as real PVE does, the test says so.
 
 use opsqueue_tests::fakepve::{self, FakePve};
-use opsqueue_tests::{Cluster, Response};
+use opsqueue_tests::{Cluster, Proc, Response};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -256,7 +256,16 @@ async fn a_node_is_validated_on_the_way_in_and_updated_in_part() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_tests_use_the_token_and_the_secret_never_leaves_the_store() {
-    let pve = Pve::start(guests(), |_| {}).await;
+    // Every opsqueue crate logs at debug (the worker's step lines among
+    // them), so the search below covers the chattiest logs.
+    let mut pve = Pve::start(guests(), |c| {
+        c.set_env(
+            "RUST_LOG",
+            "info,opsqueue_api=debug,opsqueue_worker=debug,opsqueue_monitor=debug,opsqueue_shared=debug",
+        )
+    })
+    .await;
+    pve.cluster.start_monitor();
     let c = &pve.cluster;
     let unsaved_secret = "unsaved-secret-7c1e";
     let mut answers: Vec<Response> = Vec::new();
@@ -355,9 +364,22 @@ async fn connection_tests_use_the_token_and_the_secret_never_leaves_the_store() 
         );
         texts.push(json!(c.logs(id).await).to_string());
     }
-    for proc in c.api.iter().chain(&c.workers) {
+    let procs: Vec<&Proc> = c.api.iter().chain(&c.workers).chain(&c.monitors).collect();
+    assert_eq!(
+        procs.len(),
+        3,
+        "the API's, the worker's and the monitor's logs"
+    );
+    for proc in procs {
         texts.push(proc.log_text());
     }
+    let worker_log = c.workers[0].log_text();
+    assert!(
+        worker_log
+            .lines()
+            .any(|l| l.contains("DEBUG") && l.contains("connecting to https://127.0.0.1")),
+        "the worker logged its steps at debug:\n{worker_log}"
+    );
     for secret in [fakepve::TOKEN_SECRET, unsaved_secret] {
         for text in &texts {
             assert!(!text.contains(secret), "the secret leaked into: {text}");
