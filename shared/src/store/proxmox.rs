@@ -491,3 +491,264 @@ pub fn proxmox_history(
     }
     Ok((entries, total))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::Status;
+    use crate::store::testing;
+    use crate::time;
+    use serde_json::json;
+
+    #[test]
+    fn the_dashboard_statuses_cover_every_operation_status_once_and_map_back() {
+        let mut covered = Vec::new();
+        for name in ["success", "failed", "in_progress"] {
+            for status in history_statuses(name).unwrap() {
+                assert_eq!(history_status(status), name, "{status}");
+                covered.push(*status);
+            }
+        }
+        covered.sort_unstable();
+        let mut every: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+        every.sort_unstable();
+        assert_eq!(covered, every);
+        assert_eq!(history_statuses("completed"), None);
+    }
+
+    #[test]
+    fn each_history_operation_names_its_types_and_is_named_by_them() {
+        assert_eq!(
+            history_types("restart"),
+            Some(&["proxmox.guest.reboot"][..])
+        );
+        assert_eq!(history_types("reboot"), None);
+        for (name, types) in HISTORY_OPERATIONS {
+            for kind in *types {
+                assert_eq!(history_operation(kind), *name);
+            }
+        }
+        assert_eq!(history_operation("proxmox.something_new"), "unknown");
+    }
+
+    /// The store, with node `lab` registered and guest 101 of it last
+    /// observed as container `ct1`.
+    fn store_with_lab() -> (crate::Store, tempfile::TempDir, NodeId) {
+        let (store, dir) = testing::store();
+        let lab = NodeId::new();
+        let connection = PveConnection {
+            host: Host::parse("pve.example").unwrap(),
+            port: 8006,
+            token_id: TokenId::parse("root@pam!ci").unwrap(),
+            token_secret: TokenSecret::parse("not-shown").unwrap(),
+            verify_tls: true,
+            ca_cert: None,
+            timeout_secs: 30,
+        };
+        store
+            .write(|tx| {
+                proxmox_node_insert(tx, lab, "lab", &connection, time::now())?;
+                tx.execute(
+                    "INSERT INTO observations (target, family, kind, name, data, observed_at)
+                     VALUES ('local', 'proxmox', ?1, '101', ?2, ?3)",
+                    rusqlite::params![
+                        guests_kind(lab),
+                        json!({"name": "ct1", "type": "lxc"}).to_string(),
+                        to_db(time::now())
+                    ],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        (store, dir, lab)
+    }
+
+    /// Inserts operation `op-{n}` (ids sort in `n` order) as the worker
+    /// leaves it: a started one started a second after it was accepted, a
+    /// finished one took 2.5 s; `ended` may hold its `result` and `error`.
+    fn insert(
+        store: &crate::Store,
+        n: usize,
+        kind: &str,
+        payload: &Value,
+        status: Status,
+        ended: &Value,
+    ) {
+        let created = time::add_secs(time::now(), n as f64 * 10.0);
+        let started = (status != Status::Pending).then(|| time::add_secs(created, 1.0));
+        let finished = status.is_terminal().then(|| time::add_secs(created, 3.5));
+        let running = status == Status::Running;
+        store
+            .write(|tx| {
+                tx.execute(
+                    "INSERT INTO operations (id, type, payload, status, run_at, timeout_secs,
+                         worker_id, lease_expires_at, result, error, created_at, started_at,
+                         finished_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 60, ?6, ?7, ?8, ?9, ?5, ?10, ?11, ?5)",
+                    rusqlite::params![
+                        format!("op-{n:02}"),
+                        kind,
+                        payload.to_string(),
+                        status.as_str(),
+                        to_db(created),
+                        running.then_some("w1"),
+                        running.then(|| to_db(time::add_secs(created, 60.0))),
+                        ended.get("result").map(Value::to_string),
+                        ended.get("error").map(Value::to_string),
+                        started.map(to_db),
+                        finished.map(to_db),
+                    ],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// No filter, one page for everything.
+    fn everything() -> HistoryFilter {
+        HistoryFilter {
+            limit: 100,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_history_filters_and_pages_proxmox_operations_newest_first() {
+        let (store, _dir, lab) = store_with_lab();
+        let elsewhere = NodeId::new();
+        let on = |node: NodeId, vmid: u32| json!({"node": node.to_string(), "vmid": vmid});
+        let mut asked_vm = on(lab, 102);
+        asked_vm["guest_type"] = json!("qemu");
+        let rows = [
+            (
+                "proxmox.guest.start",
+                on(lab, 100),
+                Status::Completed,
+                json!({"result": {"guest_type": "qemu", "name": "web1"}}),
+            ),
+            (
+                "proxmox.guest.stop",
+                on(lab, 101),
+                Status::Failed,
+                json!({"error": {"code": "proxmox_task_failed", "message": "boom"}}),
+            ),
+            ("proxmox.guest.reboot", asked_vm, Status::Pending, json!({})),
+            (
+                "proxmox.refresh",
+                json!({"node": lab.to_string()}),
+                Status::Running,
+                json!({}),
+            ),
+            ("diag.noop", json!({}), Status::Completed, json!({})),
+            (
+                "proxmox.guest.start",
+                on(elsewhere, 300),
+                Status::Completed,
+                json!({"result": {"guest_type": "lxc"}}),
+            ),
+        ];
+        for (i, (kind, payload, status, ended)) in rows.iter().enumerate() {
+            insert(&store, i + 1, kind, payload, *status, ended);
+        }
+        let history = |filter: HistoryFilter| store.read(|c| proxmox_history(c, &filter)).unwrap();
+        let ids = |filter: HistoryFilter| -> String {
+            let (entries, _) = history(filter);
+            entries
+                .iter()
+                .map(|e| e.id.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+
+        let (all, total) = history(everything());
+        assert_eq!(total, 5, "no diag.noop");
+        let page = HistoryFilter {
+            limit: 2,
+            offset: 1,
+            ..Default::default()
+        };
+        assert_eq!(history(page.clone()).1, 5, "the total counts every match");
+        assert_eq!(ids(page), "op-04 op-03");
+        assert_eq!(ids(everything()), "op-06 op-04 op-03 op-02 op-01");
+
+        let statuses = |name| Some(history_statuses(name).unwrap().to_vec());
+        let by_status = |name| {
+            ids(HistoryFilter {
+                statuses: statuses(name),
+                ..everything()
+            })
+        };
+        assert_eq!(by_status("in_progress"), "op-04 op-03");
+        assert_eq!(by_status("success"), "op-06 op-01");
+        assert_eq!(by_status("failed"), "op-02");
+
+        // The type PVE reported, else the last observation's, else the one
+        // asked for; node-wide operations are the node's.
+        let by_type = |t: &str| {
+            ids(HistoryFilter {
+                resource_type: Some(t.into()),
+                ..everything()
+            })
+        };
+        assert_eq!(by_type("vm"), "op-03 op-01");
+        assert_eq!(by_type("lxc"), "op-06 op-02");
+        assert_eq!(by_type("node"), "op-04");
+
+        // A registered node by its name or its id, another by its id.
+        let by_node = |node: String| {
+            ids(HistoryFilter {
+                node: Some(node),
+                ..everything()
+            })
+        };
+        assert_eq!(by_node("lab".into()), "op-04 op-03 op-02 op-01");
+        assert_eq!(by_node(lab.to_string()), "op-04 op-03 op-02 op-01");
+        assert_eq!(by_node(elsewhere.to_string()), "op-06");
+
+        let combined = HistoryFilter {
+            node: Some("lab".into()),
+            resource_type: Some("vm".into()),
+            types: history_types("start").map(<[_]>::to_vec),
+            statuses: statuses("success"),
+            ..everything()
+        };
+        assert_eq!(ids(combined), "op-01");
+
+        let entry = |id: &str| all.iter().find(|e| e.id == id).unwrap().clone();
+        let failed = entry("op-02");
+        assert_eq!(failed.operation, "stop");
+        assert_eq!(
+            (failed.status.as_str(), failed.operation_status.as_str()),
+            ("failed", "failed")
+        );
+        assert_eq!(failed.error_message.as_deref(), Some("boom"));
+        assert_eq!(
+            failed.resource_name.as_deref(),
+            Some("ct1"),
+            "the observed name"
+        );
+        assert_eq!(failed.node.as_deref(), Some("lab"));
+        assert_eq!(failed.duration, Some(2.5));
+        let pending = entry("op-03");
+        assert_eq!(
+            (pending.operation.as_str(), pending.duration),
+            ("restart", None)
+        );
+        assert_eq!(pending.resource_id, Some(102));
+        let done = entry("op-01");
+        assert_eq!(
+            done.resource_name.as_deref(),
+            Some("web1"),
+            "the name PVE reported"
+        );
+        assert_eq!(
+            (done.status.as_str(), done.error_message),
+            ("success", None)
+        );
+        let unregistered = entry("op-06");
+        assert_eq!(
+            (unregistered.node, unregistered.node_id),
+            (None, Some(elsewhere.to_string()))
+        );
+    }
+}

@@ -7,6 +7,7 @@
 //!
 //! Where fakepve does not behave as real PVE does, the test says so.
 
+use chrono::{DateTime, Utc};
 use opsqueue_tests::fakepve::{self, FakePve};
 use opsqueue_tests::{Cluster, Proc, Response};
 use reqwest::StatusCode;
@@ -391,6 +392,7 @@ async fn connection_tests_use_the_token_and_the_secret_never_leaves_the_store() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vms_and_containers_start_stop_and_shut_down_through_pve_tasks() {
+    let began = Utc::now();
     let pve = Pve::start(guests(), |_| {}).await;
 
     // Before any refresh, a typed route works with no observation at all.
@@ -553,8 +555,62 @@ async fn vms_and_containers_start_stop_and_shut_down_through_pve_tasks() {
             .contains("VM is locked (backup)")
     );
     assert!(latest["duration"].as_f64().unwrap() >= 0.0);
+    // `timestamp` is when the operation was accepted: its created_at.
+    let time = |value: &Value| -> DateTime<Utc> {
+        let text = value.as_str().unwrap_or_else(|| panic!("no time: {value}"));
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    };
+    let accepted = c.operation(latest["id"].as_str().unwrap()).await;
+    assert_eq!(time(&latest["timestamp"]), time(&accepted["created_at"]));
+    let timestamps: Vec<DateTime<Utc>> = all.body["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| time(&o["timestamp"]))
+        .collect();
+    let now = Utc::now();
+    assert!(
+        timestamps.iter().all(|t| began <= *t && *t <= now),
+        "accepted during this test: {timestamps:?}"
+    );
+    assert!(timestamps.is_sorted_by(|a, b| a >= b), "newest first");
     let failures = c.get("/api/v1/proxmox/history?status=failed").await;
     assert_eq!(failures.body["total"], 3, "{:#}", failures.body);
+    let statuses = |page: &Response, field: &str| -> Vec<String> {
+        page.body["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o[field].as_str().unwrap_or("null").to_owned())
+            .collect()
+    };
+    let successes = c.get("/api/v1/proxmox/history?status=success").await;
+    assert_eq!(successes.body["total"], 11, "{:#}", successes.body);
+    assert!(
+        statuses(&successes, "status")
+            .iter()
+            .all(|s| s == "success"),
+        "{:#}",
+        successes.body
+    );
+    assert!(
+        statuses(&successes, "operation_status")
+            .iter()
+            .all(|s| s == "completed")
+    );
+    // Nothing is under way once every operation ended.
+    let under_way = c.get("/api/v1/proxmox/history?status=in_progress").await;
+    assert_eq!(under_way.body["total"], 0, "{:#}", under_way.body);
+    // VMs: every action on 100, 101 and 102 (the refresh is the node's, the
+    // container actions are lxc), the type-mismatch failure included: it
+    // named lxc, but 101 is a VM as PVE and the observation say.
+    let vms = c.get("/api/v1/proxmox/history?resource_type=vm").await;
+    assert_eq!(vms.body["total"], 11, "{:#}", vms.body);
+    assert!(
+        statuses(&vms, "resource_type").iter().all(|t| t == "vm"),
+        "{:#}",
+        vms.body
+    );
     let lxc = c.get("/api/v1/proxmox/history?resource_type=lxc").await;
     let ops: Vec<&str> = lxc.body["operations"]
         .as_array()
