@@ -47,15 +47,20 @@ impl Pve {
         format!("/api/v1/proxmox/nodes/{}{rest}", self.node)
     }
 
-    /// Fires a guest action through its typed route and waits for the end.
-    async fn act(&self, vmid: u32, action: &str, body: Value) -> Value {
+    /// Fires a guest action through its typed route; returns its id.
+    async fn fire(&self, vmid: u32, action: &str, body: Value) -> String {
         let response = self
             .cluster
             .post(&self.path(&format!("/resources/{vmid}/{action}")), body)
             .await;
         assert_eq!(response.status, StatusCode::ACCEPTED, "{:?}", response.body);
-        let id = response.body["id"].as_str().unwrap();
-        self.cluster.wait_terminal(id).await
+        response.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Fires a guest action and waits for its end.
+    async fn act(&self, vmid: u32, action: &str, body: Value) -> Value {
+        let id = self.fire(vmid, action, body).await;
+        self.cluster.wait_terminal(&id).await
     }
 
     async fn lines(&self, op: &Value) -> Vec<String> {
@@ -745,6 +750,100 @@ async fn a_running_container_migrates_only_with_restart() {
     let op = pve.act(200, "stop", json!({})).await;
     assert_eq!(completed(&op)["node"], "pve2");
     assert_eq!(pve.pve.guest(200)["status"], "stopped");
+    pve.pve.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_holds_its_guest_until_it_ends_while_other_guests_go_on() {
+    let pve = Pve::start(guests(), |_| {}).await;
+    let c = &pve.cluster;
+
+    // Container 200 migrates to pve2, and fakepve holds the migration at
+    // its move step until the test lets it go.
+    pve.pve.hold_migrations();
+    let migration = pve
+        .fire(200, "migrate", json!({"target": "pve2", "restart": true}))
+        .await;
+    c.wait_until(&migration, |op| op["status"] == "running")
+        .await;
+    opsqueue_tests::eventually("fakepve locks the container for its migration", || {
+        pve.pve.guest(200)["lock"] == "migrate"
+    })
+    .await;
+
+    // A stop of the same guest waits; a start of another guest does not.
+    let held = pve.fire(200, "stop", json!({})).await;
+    let other = pve.fire(101, "start", json!({})).await;
+    let other = c.wait_terminal(&other).await;
+    assert_eq!(completed(&other)["changed"], true);
+    let waiting = c.operation(&held).await;
+    assert_eq!(waiting["status"], "pending", "{waiting:#}");
+    assert!(waiting["started_at"].is_null(), "{waiting:#}");
+    assert_eq!(
+        waiting["resource"],
+        c.operation(&migration).await["resource"],
+        "one key for the guest, wherever it is"
+    );
+    let under_way = c.get("/api/v1/proxmox/history?status=in_progress").await;
+    let entries: Vec<(&str, &str, &str)> = under_way.body["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["operation"].as_str().unwrap(),
+                o["operation_status"].as_str().unwrap(),
+                o["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("stop", "pending", "in_progress"),
+            ("migrate", "running", "in_progress")
+        ],
+        "{:#}",
+        under_way.body
+    );
+
+    pve.pve.release_migrations();
+    let migration = c.wait_terminal(&migration).await;
+    assert_eq!(completed(&migration)["node"], "pve2");
+    let held = c.wait_terminal(&held).await;
+    assert_eq!(
+        completed(&held)["node"],
+        "pve2",
+        "the stop found the guest where the migration left it"
+    );
+    assert_eq!(pve.pve.guest(200)["status"], "stopped");
+    let time =
+        |op: &Value, field: &str| -> DateTime<Utc> { op[field].as_str().unwrap().parse().unwrap() };
+    assert!(
+        time(&held, "started_at") >= time(&migration, "finished_at"),
+        "the stop started only after the migration ended:\n{migration:#}\n{held:#}"
+    );
+    assert!(
+        time(&other, "finished_at") < time(&migration, "finished_at"),
+        "the other guest's start ran during the migration:\n{migration:#}\n{other:#}"
+    );
+    // What opsqueue asked of PVE: a restart migration of the container.
+    let posts: Vec<fakepve::Request> = pve
+        .pve
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/lxc/200/migrate"))
+        .collect();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(
+        posts[0].params.get("target").map(String::as_str),
+        Some("pve2")
+    );
+    assert_eq!(
+        posts[0].params.get("restart").map(String::as_str),
+        Some("1")
+    );
+    assert!(!posts[0].params.contains_key("online"), "{posts:?}");
     pve.pve.stop();
 }
 
