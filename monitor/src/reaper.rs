@@ -10,9 +10,13 @@
 //!
 //! "Reaped" means: cancelled if a cancel was requested; back to pending if
 //! the action is safe to re-run and attempts remain; otherwise failed with
-//! `worker_lost`, `lease_expired` or `timeout`. Every update re-checks
-//! `status = 'running'`, so a round is idempotent and two monitors are safe;
-//! fencing keeps the reaped worker (if it still lives) from overwriting.
+//! `worker_lost`, `lease_expired` or `timeout`. A lost claim that is not
+//! requeued keeps its code, and its message says why it was not re-run:
+//! its type is not safe to re-run after a lost worker (the row's
+//! `rerun_safe`, fixed at enqueue), or no attempts are left. Every update
+//! re-checks `status = 'running'`, so a round is idempotent and two
+//! monitors are safe; fencing keeps the reaped worker (if it still lives)
+//! from overwriting.
 
 use std::sync::Arc;
 

@@ -138,11 +138,10 @@ fn an_expired_claim_with_no_attempts_left_fails() {
     assert!(op.finished_at.is_some());
 }
 
-#[test]
-fn the_claims_of_a_worker_whose_process_died_are_reaped_at_once() {
-    let monitor = spawn_monitor();
-    let t0 = now();
-    let mut child = std::process::Command::new("sleep")
+/// A process standing in for a worker that is about to die, and its
+/// identity as a worker would register it.
+fn doomed_process() -> (std::process::Child, ProcessIdentity) {
+    let child = std::process::Command::new("sleep")
         .arg("60")
         .spawn()
         .unwrap();
@@ -152,6 +151,14 @@ fn the_claims_of_a_worker_whose_process_died_are_reaped_at_once() {
         start_ticks: opsqueue_shared::process::start_ticks(pid).unwrap().unwrap(),
         ..ProcessIdentity::current().unwrap()
     };
+    (child, identity)
+}
+
+#[test]
+fn the_claims_of_a_worker_whose_process_died_are_reaped_at_once() {
+    let monitor = spawn_monitor();
+    let t0 = now();
+    let (mut child, identity) = doomed_process();
     monitor.register_worker("doomed", identity, t0);
     monitor.register_worker("alive", ProcessIdentity::current().unwrap(), t0);
     let doomed_op = monitor.enqueue("diag.sleep", json!({"seconds": 30}), t0);
@@ -185,6 +192,46 @@ fn the_claims_of_a_worker_whose_process_died_are_reaped_at_once() {
         .map(|w| w.id)
         .collect();
     assert_eq!(running, vec!["alive".to_owned()]);
+}
+
+#[test]
+fn an_action_not_safe_to_re_run_is_failed_with_a_message_naming_its_type_on_both_reap_paths() {
+    let monitor = spawn_monitor();
+    let t0 = now();
+    // A hung worker: its lease runs out.
+    let restart = monitor.enqueue("systemd.restart", json!({"unit": "web"}), t0);
+    monitor.claim("hung", t0, 10.0);
+    // A dead worker: reaped at once, its lease an hour from over.
+    let (mut child, identity) = doomed_process();
+    monitor.register_worker("doomed", identity, t0);
+    let script = monitor.enqueue(
+        "script.run",
+        json!({"name": "manage_site.sh", "args": ["create"]}),
+        t0,
+    );
+    monitor.claim("doomed", t0, 3600.0);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let report = monitor.reaper().run_once(add_secs(t0, 11.0)).unwrap();
+    assert_eq!(report.reaped.len(), 2, "{report:?}");
+    for (id, kind, code) in [
+        (restart, "systemd.restart", codes::LEASE_EXPIRED),
+        (script, "script.run", codes::WORKER_LOST),
+    ] {
+        let op = monitor.get(id);
+        assert!(!op.rerun_safe, "{kind}");
+        assert_eq!(op.status, Status::Failed, "{kind}");
+        let error = op.error.unwrap();
+        assert_eq!(error.code, code, "{kind}");
+        assert!(
+            error.message.contains(&format!(
+                "not re-run: {kind} is not safe to re-run after a lost worker"
+            )),
+            "{kind}: {}",
+            error.message
+        );
+    }
 }
 
 #[test]

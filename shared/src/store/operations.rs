@@ -490,7 +490,9 @@ pub struct Reaped {
 /// Ends running rows chosen by `condition` (SQL over `operations`, with the
 /// named parameters `:now` and `:param`): those with a cancel request end
 /// `cancelled`; if `requeue`, those safe to re-run with attempts left go back
-/// to pending; the rest fail with `code`. Each statement re-checks
+/// to pending, and the rest fail with `code` and a message saying why they
+/// were not re-run (not safe to re-run, or no attempts left); without
+/// `requeue`, all fail with `code`. Each statement re-checks
 /// `status = 'running'`, so running it twice, or from two monitors, is safe.
 fn reap_where(
     conn: &Connection,
@@ -503,17 +505,20 @@ fn reap_where(
 ) -> Result<Vec<Reaped>> {
     let now = to_db(now);
     let mut reaped = Vec::new();
+    // `why` is an SQL expression over the row, appended to the message.
     let mut run = |set: &str,
                    extra: &str,
                    status: Status,
                    code: &str,
-                   retryable: bool|
+                   retryable: bool,
+                   why: &str|
      -> Result<()> {
         let sql = format!(
             "UPDATE operations SET {set}, worker_id = NULL, lease_expires_at = NULL,
                  updated_at = :now,
                  error = json_object('code', :code,
-                     'message', :message || ' (worker ' || worker_id || ', attempt ' || attempt || ')',
+                     'message', :message || {why}
+                         || ' (worker ' || worker_id || ', attempt ' || attempt || ')',
                      'retryable', json(:retryable))
              WHERE status = 'running' AND ({condition}) {extra}
              RETURNING id, type"
@@ -533,12 +538,14 @@ fn reap_where(
         }
         Ok(())
     };
+    let failed = "status = 'failed', finished_at = :now";
     run(
         "status = 'cancelled', finished_at = :now",
         "AND cancel_requested_at IS NOT NULL",
         Status::Cancelled,
         codes::CANCELLED,
         false,
+        "''",
     )?;
     if requeue {
         run(
@@ -547,17 +554,29 @@ fn reap_where(
             Status::Pending,
             code,
             true,
+            "''",
         )?;
+        run(
+            failed,
+            "AND rerun_safe = 0",
+            Status::Failed,
+            code,
+            false,
+            NOT_RERUN_SAFE,
+        )?;
+        run(failed, "", Status::Failed, code, false, NO_ATTEMPTS_LEFT)?;
+    } else {
+        run(failed, "", Status::Failed, code, false, "''")?;
     }
-    run(
-        "status = 'failed', finished_at = :now",
-        "",
-        Status::Failed,
-        code,
-        false,
-    )?;
     Ok(reaped)
 }
+
+/// Why a reaped operation was failed instead of requeued (SQL expressions
+/// over the row, for `reap_where`'s `why`).
+const NOT_RERUN_SAFE: &str =
+    "'; not re-run: ' || type || ' is not safe to re-run after a lost worker'";
+const NO_ATTEMPTS_LEFT: &str =
+    "'; not re-run: no attempts left (' || attempt || ' of ' || max_attempts || ')'";
 
 /// Running operations whose lease ran out: requeued when safe with attempts
 /// left, otherwise failed `lease_expired`.
