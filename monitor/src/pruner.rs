@@ -1,7 +1,9 @@
 //! The pruner: deletes terminal operations (and, by cascade, their logs) that
 //! finished more than `retention_days` ago, in batches of `prune_batch` so
 //! no transaction holds the write lock for long; then the rows of workers
-//! stopped that long ago; then a passive WAL checkpoint.
+//! stopped that long ago; then a passive WAL checkpoint, so the database
+//! file itself holds the pruned state (the report counts the WAL frames
+//! checkpointed).
 
 use opsqueue_shared::store;
 use opsqueue_shared::time::Timestamp;
@@ -17,6 +19,8 @@ pub struct Pruner {
 pub struct PruneReport {
     pub operations: usize,
     pub workers: usize,
+    /// Frames of the WAL that are in the database file after the checkpoint.
+    pub wal_frames_checkpointed: i64,
 }
 
 impl Pruner {
@@ -46,7 +50,7 @@ impl crate::Service for Pruner {
             }
         }
         report.workers = self.store.write(|tx| store::worker_prune(tx, before))?;
-        self.store.checkpoint()?;
+        (_, report.wal_frames_checkpointed) = self.store.checkpoint()?;
         Ok(report)
     }
 

@@ -86,6 +86,18 @@ impl TestMonitor {
             .unwrap()
     }
 
+    /// Claims what is due at `at` and completes it then.
+    fn complete_due(&self, at: Timestamp) {
+        for op in self.claim("w1", at, 60.0) {
+            let done = Finish::Completed {
+                result: json!({"changed": false}),
+            };
+            self.store
+                .write(|tx| store::operation_finish(tx, &op.fence().unwrap(), &done, at))
+                .unwrap();
+        }
+    }
+
     fn register_worker(&self, id: &str, identity: ProcessIdentity, at: Timestamp) {
         let worker = NewWorker {
             id: id.into(),
@@ -475,7 +487,9 @@ fn the_pruner_deletes_old_terminal_operations_with_their_logs_and_nothing_else()
         };
         monitor
             .store
-            .write(|tx| store::operation_log_append(tx, &fence, &[line.clone()], 1 << 20))
+            .write(|tx| {
+                store::operation_log_append(tx, &fence, std::slice::from_ref(&line), 1 << 20)
+            })
             .unwrap();
         let done = Finish::Completed {
             result: json!({"changed": false}),
@@ -508,6 +522,57 @@ fn the_pruner_deletes_old_terminal_operations_with_their_logs_and_nothing_else()
     assert_eq!(logs, 0);
     assert_eq!(monitor.get(still_pending).status, Status::Running);
     assert_eq!(monitor.get(recent).status, Status::Pending);
+}
+
+#[test]
+fn the_pruner_keeps_terminal_operations_inside_the_retention_and_checkpoints_the_wal() {
+    let mut monitor = spawn_monitor();
+    monitor.config.monitor.retention_days = 30;
+    let t = now();
+    let days_ago = |days: f64| add_secs(t, -days * 86400.0);
+    let old = monitor.enqueue("diag.noop", json!({}), days_ago(31.0));
+    monitor.complete_due(days_ago(31.0));
+    let completed = monitor.enqueue("diag.noop", json!({}), days_ago(29.0));
+    monitor.complete_due(days_ago(29.0));
+    let cancelled = monitor.enqueue("diag.noop", json!({}), t);
+    monitor
+        .store
+        .write(|tx| store::operation_cancel(tx, cancelled, t))
+        .unwrap();
+
+    let report = Pruner::new(monitor.store.clone(), &monitor.config)
+        .run_once(t)
+        .unwrap();
+    assert_eq!(report.operations, 1, "{report:?}");
+    let exists = |id| {
+        monitor
+            .store
+            .read(|c| store::operation_get(c, id))
+            .unwrap()
+            .is_some()
+    };
+    assert!(!exists(old));
+    assert_eq!(monitor.get(completed).status, Status::Completed);
+    assert_eq!(monitor.get(cancelled).status, Status::Cancelled);
+
+    assert!(report.wal_frames_checkpointed > 0, "{report:?}");
+    // The database file alone, without its WAL, holds the pruned state.
+    let copy = tempfile::tempdir().unwrap();
+    let mut alone = monitor.config.database.clone();
+    alone.path = copy.path().join("opsqueue.db");
+    std::fs::copy(&monitor.config.database.path, &alone.path).unwrap();
+    let mut ids: Vec<String> = Store::open(&alone)
+        .unwrap()
+        .read(|c| {
+            let mut statement = c.prepare("SELECT id FROM operations")?;
+            let ids = statement.query_map([], |r| r.get(0))?;
+            Ok(ids.collect::<Result<_, _>>()?)
+        })
+        .unwrap();
+    ids.sort();
+    let mut kept = vec![completed.to_string(), cancelled.to_string()];
+    kept.sort();
+    assert_eq!(ids, kept);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
