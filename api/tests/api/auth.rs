@@ -1,4 +1,7 @@
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use opsqueue_shared::Store;
 use opsqueue_shared::store::{api_key_find, api_key_list, api_key_revoke};
@@ -191,6 +194,58 @@ async fn past_its_burst_an_address_gets_429_whatever_key_it_uses() {
     assert_eq!(health.status(), StatusCode::OK);
 }
 
+/// The real `opsqueue-api` binary serving `database` on port 0, its stderr
+/// in a log file and its stdout kept, so a test can read what it logged.
+struct ApiProcess {
+    child: Child,
+    address: String,
+    stdout: std::thread::JoinHandle<String>,
+}
+
+impl ApiProcess {
+    fn start(database: &Path, log: &Path) -> ApiProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_opsqueue-api"))
+            .env("OPSQUEUE_DATABASE__PATH", database)
+            .env("OPSQUEUE_API__BIND", "127.0.0.1:0")
+            .env("OPSQUEUE_LOG__FORMAT", "text")
+            .env("RUST_LOG", "info")
+            .env_remove("OPSQUEUE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("opsqueue-api starts");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (address_tx, address_rx) = std::sync::mpsc::channel();
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            for line in lines.map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("opsqueue-api listening on ") {
+                    let _ = address_tx.send(url.trim().to_owned());
+                }
+                text.push_str(&line);
+                text.push('\n');
+            }
+            text
+        });
+        let address = address_rx.recv_timeout(PATIENCE).unwrap_or_else(|_| {
+            panic!("opsqueue-api never said it listens; see {}", log.display())
+        });
+        ApiProcess {
+            child,
+            address,
+            stdout,
+        }
+    }
+
+    /// Kills the process; returns everything it wrote to stdout.
+    fn stop(mut self) -> String {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.stdout.join().unwrap()
+    }
+}
+
 #[tokio::test]
 async fn a_first_start_writes_one_admin_key_to_a_0600_file_and_later_starts_do_not() {
     let dir = tempfile::tempdir().unwrap();
@@ -198,18 +253,26 @@ async fn a_first_start_writes_one_admin_key_to_a_0600_file_and_later_starts_do_n
     let file = config.admin_key_file();
     assert!(!file.exists());
 
-    let (address, shutdown) = start(config.clone()).await;
+    let log = dir.path().join("api.log");
+    let api = ApiProcess::start(&config.database.path, &log);
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the admin key file is private");
     let token = std::fs::read_to_string(&file).unwrap().trim().to_owned();
     let response = reqwest::Client::new()
-        .get(format!("{address}/api/v1/operations"))
+        .get(format!("{}/api/v1/operations", api.address))
         .bearer_auth(&token)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    shutdown.cancel();
+    let stdout = api.stop();
+    let logged = std::fs::read_to_string(&log).unwrap() + &stdout;
+    assert!(
+        logged.contains(&file.display().to_string()),
+        "the file's path is not logged:\n{logged}"
+    );
+    let secret = token.trim_start_matches("oq_");
+    assert!(!logged.contains(secret), "the token was logged:\n{logged}");
 
     std::fs::remove_file(&file).unwrap();
     let (_, again) = start(config.clone()).await;
