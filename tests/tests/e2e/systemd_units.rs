@@ -97,6 +97,34 @@ fn every_service_meets_its_exposure_target() {
     }
 }
 
+/// One `key = value` (or `Key=value`) setting of a shipped file.
+fn setting(file: &str, key: &str) -> String {
+    let text = std::fs::read_to_string(systemd_dir().join(file)).unwrap();
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (k, v) = line.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("{file} sets no {key}"))
+}
+
+#[test]
+fn the_worker_units_stop_timeout_covers_the_shipped_grace_and_the_hand_back_margin() {
+    // The worker drains for `shutdown_grace_secs`, then takes up to 15 s
+    // (its hand-back margin; systemd_notify.rs checks it never extends
+    // past that) to stop the rest and hand it back.
+    let grace: u64 = setting("opsqueue.toml", "shutdown_grace_secs")
+        .parse()
+        .unwrap();
+    let stop = setting("opsqueue-worker.service", "TimeoutStopSec");
+    let stop: u64 = stop.strip_suffix('s').unwrap_or(&stop).parse().unwrap();
+    assert!(
+        stop >= grace + 15,
+        "TimeoutStopSec={stop}s cannot hold a {grace} s grace plus 15 s"
+    );
+}
+
 /// An HTTP client for the API inside the container.
 struct Api {
     http: reqwest::Client,
