@@ -234,6 +234,11 @@ async fn installed_units_boot_under_systemd_serve_and_restart_a_wedged_worker() 
         url: format!("http://127.0.0.1:{port}"),
         key: key.trim().to_owned(),
     };
+    // PrivateIPC=yes: the worker has its own IPC namespace, not the host's.
+    let worker = ct.prop("opsqueue-worker", "MainPID");
+    let ipc = |pid: &str| ct.run(&["readlink", &format!("/proc/{pid}/ns/ipc")]);
+    assert_ne!(ipc(&worker), ipc("1"), "the worker shares the host's IPC");
+
     // Ready means ready: the listener answers and the worker is registered.
     assert_eq!(api.get("/health").await.0, StatusCode::OK);
     let (status, workers) = api.get("/api/v1/workers").await;
