@@ -1,8 +1,18 @@
 use opsqueue_shared::store::{Counters, counters_apply, names};
+use opsqueue_shared::time::to_db;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{id_of, spawn_app};
+
+/// The value of the one sample of `series` without labels.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample of {series} in\n{text}"))
+        .parse()
+        .unwrap()
+}
 
 #[tokio::test]
 async fn metrics_show_the_gauges_and_every_counter() {
@@ -10,9 +20,23 @@ async fn metrics_show_the_gauges_and_every_counter() {
     for _ in 0..3 {
         app.enqueue_ok(json!({"type": "diag.noop"})).await;
     }
+    let two_minutes_ago = opsqueue_shared::time::now() - chrono::Duration::seconds(120);
+    app.enqueue_ok(json!({"type": "diag.noop", "run_at": to_db(two_minutes_ago)}))
+        .await;
+    let cancelled = app.enqueue_ok(json!({"type": "diag.noop"})).await;
+    let cancel = app
+        .post(
+            &format!("/api/v1/operations/{}/cancel", id_of(&cancelled)),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(cancel.status(), StatusCode::ACCEPTED);
+    // What a worker records with its claims and finishes.
     let mut counters = Counters::default();
+    counters.add(names::CLAIMED, "family=\"diag\"", 2.0);
     counters.observe_duration("diag", 0.2);
     counters.add(names::COMPLETED, "family=\"diag\"", 1.0);
+    counters.add(names::FAILED, "family=\"diag\",code=\"boom\"", 1.0);
     app.store.write(|tx| counters_apply(tx, &counters)).unwrap();
 
     let response = app.get("/metrics").await;
@@ -26,14 +50,22 @@ async fn metrics_show_the_gauges_and_every_counter() {
     let text = response.text().await.unwrap();
     for line in [
         "# TYPE opsqueue_operations gauge",
-        "opsqueue_operations{status=\"pending\"} 3",
+        "opsqueue_operations{status=\"pending\"} 4",
         "opsqueue_operations{status=\"running\"} 0",
+        "opsqueue_operations{status=\"cancelled\"} 1",
         "# TYPE opsqueue_oldest_pending_age_seconds gauge",
         "# TYPE opsqueue_workers gauge",
         "opsqueue_workers 0",
         "# TYPE opsqueue_operations_enqueued_total counter",
-        "opsqueue_operations_enqueued_total{family=\"diag\"} 3",
+        "opsqueue_operations_enqueued_total{family=\"diag\"} 5",
+        "# TYPE opsqueue_operations_claimed_total counter",
+        "opsqueue_operations_claimed_total{family=\"diag\"} 2",
+        "# TYPE opsqueue_operations_completed_total counter",
         "opsqueue_operations_completed_total{family=\"diag\"} 1",
+        "# TYPE opsqueue_operations_failed_total counter",
+        "opsqueue_operations_failed_total{family=\"diag\",code=\"boom\"} 1",
+        "# TYPE opsqueue_operations_cancelled_total counter",
+        "opsqueue_operations_cancelled_total{family=\"diag\"} 1",
         "# TYPE opsqueue_operation_duration_seconds histogram",
         "opsqueue_operation_duration_seconds_bucket{family=\"diag\",le=\"0.25\"} 1",
         "opsqueue_operation_duration_seconds_bucket{family=\"diag\",le=\"+Inf\"} 1",
@@ -46,6 +78,13 @@ async fn metrics_show_the_gauges_and_every_counter() {
     }
     assert!(
         !text.contains("opsqueue_operation_duration_seconds_bucket{family=\"diag\",le=\"0.1\"} 1")
+    );
+    // The one due two minutes ago has waited that long (and less than an
+    // hour more, however slow the test machine).
+    let oldest = sample(&text, "opsqueue_oldest_pending_age_seconds");
+    assert!(
+        (120.0..3720.0).contains(&oldest),
+        "oldest pending age {oldest}"
     );
 }
 
