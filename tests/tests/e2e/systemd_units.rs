@@ -201,6 +201,9 @@ async fn installed_units_boot_under_systemd_serve_and_restart_a_wedged_worker() 
         (&bin_dir, "/opt/opsqueue"),
         (&systemd_dir(), "/opt/opsqueue-systemd"),
     ]);
+    // `--binaries`: the debug binaries of this build. The install's own
+    // `cargo build --release` path is not exercised here: a release build
+    // takes minutes, too slow for CI.
     let install = "/opt/opsqueue-systemd/install.sh";
     ct.run(&[
         install,
@@ -209,6 +212,37 @@ async fn installed_units_boot_under_systemd_serve_and_restart_a_wedged_worker() 
         "/opt/opsqueue",
         "--no-start",
     ]);
+    // Enabled, so they start at boot; the configuration is root:opsqueue
+    // 0640 in a 0750 directory: the unprivileged services read it, nobody
+    // else does (driver sections may hold secrets).
+    let enabled = ct.run(&[
+        "systemctl",
+        "is-enabled",
+        "opsqueue.target",
+        SERVICES[0],
+        SERVICES[1],
+        SERVICES[2],
+    ]);
+    assert_eq!(
+        enabled.lines().collect::<Vec<_>>(),
+        ["enabled"; 4],
+        "{enabled}"
+    );
+    let config = ct.run(&[
+        "stat",
+        "-c",
+        "%n %a %U %G",
+        "/etc/opsqueue",
+        "/etc/opsqueue/opsqueue.toml",
+    ]);
+    assert_eq!(
+        config.lines().collect::<Vec<_>>(),
+        [
+            "/etc/opsqueue 750 root opsqueue",
+            "/etc/opsqueue/opsqueue.toml 640 root opsqueue"
+        ],
+        "{config}"
+    );
     let port = free_port();
     let dropin = ct.path("/etc/systemd/system/opsqueue-api.service.d");
     std::fs::create_dir_all(&dropin).unwrap();
