@@ -1,8 +1,10 @@
 //! The sd_notify(3) messages of the three binaries, without systemd: each
 //! process gets `NOTIFY_SOCKET` pointing at a Unix datagram socket the test
-//! reads. READY=1 comes only once a process can do its job, STOPPING=1 on
-//! SIGTERM, WATCHDOG=1 only while the loop that sends it gets through the
-//! store, and EXTEND_TIMEOUT_USEC while the worker drains.
+//! reads. READY=1 comes only once a process can do its job (with the
+//! database's write lock held, none can migrate the store, so none is
+//! ready), STOPPING=1 on SIGTERM, WATCHDOG=1 only while the loop that sends
+//! it gets through the store, and EXTEND_TIMEOUT_USEC while the worker
+//! drains.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -43,21 +45,29 @@ impl NotifySocket {
         std::iter::from_fn(|| self.next(until)).collect()
     }
 
-    /// Reads messages until one has a line starting with `line`; returns it.
-    fn wait_for(&self, line: &str, proc: &Proc) -> String {
+    /// Reads messages until one has a line starting with `line`; returns
+    /// it, or at the deadline every message that came instead.
+    fn try_wait_for(&self, line: &str) -> Result<String, Vec<String>> {
         let deadline = Instant::now() + DEADLINE;
         let mut seen = Vec::new();
         while let Some(message) = self.next(deadline) {
             if message.lines().any(|l| l.starts_with(line)) {
-                return message;
+                return Ok(message);
             }
             seen.push(message);
         }
-        panic!(
-            "{} never sent {line}; it sent {seen:?}\n{}",
-            proc.name,
-            proc.log_text()
-        );
+        Err(seen)
+    }
+
+    /// Like `try_wait_for`; panics with `proc`'s log at the deadline.
+    fn wait_for(&self, line: &str, proc: &Proc) -> String {
+        self.try_wait_for(line).unwrap_or_else(|seen| {
+            panic!(
+                "{} never sent {line}; it sent {seen:?}\n{}",
+                proc.name,
+                proc.log_text()
+            )
+        })
     }
 }
 
@@ -69,6 +79,27 @@ fn notify_socket(cluster: &mut Cluster, name: &str) -> NotifySocket {
     let socket = NotifySocket::bind(cluster.path(&format!("{name}.notify")));
     cluster.set_env("NOTIFY_SOCKET", socket.path.display());
     socket
+}
+
+/// Takes the write lock of the cluster's database before any binary opened
+/// it: an empty database in WAL mode (as the store makes it), not yet
+/// migrated. A binary starting now waits to migrate until `COMMIT`.
+fn lock_unmigrated_database(cluster: &Cluster) -> rusqlite::Connection {
+    std::fs::create_dir_all(cluster.db_path().parent().unwrap()).unwrap();
+    let db = cluster.sqlite();
+    let mode: String = db
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    db
+}
+
+fn schema_version(cluster: &Cluster) -> i64 {
+    cluster
+        .sqlite()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap()
 }
 
 fn worker_row_count(db: &Path, pid: i32) -> i64 {
@@ -134,6 +165,79 @@ async fn each_binary_says_ready_once_it_can_work_and_stopping_on_sigterm() {
         );
     }
     assert_eq!(worker_row_count(&cluster.db_path(), pid), 0);
+}
+
+#[tokio::test]
+async fn the_api_says_ready_only_once_its_store_is_migrated_and_its_listener_answers() {
+    let mut cluster = Cluster::new();
+    // Opening the store waits as long as the lock is held, rather than
+    // failing.
+    cluster.set_env("OPSQUEUE_DATABASE__BUSY_TIMEOUT_MS", 120_000);
+    let socket = notify_socket(&mut cluster, "api");
+    let db = lock_unmigrated_database(&cluster);
+    // The API makes its own first key (`keys create` would need the lock).
+    cluster.token = "not used".into();
+    // start_api returns once the API says it listens.
+    let starting = std::thread::spawn(move || {
+        cluster.start_api();
+        cluster
+    });
+
+    // It cannot migrate the store: no READY=1, and no listener either.
+    let held = socket.collect(Instant::now() + Duration::from_secs(3));
+    assert!(
+        !has_line(&held, "READY=1"),
+        "ready while locked out: {held:?}"
+    );
+    assert!(!starting.is_finished(), "the API listened while locked out");
+    db.execute_batch("COMMIT").unwrap();
+    drop(db);
+
+    let ready = socket.try_wait_for("READY=1");
+    let cluster = starting.join().expect("the API started");
+    let ready =
+        ready.unwrap_or_else(|seen| panic!("no READY=1, only {seen:?}\n{}", cluster.logs_tail()));
+    let address = ready
+        .lines()
+        .find_map(|l| l.strip_prefix("STATUS=listening on "))
+        .unwrap_or_else(|| panic!("no address in {ready:?}"));
+    let health = cluster
+        .http
+        .get(format!("{address}/health"))
+        .send()
+        .await
+        .expect("the listener answers");
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(
+        schema_version(&cluster),
+        opsqueue_shared::store::latest_version(),
+        "migrated before READY=1"
+    );
+}
+
+#[tokio::test]
+async fn the_monitor_says_ready_only_once_its_store_is_migrated() {
+    let mut cluster = Cluster::new();
+    cluster.set_env("OPSQUEUE_DATABASE__BUSY_TIMEOUT_MS", 120_000);
+    let socket = notify_socket(&mut cluster, "monitor");
+    let db = lock_unmigrated_database(&cluster);
+    let m = cluster.start_monitor();
+
+    let held = socket.collect(Instant::now() + Duration::from_secs(3));
+    assert!(
+        !has_line(&held, "READY=1"),
+        "ready while locked out: {held:?}"
+    );
+    assert_eq!(schema_version(&cluster), 0);
+    db.execute_batch("COMMIT").unwrap();
+    drop(db);
+
+    socket.wait_for("READY=1", &cluster.monitors[m]);
+    assert_eq!(
+        schema_version(&cluster),
+        opsqueue_shared::store::latest_version(),
+        "migrated before READY=1"
+    );
 }
 
 #[tokio::test]
