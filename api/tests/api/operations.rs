@@ -1,5 +1,5 @@
 use opsqueue_shared::process::ProcessIdentity;
-use opsqueue_shared::store::{NewWorker, operation_log_note, worker_register};
+use opsqueue_shared::store::{NewWorker, operation_log_note, worker_heartbeat, worker_register};
 use opsqueue_shared::wake::{Role, WakeListener};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -289,18 +289,10 @@ async fn a_failed_operation_can_be_retried_and_a_pending_one_cannot() {
     assert_eq!(app.claim("test-worker").len(), 1, "claimable again");
 }
 
-#[tokio::test]
-async fn running_workers_are_listed_and_make_the_api_ready() {
-    let app = spawn_app().await;
-    let not_ready = app.get("/ready").await;
-    let problem = assert_problem(not_ready, StatusCode::SERVICE_UNAVAILABLE, "not_ready").await;
-    assert!(
-        problem["detail"].as_str().unwrap().contains("no worker"),
-        "{problem}"
-    );
-
-    let worker = NewWorker {
-        id: "w-1".into(),
+/// A worker as it registers itself (the process is this test's).
+fn test_worker(id: &str) -> NewWorker {
+    NewWorker {
+        id: id.into(),
         identity: ProcessIdentity {
             host: "test-host".into(),
             pid: std::process::id(),
@@ -312,9 +304,21 @@ async fn running_workers_are_listed_and_make_the_api_ready() {
         targets: vec!["local".into()],
         sources: None,
         concurrency: 4,
-    };
+    }
+}
+
+#[tokio::test]
+async fn running_workers_are_listed_and_make_the_api_ready() {
+    let app = spawn_app().await;
+    let not_ready = app.get("/ready").await;
+    let problem = assert_problem(not_ready, StatusCode::SERVICE_UNAVAILABLE, "not_ready").await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("no worker"),
+        "{problem}"
+    );
+
     app.store
-        .write(|tx| worker_register(tx, &worker, opsqueue_shared::time::now()))
+        .write(|tx| worker_register(tx, &test_worker("w-1"), opsqueue_shared::time::now()))
         .unwrap();
 
     let listed: Value = app.get("/api/v1/workers").await.json().await.unwrap();
@@ -325,4 +329,31 @@ async fn running_workers_are_listed_and_make_the_api_ready() {
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["status"], "ready");
     assert_eq!(body["fresh_workers"], 1);
+}
+
+#[tokio::test]
+async fn a_stale_worker_heartbeat_makes_the_api_not_ready_until_the_worker_beats_again() {
+    let app = spawn_app().await;
+    let ten_minutes_ago = opsqueue_shared::time::now() - chrono::Duration::minutes(10);
+    app.store
+        .write(|tx| worker_register(tx, &test_worker("w-stale"), ten_minutes_ago))
+        .unwrap();
+
+    let stale = app.get("/ready").await;
+    let problem = assert_problem(stale, StatusCode::SERVICE_UNAVAILABLE, "not_ready").await;
+    let within = format!(
+        "no worker heartbeat within {} s",
+        app.config.api.ready_heartbeat_secs
+    );
+    assert!(
+        problem["detail"].as_str().unwrap().contains(&within),
+        "{problem}"
+    );
+
+    app.store
+        .write(|tx| worker_heartbeat(tx, "w-stale", opsqueue_shared::time::now()))
+        .unwrap();
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(ready.json::<Value>().await.unwrap()["fresh_workers"], 1);
 }
