@@ -241,6 +241,31 @@ async fn the_monitor_says_ready_only_once_its_store_is_migrated() {
 }
 
 #[tokio::test]
+async fn the_monitor_feeds_the_watchdog_only_while_its_reaper_gets_through_the_store() {
+    let mut cluster = Cluster::new();
+    // A reaper round waits as long as the lock is held, rather than failing.
+    cluster.set_env("OPSQUEUE_DATABASE__BUSY_TIMEOUT_MS", 120_000);
+    cluster.set_env("WATCHDOG_USEC", 2_000_000);
+    let socket = notify_socket(&mut cluster, "monitor");
+    let m = cluster.start_monitor();
+    socket.wait_for("READY=1", &cluster.monitors[m]);
+    socket.wait_for("WATCHDOG=1", &cluster.monitors[m]);
+
+    // Wedge the store: the reaper (every second, one write transaction)
+    // cannot finish a round, so nothing pings after the first second.
+    let db = cluster.sqlite();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    socket.collect(Instant::now() + Duration::from_secs(1));
+    let wedged = socket.collect(Instant::now() + Duration::from_secs(4));
+    assert!(
+        !has_line(&wedged, "WATCHDOG=1"),
+        "pinged while wedged: {wedged:?}"
+    );
+    db.execute_batch("COMMIT").unwrap();
+    socket.wait_for("WATCHDOG=1", &cluster.monitors[m]);
+}
+
+#[tokio::test]
 async fn the_worker_feeds_the_watchdog_only_while_its_loop_gets_through_the_store() {
     let mut cluster = Cluster::new();
     // A claim waits as long as the lock is held, rather than failing.
