@@ -435,29 +435,7 @@ pub async fn run(
     let redactor = Redactor::new(&spec.redact);
     let command = spec.display();
     let cap = spec.output_cap.unwrap_or(default_cap);
-
-    let mut cmd = tokio::process::Command::new(&spec.program);
-    cmd.args(&spec.args)
-        .process_group(0)
-        .kill_on_drop(true)
-        .stdin(if spec.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if spec.clear_env {
-        cmd.env_clear();
-    }
-    // systemd's NOTIFY_SOCKET and WATCHDOG_* speak for the worker only.
-    for key in opsqueue_shared::systemd::SERVICE_ENV {
-        cmd.env_remove(key);
-    }
-    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
-    if let Some(dir) = &spec.cwd {
-        cmd.current_dir(dir);
-    }
+    let mut cmd = build(spec);
 
     let started = Instant::now();
     let empty = |pid| CommandOutput {
@@ -559,6 +537,34 @@ pub async fn run(
             output: Box::new(output),
         }),
     }
+}
+
+/// The process `spec` describes: its own group, stdin closed or piped,
+/// output piped, the worker's environment without systemd's variables.
+fn build(spec: &CommandSpec) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .process_group(0)
+        .kill_on_drop(true)
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if spec.clear_env {
+        cmd.env_clear();
+    }
+    // systemd's NOTIFY_SOCKET and WATCHDOG_* speak for the worker only.
+    for key in opsqueue_shared::systemd::SERVICE_ENV {
+        cmd.env_remove(key);
+    }
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    if let Some(dir) = &spec.cwd {
+        cmd.current_dir(dir);
+    }
+    cmd
 }
 
 /// Waits for the leader; on timeout or cancellation stops the group first.
@@ -875,6 +881,32 @@ mod tests {
             .map(|(_, l)| l.len())
             .collect();
         assert_eq!(parts, vec![MAX_LOG_LINE, MAX_LOG_LINE, 10]);
+    }
+
+    /// Whether a child spawned from `cmd` gets `key` when the worker has it
+    /// in its own environment.
+    fn passes_on(cmd: &tokio::process::Command, cleared: bool, key: &str) -> bool {
+        match cmd.as_std().get_envs().find(|(k, _)| *k == OsStr::new(key)) {
+            Some((_, value)) => value.is_some(),
+            None => !cleared,
+        }
+    }
+
+    #[test]
+    fn systemds_variables_in_the_workers_environment_never_reach_a_child() {
+        let inherits = CommandSpec::new("env").env("OPSQUEUE_TEST", "1");
+        let clears = inherits.clone().clear_env();
+        for spec in [inherits, clears] {
+            let cmd = build(&spec);
+            for key in opsqueue_shared::systemd::SERVICE_ENV {
+                assert!(
+                    !passes_on(&cmd, spec.clear_env, key),
+                    "{key} reaches the child"
+                );
+            }
+            assert!(passes_on(&cmd, spec.clear_env, "OPSQUEUE_TEST"));
+            assert_eq!(passes_on(&cmd, spec.clear_env, "HOME"), !spec.clear_env);
+        }
     }
 
     #[test]
