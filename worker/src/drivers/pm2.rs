@@ -28,9 +28,11 @@
 //!   (`process`, or gone), its log lines after `pm2.logs` (`logs`), the
 //!   whole list after `pm2.list`; apps opsqueue created are recorded as
 //!   managed, with their spec minus the env values.
-//! - An app waiting for its `ready` signal (`launching`) is waited for by
-//!   `pm2.start`, until it is online or the operation stops.
+//! - **`pm2.start`** (in `start`) waits for an app still `launching` (its
+//!   `ready` signal) until it is online or the operation stops, and deletes
+//!   an app it created when the operation is stopped before it completes.
 
+mod start;
 mod view;
 
 use std::ffi::OsString;
@@ -40,7 +42,7 @@ use std::time::Duration;
 
 use opsqueue_shared::Config;
 use opsqueue_shared::actions::Action;
-use opsqueue_shared::actions::pm2::{Logs, Named, Pm2Action, ProcessName, Start};
+use opsqueue_shared::actions::pm2::{Logs, Named, Pm2Action, ProcessName};
 use opsqueue_shared::names::AbsolutePath;
 use opsqueue_shared::store::StateEffect;
 use serde_json::{Value, json};
@@ -48,7 +50,7 @@ use serde_json::{Value, json};
 use super::{Driver, DriverError, Outcome};
 use crate::context::Context;
 use crate::runner::{CommandOutput, CommandSpec};
-use view::{LAUNCHING, Listed, ONLINE, STOPPED};
+use view::{Listed, STOPPED};
 
 /// Error codes of this driver.
 pub mod codes {
@@ -216,95 +218,6 @@ impl Pm2 {
         Ok(real)
     }
 
-    async fn start(&self, start: &Start, ctx: &Context) -> Result<Outcome, DriverError> {
-        let name = &start.name;
-        let listed = self.list(ctx).await?;
-        if let Some(app) = listed.get(name.as_str()) {
-            if app.any(LAUNCHING) {
-                ctx.step(format!("{name} is launching; waiting until it is online"));
-                self.wait_launched(ctx, name).await?;
-                return self.observe(ctx, name, Outcome::unchanged()).await;
-            }
-            if app.is(ONLINE) {
-                ctx.step(format!("{name} is already online"));
-                return self.observe(ctx, name, Outcome::unchanged()).await;
-            }
-            ctx.step(format!(
-                "{name} is {}; starting it with its own spec",
-                app.status()
-            ));
-            self.pm2(ctx, self.command(["restart", name.as_str()]))
-                .await?;
-            return self.observe(ctx, name, Outcome::changed()).await;
-        }
-        let Some(script) = &start.script else {
-            return Err(Self::not_found(name));
-        };
-        let script = self.resolve("script", script, false)?;
-        let cwd = match &start.cwd {
-            Some(cwd) => self.resolve("cwd", cwd, true)?,
-            None => script
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from("/")),
-        };
-        let mut options: Vec<OsString> = vec!["start".into(), script.clone().into()];
-        options.extend(["--name".into(), name.as_str().into(), "--cwd".into()]);
-        options.push(cwd.clone().into());
-        if let Some(interpreter) = &start.interpreter {
-            options.extend(["--interpreter".into(), interpreter.as_str().into()]);
-        }
-        if let Some(instances) = start.instances {
-            options.extend(["-i".into(), instances.to_string().into()]);
-        }
-        if start.wait_ready {
-            options.push("--wait-ready".into());
-            if let Some(ms) = start.listen_timeout_ms {
-                options.extend(["--listen-timeout".into(), ms.to_string().into()]);
-            }
-        }
-        // pm2 reads options before `--` only; the app's args come after.
-        let mut spec = self.command(options);
-        if start.wait_ready {
-            // pm2 waits up to the listen timeout (its default: 3 s) for `ready`.
-            let wait = Duration::from_millis(start.listen_timeout_ms.unwrap_or(3_000));
-            spec = spec.timeout(self.command_timeout + wait);
-        }
-        if !start.args.is_empty() {
-            spec = spec.arg("--").args(start.args.iter().map(|a| a.as_str()));
-        }
-        for (key, value) in &start.env {
-            spec = spec.env(key.as_str(), value);
-            if value.len() >= MIN_REDACTED_LEN {
-                spec = spec.redact(value.clone());
-            }
-        }
-        self.pm2(ctx, spec).await?;
-        ctx.record(StateEffect::Managed {
-            family: "pm2".into(),
-            kind: KIND_PROCESS.into(),
-            name: name.to_string(),
-            spec: managed_spec(start, &script, &cwd),
-        });
-        self.observe(ctx, name, Outcome::changed()).await
-    }
-
-    /// Waits while the app is `launching` (a `wait_ready` app that has not
-    /// signalled yet), until the operation stops.
-    async fn wait_launched(&self, ctx: &Context, name: &ProcessName) -> Result<(), DriverError> {
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(LAUNCH_POLL) => {}
-                () = ctx.cancelled() => return Err(DriverError::cancelled()),
-            }
-            match self.list(ctx).await?.get(name.as_str()) {
-                Some(app) if app.any(LAUNCHING) => continue,
-                Some(_) => return Ok(()),
-                None => return Err(Self::not_found(name)),
-            }
-        }
-    }
-
     /// stop, restart, reload: the app must exist; `skip_if` is the status
     /// in which there is nothing to do.
     async fn operate(
@@ -452,20 +365,6 @@ fn gone(kind: &str, name: &ProcessName) -> StateEffect {
         kind: kind.into(),
         name: name.to_string(),
     }
-}
-
-/// What opsqueue remembers of an app it created: the spec as applied, with
-/// the env's names only.
-fn managed_spec(start: &Start, script: &Path, cwd: &Path) -> Value {
-    json!({
-        "script": script,
-        "cwd": cwd,
-        "interpreter": start.interpreter.as_ref().map(|i| i.as_str()),
-        "args": start.args.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
-        "env_names": start.env.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
-        "instances": start.instances,
-        "wait_ready": start.wait_ready,
-    })
 }
 
 /// The last `lines` lines of a file, reading at most [`LOG_TAIL_BYTES`] from

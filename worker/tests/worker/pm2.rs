@@ -489,3 +489,63 @@ async fn the_list_is_read_after_pm2_s_banner_even_without_discrete_mode() {
     assert!(!changed(&app, id), "{:?}", app.get(id).error);
     assert_eq!(app.get(id).result.unwrap()["processes"], json!([]));
 }
+
+/// An app's status in pm2's own list, behind the driver's back.
+fn status_in_pm2(pm2: &Pm2Fixture, name: &str) -> Option<String> {
+    let jlist = pm2.pm2(&["jlist"]);
+    assert!(jlist.status.success(), "pm2 jlist: {jlist:?}");
+    let apps: Vec<Value> = serde_json::from_slice(&jlist.stdout).expect("jlist is a list");
+    apps.iter()
+        .find(|app| app["name"] == name)
+        .map(|app| app["pm2_env"]["status"].as_str().unwrap_or("").to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_cancelled_or_timed_out_while_launching_deletes_the_app_it_created() {
+    let pm2 = Pm2Fixture::new();
+    // The daemon first: a look from here and the driver's first command
+    // would otherwise race to spawn two on the fresh home.
+    let ping = pm2.pm2(&["ping"]);
+    assert!(ping.status.success(), "pm2 ping: {ping:?}");
+    let app = TestApp::with(|c| pm2.configure(c));
+    let running = app.start().await;
+    let never_ready = |name: &str| {
+        json!({"name": name, "script": pm2.script("never_ready.js"),
+               "wait_ready": true, "listen_timeout_ms": 600_000})
+    };
+
+    let cancelled = app.enqueue("pm2.start", never_ready("cancelled"));
+    let deadline = Instant::now() + PATIENCE;
+    while status_in_pm2(&pm2, "cancelled").as_deref() != Some("launching") {
+        assert!(
+            Instant::now() < deadline,
+            "pm2 never registered the app: {:?} {:?}",
+            app.get(cancelled),
+            app.logs(cancelled)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.cancel(cancelled);
+    let op = app.wait_until_terminal(cancelled).await;
+    assert_eq!(op.status, Status::Cancelled, "{op:?}");
+    assert_eq!(
+        status_in_pm2(&pm2, "cancelled"),
+        None,
+        "the cancelled start left its app in pm2: {:?}",
+        app.logs(cancelled)
+    );
+
+    let timed_out = app.enqueue_with("pm2.start", never_ready("timed-out"), |r| {
+        r.timeout_secs = Some(5)
+    });
+    let op = app.wait_until_terminal(timed_out).await;
+    assert_eq!(op.status, Status::Failed, "{op:?}");
+    assert_eq!(error_code(&op), "timeout");
+    assert_eq!(
+        status_in_pm2(&pm2, "timed-out"),
+        None,
+        "the timed-out start left its app in pm2: {:?}",
+        app.logs(timed_out)
+    );
+    running.stop().await.unwrap();
+}
