@@ -24,6 +24,8 @@
 //!   re-apply leaves the route live but unmanaged (a second remove clears
 //!   it): site actions and reloads serialize on different resources.
 //! - Errors: no answer is retryable, any answer a refusal (see `admin`).
+//! - The worker's start-up probe waits at most [`PROBE_TIMEOUT`] for an
+//!   answer: a hung admin API must not hold up the worker's start.
 
 mod admin;
 mod sites;
@@ -62,6 +64,10 @@ pub mod codes {
 
 /// How many copies of one `@id` a removal deletes before it gives up.
 const MAX_COPIES: usize = 64;
+
+/// The longest the start-up probe waits (less when `request_timeout_secs`
+/// is shorter).
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SERVERS_PATH: &str = "/config/apps/http/servers";
 
@@ -406,11 +412,22 @@ impl Driver for Caddy {
 }
 
 impl Probe for Caddy {
-    /// `GET /config/`: the admin API answers.
+    /// `GET /config/`: the admin API answers within [`PROBE_TIMEOUT`].
     async fn probe(&self, ctx: &Context) -> Result<String, DriverError> {
-        self.admin
-            .expect_ok(ctx, Method::GET, "/config/", None)
-            .await?;
+        let answer = self.admin.expect_ok(ctx, Method::GET, "/config/", None);
+        match tokio::time::timeout(PROBE_TIMEOUT, answer).await {
+            Ok(answer) => answer?,
+            Err(_) => {
+                return Err(DriverError::retryable(
+                    admin_codes::CADDY_UNREACHABLE,
+                    format!(
+                        "Caddy's admin API at {} did not answer within {}s",
+                        self.admin.base(),
+                        PROBE_TIMEOUT.as_secs()
+                    ),
+                ));
+            }
+        };
         Ok(format!("admin API at {} answers", self.admin.base()))
     }
 }

@@ -11,8 +11,8 @@ use opsqueue_shared::{Config, Operation, Status};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::conformance::{Call, Subject, conforms};
-use crate::{TestApp, error_code};
+use crate::conformance::{Call, Slow, Subject, conforms};
+use crate::{PATIENCE, TestApp, error_code};
 
 #[path = "../../../tests/src/caddy_server.rs"]
 #[allow(dead_code)]
@@ -254,15 +254,85 @@ async fn a_site_opsqueue_did_not_add_is_listed_and_never_shadowed() {
     assert_eq!(result["sites"][0]["opsqueue"], false);
 }
 
-/// The caddy family in the conformance test: a real Caddy, and an admin
-/// address where nothing listens (a retryable failure).
+/// A Caddy admin API that hangs: a loopback listener that accepts
+/// connections and never answers, holding them open until dropped.
+pub struct HungAdmin {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HungAdmin {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                held.push(connection);
+            }
+        });
+        Self { url, task }
+    }
+
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+}
+
+impl Drop for HungAdmin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_api_that_never_answers_is_retryable_once_a_request_times_out() {
+    let hung = HungAdmin::start().await;
+    let app = TestApp::with(|config| {
+        config.caddy.enabled = true;
+        config.caddy.admin_url = hung.url();
+        config.caddy.request_timeout_secs = 1;
+    });
+    let id = app.enqueue_with("caddy.list", json!({}), |r| r.max_attempts = Some(1));
+    app.worker().await.step().await.unwrap();
+
+    let op = app.get(id);
+    assert_eq!(op.status, Status::Failed, "{op:?}");
+    assert_eq!(error_code(&op), "caddy_unreachable");
+    assert!(op.error.unwrap().retryable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_starts_although_caddy_s_admin_api_hangs() {
+    let hung = HungAdmin::start().await;
+    let app = TestApp::with(|config| {
+        config.caddy.enabled = true;
+        config.caddy.admin_url = hung.url();
+        config.caddy.request_timeout_secs = 3_600;
+    });
+
+    let started = tokio::time::timeout(PATIENCE, app.worker()).await;
+
+    assert!(
+        started.is_ok(),
+        "the start-up probe waited for the hung Caddy"
+    );
+}
+
+/// The caddy family in the conformance test: a real Caddy, an admin
+/// address where nothing listens (a retryable failure), and one that
+/// accepts and never answers (a slow action, to cancel and time out).
 pub struct CaddySubject {
     caddy: CaddyServer,
+    hung: HungAdmin,
 }
 
 impl Subject for CaddySubject {
     async fn start(_dir: &Path) -> Self {
-        Self { caddy: caddy() }
+        Self {
+            caddy: caddy(),
+            hung: HungAdmin::start().await,
+        }
     }
 
     fn configure(&self, config: &mut Config) {
@@ -339,11 +409,21 @@ impl Subject for CaddySubject {
         ))
     }
 
-    fn slow(&self) -> Option<Call> {
-        None
+    fn slow(&self) -> Slow {
+        let hung = self.hung.url();
+        Slow::with(
+            "caddy.site.add",
+            json!({"domain": "slow.example.test", "upstream": "127.0.0.1:9"}),
+            move |config| {
+                config.caddy.admin_url = hung;
+                // Only the operation's cancel or deadline can end it.
+                config.caddy.request_timeout_secs = 3_600;
+            },
+        )
     }
 
     async fn stop(self) {
+        drop(self.hung);
         drop(self.caddy);
     }
 }

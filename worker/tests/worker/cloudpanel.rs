@@ -10,7 +10,7 @@ use opsqueue_shared::store::managed_list;
 use opsqueue_shared::{Config, OperationId, Status};
 use serde_json::{Value, json};
 
-use crate::conformance::{Call, Subject, conforms};
+use crate::conformance::{Call, Slow, Subject, conforms};
 use crate::{TestApp, error_code};
 
 /// The stand-in with its own state and home directories.
@@ -150,11 +150,11 @@ impl Subject for ClpctlFixture {
         ))
     }
 
-    fn slow(&self) -> Option<Call> {
-        Some((
+    fn slow(&self) -> Slow {
+        Slow::as_configured(
             "cloudpanel.site.add",
             static_site("slow.example.com", "slow", "Slow-pass-1"),
-        ))
+        )
     }
 
     async fn stop(self) {}

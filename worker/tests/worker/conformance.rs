@@ -8,17 +8,49 @@
 //! A family joins by implementing [`Subject`] (start its real program in a
 //! temp directory, point the worker's configuration at it, and name the
 //! actions for each check) and adding one `#[tokio::test]` that calls
-//! [`conforms`].
+//! [`conforms`]. Every family has a slow action (a hung endpoint makes one
+//! where the program itself answers at once), so cancel and timeout are
+//! checked for all of them.
 
 use std::path::Path;
 
-use opsqueue_shared::{Action, Config, Status};
+use opsqueue_shared::{Action, Config, OperationId, Status};
 use serde_json::{Value, json};
 
 use crate::TestApp;
 
 /// `(type, payload)`.
 pub type Call = (&'static str, Value);
+
+/// A change to the configuration [`Subject::configure`] made, for one check.
+pub type Tweak = Box<dyn FnOnce(&mut Config)>;
+
+/// An action that runs for at least a minute unless stopped, with the
+/// configuration that makes it so.
+pub struct Slow {
+    pub call: Call,
+    pub tweak: Tweak,
+}
+
+impl Slow {
+    /// Slow as the family is configured (a long sleep, a job that waits).
+    pub fn as_configured(kind: &'static str, payload: Value) -> Self {
+        Self::with(kind, payload, |_| {})
+    }
+
+    /// Slow once `tweak` changed the configuration (pointed it at an
+    /// endpoint that never answers, say).
+    pub fn with(
+        kind: &'static str,
+        payload: Value,
+        tweak: impl FnOnce(&mut Config) + 'static,
+    ) -> Self {
+        Self {
+            call: (kind, payload),
+            tweak: Box::new(tweak),
+        }
+    }
+}
 
 /// One family's real program, and the actions that exercise its driver.
 pub trait Subject: Sized {
@@ -43,10 +75,10 @@ pub trait Subject: Sized {
     /// An action that fails in a way a retry may fix (a daemon that does
     /// not answer), and the configuration that provokes it; `None` when
     /// the family cannot provoke one here.
-    fn retryable_failure(&self) -> Option<(Call, Box<dyn FnOnce(&mut Config)>)>;
+    fn retryable_failure(&self) -> Option<(Call, Tweak)>;
 
     /// An action that runs for at least a minute unless stopped.
-    fn slow(&self) -> Option<Call>;
+    fn slow(&self) -> Slow;
 
     /// Stops the program and cleans up.
     async fn stop(self);
@@ -137,22 +169,40 @@ pub async fn conforms<S: Subject>() {
         );
     }
 
-    if let Some((kind, payload)) = subject.slow() {
-        let running = app.run(app.worker().await);
-        let cancelled = app.enqueue(kind, payload.clone());
-        app.wait_status(cancelled, Status::Running).await;
-        app.cancel(cancelled);
-        let op = app.wait_until_terminal(cancelled).await;
-        assert_eq!(op.status, Status::Cancelled, "{kind}: {op:?}");
+    let Slow {
+        call: (kind, payload),
+        tweak,
+    } = subject.slow();
+    let slow = TestApp::with(|config| {
+        subject.configure(config);
+        tweak(config);
+    });
+    let running = slow.run(slow.worker().await);
+    let cancelled = slow.enqueue(kind, payload.clone());
+    slow.wait_status(cancelled, Status::Running).await;
+    slow.cancel(cancelled);
+    let op = slow.wait_until_terminal(cancelled).await;
+    assert_eq!(op.status, Status::Cancelled, "{kind}: {op:?}");
+    assert_stopped_by_itself(&slow, cancelled);
 
-        let timed_out = app.enqueue_with(kind, payload, |r| r.timeout_secs = Some(1));
-        let op = app.wait_until_terminal(timed_out).await;
-        assert_eq!(op.status, Status::Failed, "{kind}: {op:?}");
-        assert_eq!(op.error.unwrap().code, "timeout");
-        running.stop().await.unwrap();
-    }
+    let timed_out = slow.enqueue_with(kind, payload, |r| r.timeout_secs = Some(1));
+    let op = slow.wait_until_terminal(timed_out).await;
+    assert_eq!(op.status, Status::Failed, "{kind}: {op:?}");
+    assert_eq!(op.error.unwrap().code, "timeout");
+    assert_stopped_by_itself(&slow, timed_out);
+    running.stop().await.unwrap();
 
     subject.stop().await;
+}
+
+/// The driver returned when asked to stop; the executor did not have to
+/// abandon it.
+fn assert_stopped_by_itself(app: &TestApp, id: OperationId) {
+    let logs = app.logs(id);
+    assert!(
+        !logs.iter().any(|l| l.line.contains("did not stop in time")),
+        "the driver ignored the stop: {logs:?}"
+    );
 }
 
 /// The diag family: no program, nothing to change.
@@ -184,15 +234,15 @@ impl Subject for Diag {
         ("diag.fail", json!({"message": "never"}))
     }
 
-    fn retryable_failure(&self) -> Option<(Call, Box<dyn FnOnce(&mut Config)>)> {
+    fn retryable_failure(&self) -> Option<(Call, Tweak)> {
         Some((
             ("diag.fail", json!({"message": "later", "retryable": true})),
             Box::new(|_| {}),
         ))
     }
 
-    fn slow(&self) -> Option<Call> {
-        Some(("diag.sleep", json!({"seconds": 120, "child": true})))
+    fn slow(&self) -> Slow {
+        Slow::as_configured("diag.sleep", json!({"seconds": 120, "child": true}))
     }
 
     async fn stop(self) {}

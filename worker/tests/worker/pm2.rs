@@ -11,7 +11,7 @@ use opsqueue_shared::store::{managed_list, observation_list};
 use opsqueue_shared::{Config, OperationId, Status};
 use serde_json::{Value, json};
 
-use crate::conformance::{Call, Subject, conforms};
+use crate::conformance::{Call, Slow, Subject, conforms};
 use crate::{PATIENCE, TestApp, error_code};
 
 /// Fails the test unless `pm2` is on `PATH` (without running it: any pm2
@@ -196,12 +196,12 @@ impl Subject for Pm2Subject {
         ))
     }
 
-    fn slow(&self) -> Option<Call> {
-        Some((
+    fn slow(&self) -> Slow {
+        Slow::as_configured(
             "pm2.start",
             json!({"name": "conform-slow", "script": self.pm2.script("never_ready.js"),
                    "wait_ready": true, "listen_timeout_ms": 600_000}),
-        ))
+        )
     }
 
     async fn stop(self) {

@@ -13,7 +13,7 @@ use opsqueue_shared::store::proxmox::{NodeWrite, proxmox_node_insert, proxmox_no
 use opsqueue_shared::{Config, Status, Store, time};
 use serde_json::json;
 
-use crate::conformance::{Call, Subject, conforms};
+use crate::conformance::{Call, Slow, Subject, conforms};
 
 #[path = "../../../tests/src/fakepve.rs"]
 #[allow(dead_code)]
@@ -146,11 +146,11 @@ impl Subject for Proxmox {
         ))
     }
 
-    fn slow(&self) -> Option<Call> {
-        Some((
+    fn slow(&self) -> Slow {
+        Slow::as_configured(
             "proxmox.guest.shutdown",
             json!({"node": self.node.to_string(), "vmid": 102, "timeout": 86_400}),
-        ))
+        )
     }
 
     async fn stop(self) {

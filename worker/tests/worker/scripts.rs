@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use opsqueue_shared::{Config, Status};
 use serde_json::{Value, json};
 
-use crate::conformance::{Call, Subject, conforms};
+use crate::conformance::{Call, Slow, Subject, conforms};
 use crate::{TestApp, error_code};
 
 /// A scripts directory with one script per behaviour, and a state
@@ -109,8 +109,8 @@ impl Subject for ScriptsFixture {
         ))
     }
 
-    fn slow(&self) -> Option<Call> {
-        Some(("script.run", json!({"name": "sleepy.sh"})))
+    fn slow(&self) -> Slow {
+        Slow::as_configured("script.run", json!({"name": "sleepy.sh"}))
     }
 
     async fn stop(self) {}

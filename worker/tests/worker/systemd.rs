@@ -16,7 +16,7 @@ use opsqueue_shared::store::{managed_list, observation_list};
 use opsqueue_shared::{Config, Operation, Status};
 use serde_json::{Value, json};
 
-use crate::conformance::{Call, Subject, conforms};
+use crate::conformance::{Call, Slow, Subject, conforms};
 use crate::{PATIENCE, TestApp, error_code};
 
 #[path = "../../../tests/src/user_systemd.rs"]
@@ -534,8 +534,8 @@ impl Subject for SystemdSubject {
         ))
     }
 
-    fn slow(&self) -> Option<Call> {
-        Some(("systemd.start", json!({"unit": "allowed-slow.service"})))
+    fn slow(&self) -> Slow {
+        Slow::as_configured("systemd.start", json!({"unit": "allowed-slow.service"}))
     }
 
     async fn stop(self) {

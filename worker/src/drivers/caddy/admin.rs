@@ -9,8 +9,15 @@
 //! retryable (`caddy_unreachable`); an answer is final: 4xx is
 //! `caddy_rejected`, 5xx `caddy_error` (Caddy 2.6 answers 500 for "key
 //! already exists" and for an unknown module alike: neither heals by
-//! itself), each with Caddy's own `{"error": …}` message. Every request
-//! stops at once when the operation is cancelled.
+//! itself), each with Caddy's own `{"error": …}` message.
+//!
+//! Bounds: every request stops at once when the operation is stopped:
+//! cancelled, shut down, or past its deadline (the executor stops it at
+//! `timeout_secs`, through the same token), and a hung admin API is
+//! dropped mid-request. On its own, each request is also capped by
+//! `[caddy] request_timeout_secs`, after which it is `caddy_unreachable`.
+//! The cap is not shortened to the deadline: the deadline belongs to the
+//! executor, which fails the operation `timeout` instead of retrying it.
 
 use std::time::Duration;
 
