@@ -451,6 +451,33 @@ pub struct Response {
     pub body: Value,
 }
 
+impl Response {
+    /// Asserts the answer is an RFC 9457 problem (`application/problem+json`,
+    /// its `status` the HTTP status) with the stable `code`; `what` names
+    /// the request in the message.
+    #[track_caller]
+    pub fn assert_problem(&self, code: &str, what: &str) {
+        let content_type = self
+            .headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(
+            content_type,
+            Some("application/problem+json"),
+            "{what}: {} {:#}",
+            self.status,
+            self.body
+        );
+        assert_eq!(self.body["code"], code, "{what}: {:#}", self.body);
+        assert_eq!(
+            self.body["status"],
+            self.status.as_u16(),
+            "{what}: {:#}",
+            self.body
+        );
+    }
+}
+
 /// Waits until `check` holds, polling; panics with `what` at the deadline.
 pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + DEADLINE;

@@ -91,6 +91,7 @@ async fn a_site_added_over_http_proxies_through_caddy_and_stops_once_removed() {
         .get("/api/v1/caddy/sites/pb-demo.example.test")
         .await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND, "{:#}", gone.body);
+    gone.assert_problem("not_found", "a removed site");
 }
 
 #[tokio::test]
@@ -113,6 +114,7 @@ async fn bad_sites_are_refused_before_anything_is_stored() {
             "{bad}: {:#}",
             response.body
         );
+        response.assert_problem("invalid_payload", &bad.to_string());
     }
     let response = cluster
         .request(Method::DELETE, "/api/v1/caddy/sites/..%2Fetc", None)
@@ -123,6 +125,7 @@ async fn bad_sites_are_refused_before_anything_is_stored() {
         "{:#}",
         response.body
     );
+    response.assert_problem("invalid_request", "DELETE a site named ../etc");
     let stored = cluster.get("/api/v1/operations").await;
     assert_eq!(stored.body["items"], json!([]), "something was stored");
 

@@ -207,6 +207,7 @@ async fn a_refused_cloudpanel_request_is_a_4xx_and_stores_nothing() {
             response.status,
             response.body
         );
+        response.assert_problem("invalid_payload", &format!("{method} {path} {body:?}"));
         assert!(
             !response.body.to_string().contains("short\""),
             "{:?}",

@@ -172,6 +172,7 @@ async fn an_app_is_run_over_http_and_read_back_from_observations_without_its_env
         StatusCode::NOT_FOUND,
         "no logs observed yet"
     );
+    missing.assert_problem("not_found", "logs before any pm2.logs");
     let deadline = Instant::now() + DEADLINE;
     loop {
         fire(
@@ -222,6 +223,7 @@ async fn an_app_is_run_over_http_and_read_back_from_observations_without_its_env
     assert_eq!(deleted["result"]["changed"], true);
     let gone = seen.keep(cluster.get("/api/v1/pm2/processes/web").await);
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    gone.assert_problem("not_found", "a deleted app");
     let again = fire(
         &cluster,
         &mut seen,
@@ -247,34 +249,65 @@ async fn a_refused_pm2_request_is_a_4xx_and_stores_nothing() {
     let mut cluster = Cluster::new();
     pm2.configure(&mut cluster);
     cluster.start_api();
+    // A payload the action's parser refuses is `invalid_payload`; a path or
+    // query the route cannot take is `invalid_request`.
     let refused = [
         (
             Method::POST,
             "/api/v1/pm2/processes",
             Some(json!({"name": "x", "script": "/etc/passwd"})),
+            "invalid_payload",
         ),
         (
             Method::POST,
             "/api/v1/pm2/processes",
             Some(json!({"name": "x"})),
+            "invalid_request",
         ),
         (
             Method::POST,
             "/api/v1/pm2/processes",
             Some(json!({"name": "all", "script": pm2.script()})),
+            "invalid_payload",
         ),
         (
             Method::POST,
             "/api/v1/pm2/processes",
             Some(json!({"name": "x", "script": pm2.script(), "env": {"LD_PRELOAD": "/x.so"}})),
+            "invalid_payload",
         ),
-        (Method::POST, "/api/v1/pm2/processes/-x/stop", None),
-        (Method::POST, "/api/v1/pm2/processes/a;b/restart", None),
-        (Method::DELETE, "/api/v1/pm2/processes/42", None),
-        (Method::POST, "/api/v1/pm2/processes/web/logs?lines=0", None),
-        (Method::GET, "/api/v1/pm2/processes/a%20b", None),
+        (
+            Method::POST,
+            "/api/v1/pm2/processes/-x/stop",
+            None,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/api/v1/pm2/processes/a;b/restart",
+            None,
+            "invalid_request",
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/pm2/processes/42",
+            None,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/api/v1/pm2/processes/web/logs?lines=0",
+            None,
+            "invalid_payload",
+        ),
+        (
+            Method::GET,
+            "/api/v1/pm2/processes/a%20b",
+            None,
+            "invalid_request",
+        ),
     ];
-    for (method, path, body) in refused {
+    for (method, path, body, code) in refused {
         let response = cluster.request(method.clone(), path, body.clone()).await;
         assert!(
             response.status.is_client_error(),
@@ -282,6 +315,7 @@ async fn a_refused_pm2_request_is_a_4xx_and_stores_nothing() {
             response.status,
             response.body
         );
+        response.assert_problem(code, &format!("{method} {path} {body:?}"));
     }
     let listed = cluster.get("/api/v1/operations").await;
     assert_eq!(

@@ -65,4 +65,5 @@ async fn a_script_runs_with_its_operation_id_and_answers_with_its_last_line() {
         )
         .await;
     assert_eq!(refused.status, reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    refused.assert_problem("invalid_payload", "script.run ../bin/sh");
 }

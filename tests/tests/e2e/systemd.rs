@@ -145,6 +145,7 @@ async fn a_unit_installed_over_http_runs_is_read_back_stopped_and_removed() {
     );
     let gone = cluster.get("/api/v1/systemd/units/pb-demo.service").await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND, "{:#}", gone.body);
+    gone.assert_problem("not_found", "a removed unit");
 }
 
 #[tokio::test]
@@ -190,7 +191,7 @@ async fn sshd_and_units_opsqueue_did_not_install_are_refused_before_anything_is_
             "{path}: {:#}",
             response.body
         );
-        assert_eq!(response.body["code"], code, "{path}");
+        response.assert_problem(code, path);
     }
     let install = cluster
         .post(
@@ -199,6 +200,7 @@ async fn sshd_and_units_opsqueue_did_not_install_are_refused_before_anything_is_
         )
         .await;
     assert_eq!(install.status, StatusCode::FORBIDDEN, "{:#}", install.body);
+    install.assert_problem("forbidden", "install sshd.service");
     for bad in [
         json!({"unit": "web", "exec_start": ["sleep", "1"]}),
         json!({"unit": "web", "exec_start": ["/bin/sh", "-c", "a\nb"]}),
@@ -206,6 +208,7 @@ async fn sshd_and_units_opsqueue_did_not_install_are_refused_before_anything_is_
     ] {
         let response = cluster.post("/api/v1/systemd/units", bad.clone()).await;
         assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        response.assert_problem("invalid_payload", &bad.to_string());
     }
     let generic = cluster
         .post(
@@ -219,6 +222,7 @@ async fn sshd_and_units_opsqueue_did_not_install_are_refused_before_anything_is_
         "{:#}",
         generic.body
     );
+    generic.assert_problem("invalid_payload", "systemd.stop sshd.service");
     let stored = cluster.get("/api/v1/operations").await;
     assert_eq!(stored.body["items"], json!([]), "something was stored");
 
@@ -235,6 +239,7 @@ async fn sshd_and_units_opsqueue_did_not_install_are_refused_before_anything_is_
         "{:#}",
         response.body
     );
+    response.assert_problem("forbidden", "start other.service");
     let response = strict
         .post("/api/v1/systemd/units/allowed-x.service/start", json!({}))
         .await;
