@@ -197,11 +197,15 @@ pub(crate) fn family_label(family: &str) -> String {
     format!("family=\"{}\"", escape(family))
 }
 
-fn escape(value: &str) -> String {
+fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
     value
         .replace('\\', r"\\")
         .replace('"', "\\\"")
         .replace('\n', r"\n")
+        .into()
 }
 
 fn tally(counters: &mut Counters, done: &FinishWrite) {
