@@ -73,7 +73,7 @@ pub fn worker_register(conn: &Connection, worker: &NewWorker, now: Timestamp) ->
         ":version": worker.version,
         ":drivers": json(&worker.drivers),
         ":targets": json(&worker.targets),
-        ":sources": worker.sources.as_ref().map(|s| json(s)),
+        ":sources": worker.sources.as_ref().map(json),
         ":concurrency": worker.concurrency as i64,
         ":now": to_db(now),
     })?;
