@@ -181,3 +181,13 @@ CREATE TABLE proxmox_nodes (
     created_at   TEXT NOT NULL,
     updated_at   TEXT NOT NULL
 );
+
+-- migration 3: fewer indexes on the worker's hot path
+-- Every claim and every finish updated these three as well. At most a few
+-- hundred rows are running at once, so the reaper, heartbeats and cancel
+-- requests find them through operations_status ('running', id) instead; the
+-- pruner walks operations_created (an operation finished before a time was
+-- created before it).
+DROP INDEX operations_running_worker;
+DROP INDEX operations_running_lease;
+DROP INDEX operations_finished;

@@ -682,8 +682,8 @@ pub fn operation_prune(conn: &Connection, before: Timestamp, batch: usize) -> Re
     Ok(conn
         .prepare_cached(
             "DELETE FROM operations WHERE id IN (
-                 SELECT id FROM operations
-                 WHERE finished_at IS NOT NULL AND finished_at < :before
+                 SELECT id FROM operations INDEXED BY operations_created
+                 WHERE created_at < :before AND finished_at < :before
                  LIMIT :batch)",
         )?
         .execute(named_params! {":before": to_db(before), ":batch": batch as i64})?)
