@@ -349,6 +349,10 @@ fn raw_insert_rate(dir: &Path, sync: &str, per_txn: usize, rows: usize) -> anyho
     Ok(rows as f64 / started.elapsed().as_secs_f64())
 }
 
+fn bytes_of(value: &serde_json::Value) -> hyper::body::Bytes {
+    serde_json::to_vec(value).unwrap().into()
+}
+
 fn noop() -> OperationRequest {
     OperationRequest::new(Action::parse("diag.noop", json!({})).expect("diag.noop parses"))
 }
@@ -359,33 +363,51 @@ struct Load {
     p99_ms: f64,
 }
 
+/// `clients` connections, each sending one enqueue after the other for
+/// `secs`. The client is hyper's HTTP/1 connection, no pool or redirects on
+/// top (reqwest's took a third of a core at 64 clients, which the API lost).
 async fn enqueue_load(cluster: &Cluster, clients: usize, secs: f64) -> Load {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients)
-        .build()
-        .unwrap();
-    let url = Arc::new(format!("{}/api/v1/operations", cluster.api_url));
-    let token = Arc::new(cluster.token.clone());
-    let body = Arc::new(serde_json::to_vec(&json!({"type": "diag.noop", "payload": {}})).unwrap());
+    let address = cluster
+        .api_url
+        .strip_prefix("http://")
+        .expect("the API listens on http")
+        .to_owned();
+    let request = Arc::new(
+        hyper::Request::post("/api/v1/operations")
+            .header("host", &address)
+            .header("authorization", format!("Bearer {}", cluster.token))
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap(),
+    );
+    let body = bytes_of(&json!({"type": "diag.noop", "payload": {}}));
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
-            let (http, url, token, body) = (http.clone(), url.clone(), token.clone(), body.clone());
+            let (address, request, body) = (address.clone(), request.clone(), body.clone());
             tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(&address)
+                    .await
+                    .expect("connect");
+                stream.set_nodelay(true).unwrap();
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await
+                        .expect("HTTP/1 handshake");
+                tokio::spawn(connection);
                 let mut latencies = Vec::new();
                 while Instant::now() < deadline {
+                    let mut next = hyper::Request::new(http_body_util::Full::new(body.clone()));
+                    *next.method_mut() = request.method().clone();
+                    *next.uri_mut() = request.uri().clone();
+                    *next.headers_mut() = request.headers().clone();
                     let t0 = Instant::now();
-                    let response = http
-                        .post(url.as_str())
-                        .bearer_auth(token.as_str())
-                        .header("content-type", "application/json")
-                        .body(body.as_ref().clone())
-                        .send()
-                        .await
-                        .expect("enqueue request");
+                    let response = sender.send_request(next).await.expect("enqueue request");
                     assert_eq!(response.status(), 202, "enqueue refused");
-                    let _ = response.bytes().await;
+                    http_body_util::BodyExt::collect(response.into_body())
+                        .await
+                        .expect("the 202's body");
                     latencies.push(t0.elapsed());
                 }
                 latencies
