@@ -199,6 +199,9 @@ pub trait Probe: Driver {
     fn probe(&self, ctx: &Context) -> impl Future<Output = Result<String, DriverError>> + Send;
 }
 
+/// The longest a start-up probe may take.
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The boxed future of a type-erased driver call.
 pub type DriverFuture<'a> = Pin<Box<dyn Future<Output = Result<Outcome, DriverError>> + Send + 'a>>;
 type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<String, DriverError>> + Send + 'a>>;
@@ -314,7 +317,9 @@ impl Registry {
         Some(self.drivers.get(action.family())?.execute(action, ctx))
     }
 
-    /// Probes every driver that can; `(family, answer)` for each.
+    /// Probes every driver that can, each for at most [`PROBE_TIMEOUT`] (a
+    /// hung program or endpoint must not hold up the worker's start);
+    /// `(family, answer)` for each.
     pub async fn probe_all(
         &self,
         ctx: &Context,
@@ -322,7 +327,15 @@ impl Registry {
         let mut answers = Vec::new();
         for (family, driver) in &self.drivers {
             if let Some(probe) = driver.probe(ctx) {
-                answers.push((*family, probe.await));
+                let answer = tokio::time::timeout(PROBE_TIMEOUT, probe)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(DriverError::retryable(
+                            "probe_timeout",
+                            format!("no answer within {}s", PROBE_TIMEOUT.as_secs()),
+                        ))
+                    });
+                answers.push((*family, answer));
             }
         }
         answers
