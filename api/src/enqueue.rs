@@ -322,6 +322,20 @@ pub async fn enqueue_action(
     accepted(state.enqueuer.enqueue(&request).await?)
 }
 
+/// [`enqueue_action`] of the action `kind` with `payload`, parsed here (a
+/// refusal is the parser's 4xx, nothing stored).
+pub async fn enqueue_typed(
+    state: &AppState,
+    caller: &Caller,
+    req: &HttpRequest,
+    query: &TypedQuery,
+    kind: &str,
+    payload: Value,
+) -> Result<HttpResponse, ApiError> {
+    let action = Action::parse(kind, payload)?;
+    enqueue_action(state, caller, req, action, query).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

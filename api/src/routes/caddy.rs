@@ -9,13 +9,12 @@
 //! without changing anything.
 
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
-use opsqueue_shared::Action;
 use opsqueue_shared::actions::caddy::{FAMILY, SITE_KIND};
 use opsqueue_shared::names::Domain;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
-use crate::enqueue::{TypedQuery, enqueue_action};
+use crate::enqueue::{TypedQuery, enqueue_typed};
 use crate::managed;
 use crate::observed::{self, ObservedList};
 use crate::problem::{ApiError, Problem};
@@ -23,18 +22,6 @@ use crate::state::AppState;
 
 fn domain(text: &str) -> Result<Domain, ApiError> {
     Domain::parse(text).map_err(|e| ApiError::invalid_field("domain", e.to_string()))
-}
-
-async fn enqueue(
-    state: &AppState,
-    caller: &Caller,
-    req: &HttpRequest,
-    query: &TypedQuery,
-    kind: &str,
-    payload: Value,
-) -> Result<HttpResponse, ApiError> {
-    let action = Action::parse(kind, payload)?;
-    enqueue_action(state, caller, req, action, query).await
 }
 
 /// The sites Caddy served when last observed, and those opsqueue manages.
@@ -101,7 +88,7 @@ pub async fn caddy_add_site(
     query: web::Query<TypedQuery>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    enqueue(
+    enqueue_typed(
         &state,
         &caller,
         &req,
@@ -130,7 +117,7 @@ pub async fn caddy_remove_site(
     query: web::Query<TypedQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let domain = domain(&path)?;
-    enqueue(
+    enqueue_typed(
         &state,
         &caller,
         &req,
@@ -158,7 +145,7 @@ pub async fn caddy_reload(
     req: HttpRequest,
     query: web::Query<TypedQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    enqueue(&state, &caller, &req, &query, "caddy.reload", json!({})).await
+    enqueue_typed(&state, &caller, &req, &query, "caddy.reload", json!({})).await
 }
 
 /// Compare the managed sites with Caddy's live configuration
@@ -178,7 +165,7 @@ pub async fn caddy_validate(
     req: HttpRequest,
     query: web::Query<TypedQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    enqueue(&state, &caller, &req, &query, "caddy.validate", json!({})).await
+    enqueue_typed(&state, &caller, &req, &query, "caddy.validate", json!({})).await
 }
 
 /// Observe the sites Caddy serves (`caddy.list`).
@@ -197,5 +184,5 @@ pub async fn caddy_refresh(
     req: HttpRequest,
     query: web::Query<TypedQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    enqueue(&state, &caller, &req, &query, "caddy.list", json!({})).await
+    enqueue_typed(&state, &caller, &req, &query, "caddy.list", json!({})).await
 }

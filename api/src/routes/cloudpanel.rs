@@ -4,25 +4,12 @@
 //! apart and shown as `"***"` in every answer, including this one.
 
 use actix_web::{HttpRequest, HttpResponse, delete, post, web};
-use opsqueue_shared::Action;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
-use crate::enqueue::{TypedQuery, enqueue_action};
+use crate::enqueue::{TypedQuery, enqueue_typed};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
-
-async fn enqueue(
-    state: &AppState,
-    caller: &Caller,
-    req: &HttpRequest,
-    kind: &str,
-    payload: Value,
-    query: &TypedQuery,
-) -> Result<HttpResponse, ApiError> {
-    let action = Action::parse(kind, payload)?;
-    enqueue_action(state, caller, req, action, query).await
-}
 
 /// Add a site (`cloudpanel.site.add`).
 ///
@@ -49,7 +36,7 @@ pub async fn add_site(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    enqueue(&state, &caller, &req, "cloudpanel.site.add", body, &query).await
+    enqueue_typed(&state, &caller, &req, &query, "cloudpanel.site.add", body).await
 }
 
 /// Delete a site (`cloudpanel.site.delete`, with `--force`); an absent site
@@ -71,13 +58,13 @@ pub async fn delete_site(
     query: web::Query<TypedQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let payload = json!({"domain": domain.into_inner()});
-    enqueue(
+    enqueue_typed(
         &state,
         &caller,
         &req,
+        &query,
         "cloudpanel.site.delete",
         payload,
-        &query,
     )
     .await
 }
@@ -104,7 +91,7 @@ pub async fn add_database(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    enqueue(&state, &caller, &req, "cloudpanel.db.add", body, &query).await
+    enqueue_typed(&state, &caller, &req, &query, "cloudpanel.db.add", body).await
 }
 
 /// Add a panel user (`cloudpanel.user.add`).
@@ -130,7 +117,7 @@ pub async fn add_user(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    enqueue(&state, &caller, &req, "cloudpanel.user.add", body, &query).await
+    enqueue_typed(&state, &caller, &req, &query, "cloudpanel.user.add", body).await
 }
 
 /// Delete a panel user (`cloudpanel.user.delete`); an absent user is
@@ -152,13 +139,13 @@ pub async fn delete_user(
     query: web::Query<TypedQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let payload = json!({"user_name": name.into_inner()});
-    enqueue(
+    enqueue_typed(
         &state,
         &caller,
         &req,
+        &query,
         "cloudpanel.user.delete",
         payload,
-        &query,
     )
     .await
 }

@@ -9,14 +9,13 @@
 //! (`POST /api/v1/pm2/refresh`, and the monitor's `refresh-pm2` schedule).
 
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
-use opsqueue_shared::Action;
 use opsqueue_shared::actions::pm2::ProcessName;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::IntoParams;
 
 use crate::auth::Caller;
-use crate::enqueue::{TypedQuery, enqueue_action};
+use crate::enqueue::{TypedQuery, enqueue_typed};
 use crate::observed::{self, ObservedList};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
@@ -25,10 +24,6 @@ const FAMILY: &str = "pm2";
 
 fn process_name(text: &str) -> Result<ProcessName, ApiError> {
     ProcessName::parse(text).map_err(|e| ApiError::invalid_field("name", e.to_string()))
-}
-
-fn action(kind: &str, payload: Value) -> Result<Action, ApiError> {
-    Ok(Action::parse(kind, payload)?)
 }
 
 /// Enqueues `kind` for the app named in the path.
@@ -41,8 +36,7 @@ async fn on_app(
     query: &TypedQuery,
 ) -> Result<HttpResponse, ApiError> {
     let name = process_name(name)?;
-    let action = action(kind, json!({"name": name}))?;
-    enqueue_action(state, caller, req, action, query).await
+    enqueue_typed(state, caller, req, query, kind, json!({"name": name})).await
 }
 
 /// The apps pm2 ran when last observed.
@@ -93,8 +87,7 @@ pub async fn create_process(
             "creating an app needs a script (POST …/{name}/start starts an existing one)",
         ));
     }
-    let action = action("pm2.start", body)?;
-    enqueue_action(&state, &caller, &req, action, &query).await
+    enqueue_typed(&state, &caller, &req, &query, "pm2.start", body).await
 }
 
 /// One app as last observed.
@@ -276,11 +269,10 @@ pub async fn read_logs(
     if let Some(lines) = query.lines {
         payload["lines"] = json!(lines);
     }
-    let action = action("pm2.logs", payload)?;
     let typed = TypedQuery {
         target: query.target.clone(),
     };
-    enqueue_action(&state, &caller, &req, action, &typed).await
+    enqueue_typed(&state, &caller, &req, &typed, "pm2.logs", payload).await
 }
 
 /// Empty an app's log files (`pm2.flush`).
@@ -319,6 +311,5 @@ pub async fn refresh(
     req: HttpRequest,
     query: web::Query<TypedQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let action = action("pm2.list", json!({}))?;
-    enqueue_action(&state, &caller, &req, action, &query).await
+    enqueue_typed(&state, &caller, &req, &query, "pm2.list", json!({})).await
 }

@@ -39,7 +39,7 @@ use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
-use crate::enqueue::{TypedQuery, enqueue_action};
+use crate::enqueue::{TypedQuery, enqueue_action, enqueue_typed};
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::state::AppState;
 
@@ -436,10 +436,6 @@ pub async fn delete_node(
     Ok(HttpResponse::NoContent().finish())
 }
 
-fn action(kind: &str, payload: Value) -> Result<Action, ApiError> {
-    Ok(Action::parse(kind, payload)?)
-}
-
 /// Test a node's connection: an operation whose result says `connected`
 /// and PVE's `version`.
 #[utoipa::path(
@@ -460,8 +456,15 @@ pub async fn test_node(
 ) -> Result<HttpResponse, ApiError> {
     let id = node_id(&id)?;
     existing_node(&state, id).await?;
-    let action = action("proxmox.node.test", json!({"node": id.to_string()}))?;
-    enqueue_action(&state, &caller, &req, action, &query).await
+    enqueue_typed(
+        &state,
+        &caller,
+        &req,
+        &query,
+        "proxmox.node.test",
+        json!({"node": id.to_string()}),
+    )
+    .await
 }
 
 /// Test an unsaved configuration: an operation whose result says
@@ -513,8 +516,15 @@ pub async fn refresh_node(
 ) -> Result<HttpResponse, ApiError> {
     let id = node_id(&id)?;
     existing_node(&state, id).await?;
-    let action = action("proxmox.refresh", json!({"node": id.to_string()}))?;
-    enqueue_action(&state, &caller, &req, action, &query).await
+    enqueue_typed(
+        &state,
+        &caller,
+        &req,
+        &query,
+        "proxmox.refresh",
+        json!({"node": id.to_string()}),
+    )
+    .await
 }
 
 /// A node's guests as last observed.
@@ -686,8 +696,7 @@ pub async fn guest_action(
     }
     fields.insert("node".into(), json!(id.to_string()));
     fields.insert("vmid".into(), json!(vm.get()));
-    let action = action(kind, Value::Object(fields))?;
-    enqueue_action(&state, &caller, &req, action, &query).await
+    enqueue_typed(&state, &caller, &req, &query, kind, Value::Object(fields)).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
