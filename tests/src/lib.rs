@@ -9,8 +9,8 @@
 //! Every process writes its output to `<dir>/logs/<name>.log`; when a test
 //! panics, the tail of each log is printed.
 
-pub mod fakepve;
 pub mod caddy_server;
+pub mod fakepve;
 pub mod nspawn;
 pub mod user_systemd;
 

@@ -122,7 +122,8 @@ fn default_id() -> String {
 impl Worker {
     /// Registers a worker with the drivers its configuration enables.
     pub async fn start(config: Config, store: Store) -> anyhow::Result<Worker> {
-        let drivers = Registry::from_config(&config, &store).context("cannot set up the drivers")?;
+        let drivers =
+            Registry::from_config(&config, &store).context("cannot set up the drivers")?;
         Self::with_drivers(config, store, drivers).await
     }
 

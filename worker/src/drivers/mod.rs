@@ -22,13 +22,13 @@
 //! families it has in `workers.drivers`. An operation whose family has no
 //! driver here fails with `no_driver`.
 
-pub mod cloudpanel;
 pub mod caddy;
+pub mod cloudpanel;
 pub mod diag;
-pub mod systemd;
 pub mod pm2;
 pub mod proxmox;
 pub mod script;
+pub mod systemd;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

@@ -30,8 +30,8 @@ mod caddy;
 mod cloudpanel;
 mod conformance;
 mod pm2;
-mod scripts;
 mod proxmox;
+mod scripts;
 mod systemd;
 
 const PATIENCE: Duration = Duration::from_secs(60);
