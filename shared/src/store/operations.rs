@@ -14,6 +14,7 @@
 //! a smaller id. So operations on one resource run one at a time in the order
 //! accepted, while other resources are not held up.
 
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, Row, named_params};
 use serde_json::Value;
 
@@ -179,69 +180,55 @@ pub struct ListFilter {
 
 pub fn operation_list(conn: &Connection, filter: &ListFilter) -> Result<Vec<Operation>> {
     let (sql, params) = list_query(filter);
-    let params: Vec<(&str, &dyn rusqlite::ToSql)> = params
-        .iter()
-        .map(|(name, value)| (*name, value.as_ref()))
-        .collect();
     let mut stmt = conn.prepare_cached(&sql)?;
-    collect(stmt.query(params.as_slice())?)
+    collect(stmt.query(by_name(&params).as_slice())?)
 }
 
-type NamedParam = (&'static str, Box<dyn rusqlite::ToSql>);
+type NamedValue = (&'static str, SqlValue);
 
 /// The SQL of a list and its parameters. Only the filters given reach the
 /// SQL, so SQLite can walk the index of one of them (`(status, id)`,
 /// `(type, id)`, …) newest first; the form `(:x IS NULL OR x = :x)` would
 /// make it scan every row instead.
-fn list_query(filter: &ListFilter) -> (String, Vec<NamedParam>) {
-    fn boxed<T: rusqlite::ToSql + 'static>(value: T) -> Box<dyn rusqlite::ToSql> {
-        Box::new(value)
-    }
+fn list_query(filter: &ListFilter) -> (String, Vec<NamedValue>) {
+    let text = |value: Option<String>| value.map(SqlValue::Text);
     let given = [
         (
             "status = :status",
             ":status",
-            filter.status.map(|s| boxed(s.as_str())),
+            text(filter.status.map(|s| s.as_str().to_owned())),
         ),
-        ("type = :type", ":type", filter.kind.clone().map(boxed)),
-        (
-            "source = :source",
-            ":source",
-            filter.source.clone().map(boxed),
-        ),
-        (
-            "target = :target",
-            ":target",
-            filter.target.clone().map(boxed),
-        ),
+        ("type = :type", ":type", text(filter.kind.clone())),
+        ("source = :source", ":source", text(filter.source.clone())),
+        ("target = :target", ":target", text(filter.target.clone())),
         (
             "resource = :resource",
             ":resource",
-            filter.resource.clone().map(boxed),
+            text(filter.resource.clone()),
         ),
         (
             "parent_id = :parent",
             ":parent",
-            filter.parent_id.map(|p| boxed(p.to_string())),
+            text(filter.parent_id.map(|p| p.to_string())),
         ),
         (
             "created_at >= :since",
             ":since",
-            filter.since.map(|t| boxed(to_db(t))),
+            text(filter.since.map(to_db)),
         ),
         (
             "created_at < :until",
             ":until",
-            filter.until.map(|t| boxed(to_db(t))),
+            text(filter.until.map(to_db)),
         ),
         (
             "id < :before",
             ":before",
-            filter.before.map(|b| boxed(b.to_string())),
+            text(filter.before.map(|b| b.to_string())),
         ),
     ];
     let mut clauses = vec!["1"];
-    let mut params = vec![(":limit", boxed(filter.limit as i64))];
+    let mut params = vec![(":limit", SqlValue::Integer(filter.limit as i64))];
     for (clause, name, value) in given {
         if let Some(value) = value {
             clauses.push(clause);
@@ -253,6 +240,14 @@ fn list_query(filter: &ListFilter) -> (String, Vec<NamedParam>) {
         clauses.join(" AND ")
     );
     (sql, params)
+}
+
+/// Named values as rusqlite binds them.
+fn by_name(params: &[NamedValue]) -> Vec<(&str, &dyn rusqlite::ToSql)> {
+    params
+        .iter()
+        .map(|(name, value)| (*name, value as _))
+        .collect()
 }
 
 /// What a worker may claim.
@@ -717,13 +712,9 @@ mod tests {
     /// What SQLite plans for a list with `filter`.
     fn plan(conn: &Connection, filter: &ListFilter) -> String {
         let (sql, params) = list_query(filter);
-        let params: Vec<(&str, &dyn rusqlite::ToSql)> = params
-            .iter()
-            .map(|(name, value)| (*name, value.as_ref()))
-            .collect();
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let rows = stmt
-            .query_map(params.as_slice(), |r| r.get::<_, String>(3))
+            .query_map(by_name(&params).as_slice(), |r| r.get::<_, String>(3))
             .unwrap();
         rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
     }
