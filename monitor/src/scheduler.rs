@@ -4,19 +4,13 @@
 //! as the insert, so a second monitor finds it already done; the insert also
 //! carries the idempotency key `schedule:<name>:<fire time>` as a backstop.
 //! Fires missed while no monitor ran collapse into one (the latest).
-//!
-//! A fire time is a cron tick, a whole second: croner answers an instant
-//! that matches the expression with that instant, fraction included, so the
-//! scheduler looks for fires as of `now` truncated to the second. Otherwise
-//! two monitors a few milliseconds apart would each see a fire time of
-//! their own for one tick, and both fire.
+//! A fire time is a whole second (`cron::latest_due`), the same for two
+//! monitors a few milliseconds apart.
 
 use std::sync::Arc;
 
-use chrono::SubsecRound;
-
 use opsqueue_shared::names::Label;
-use opsqueue_shared::store::{self, Counters, Inserted, names};
+use opsqueue_shared::store::{self, Counters, Inserted, family_label, names};
 use opsqueue_shared::time::{Timestamp, to_db};
 use opsqueue_shared::wake::{Role, Waker};
 use opsqueue_shared::{Action, OperationId, OperationRequest, Store, StoreError, cron};
@@ -46,7 +40,6 @@ impl crate::Service for Scheduler {
 
     fn run_once(&self, now: Timestamp) -> Result<FireReport, StoreError> {
         let mut report = FireReport::default();
-        let tick = now.trunc_subsecs(0);
         let schedules = self.store.read(store::schedule_list)?;
         for schedule in schedules.into_iter().filter(|s| s.enabled) {
             let cron = match cron::parse(&schedule.cron) {
@@ -57,7 +50,7 @@ impl crate::Service for Scheduler {
                 }
             };
             let after = schedule.last_fire_at.unwrap_or(schedule.created_at);
-            let Some(fire_at) = cron::latest_due(&cron, after, tick) else {
+            let Some(fire_at) = cron::latest_due(&cron, after, now) else {
                 continue;
             };
             let request = match request_for(&schedule, fire_at) {
@@ -74,7 +67,7 @@ impl crate::Service for Scheduler {
                 let inserted = store::operation_insert(tx, &request.prepare(now))?;
                 if let Inserted::Created(op) = &inserted {
                     let mut counters = Counters::default();
-                    counters.add(names::ENQUEUED, &format!("family=\"{}\"", op.family()), 1.0);
+                    counters.add(names::ENQUEUED, &family_label(op.family()), 1.0);
                     store::counters_apply(tx, &counters)?;
                 }
                 Ok(Some(inserted.operation().id))

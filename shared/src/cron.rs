@@ -1,6 +1,7 @@
 //! Cron expressions for schedules and the monitor's own triggers: five fields
 //! (minute first) or six (seconds first), evaluated in UTC.
 
+use chrono::SubsecRound;
 use croner::Cron;
 use croner::parser::CronParser;
 
@@ -32,8 +33,14 @@ pub fn parse_with_seconds(expression: &str) -> Result<Cron, CronError> {
 /// The latest fire time that is after `after` and not after `now`: the one
 /// fire a scheduler should enqueue now. Fires missed while nobody was
 /// running collapse into this one.
+///
+/// A fire time is a cron tick, a whole second: croner answers an instant
+/// that matches the expression with that instant, fraction included, so
+/// `now` is truncated to the second first. Otherwise two monitors a few
+/// milliseconds apart would each see a fire time of their own for one tick.
 pub fn latest_due(cron: &Cron, after: Timestamp, now: Timestamp) -> Option<Timestamp> {
-    let previous = cron.find_previous_occurrence(&now, true).ok()?;
+    let tick = now.trunc_subsecs(0);
+    let previous = cron.find_previous_occurrence(&tick, true).ok()?;
     (previous > after).then_some(previous)
 }
 
@@ -50,6 +57,12 @@ mod tests {
         let due = latest_due(&every_minute, created, now).unwrap();
         assert_eq!(due, from_db("2026-01-01T00:03:00Z").unwrap());
         assert_eq!(latest_due(&every_minute, due, now), None);
+        // Two monitors a few milliseconds into one tick see the same fire.
+        let every_second = parse("* * * * * *").unwrap();
+        let early = from_db("2026-01-01T00:03:10.003Z").unwrap();
+        let late = from_db("2026-01-01T00:03:10.007Z").unwrap();
+        assert_eq!(latest_due(&every_second, created, early), Some(now));
+        assert_eq!(latest_due(&every_second, created, late), Some(now));
         assert!(parse("61 * * * *").is_err());
         assert!(parse("*/5 * * * * *").is_ok());
     }
