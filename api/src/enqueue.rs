@@ -29,7 +29,8 @@ use chrono::{DateTime, Utc};
 use opsqueue_shared::names::Label;
 use opsqueue_shared::operation::{MAX_IDEMPOTENCY_KEY_LEN, MAX_MAX_ATTEMPTS, MAX_TIMEOUT_SECS};
 use opsqueue_shared::store::{
-    ApiKey, Counters, Inserted, Scope, WriteBatcher, counters_apply, names, operation_insert,
+    ApiKey, Counters, Inserted, Scope, WriteBatcher, counters_apply, family_label, names,
+    operation_insert,
 };
 use opsqueue_shared::wake::{Role, Waker};
 use opsqueue_shared::{Action, NewOperation, OperationRequest, Store, StoreError};
@@ -239,7 +240,7 @@ impl Enqueuer {
                 for request in requests {
                     let inserted = operation_insert(tx, request)?;
                     if let Inserted::Created(op) = &inserted {
-                        counters.add(names::ENQUEUED, &format!("family=\"{}\"", op.family()), 1.0);
+                        counters.add(names::ENQUEUED, &family_label(op.family()), 1.0);
                     }
                     answers.push(inserted);
                 }

@@ -48,11 +48,6 @@ pub fn stopping(status: &str) {
     send(&[NotifyState::Stopping, NotifyState::Status(status)]);
 }
 
-/// A `STATUS=` line alone.
-pub fn status(status: &str) {
-    send(&[NotifyState::Status(status)]);
-}
-
 /// `EXTEND_TIMEOUT_USEC=`: the current start or stop may take `by` longer
 /// from now (systemd times out only once both this and the unit's own
 /// timeout have passed).

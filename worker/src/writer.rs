@@ -29,9 +29,9 @@ use std::time::Duration;
 use opsqueue_shared::operation::Progress;
 use opsqueue_shared::store::{
     ClaimRequest, Counters, Finish, LogLine, NewWorker, StateEffect, StoreError, WriteBatcher,
-    counters_apply, names, operation_cancel_requests, operation_claim, operation_finish,
-    operation_heartbeat, operation_log_append, operation_progress, rusqlite::Transaction,
-    state_apply, worker_heartbeat, worker_register, worker_stop,
+    counters_apply, family_label, label_value, names, operation_cancel_requests, operation_claim,
+    operation_finish, operation_heartbeat, operation_log_append, operation_progress,
+    rusqlite::Transaction, state_apply, worker_heartbeat, worker_register, worker_stop,
 };
 use opsqueue_shared::wake::{Role, Waker};
 use opsqueue_shared::{Fence, Operation, Store, time};
@@ -192,29 +192,13 @@ impl Future for Submitted {
     }
 }
 
-/// `family="…"`, escaped for the Prometheus text format.
-pub(crate) fn family_label(family: &str) -> String {
-    format!("family=\"{}\"", escape(family))
-}
-
-fn escape(value: &str) -> std::borrow::Cow<'_, str> {
-    if !value.contains(['\\', '"', '\n']) {
-        return value.into();
-    }
-    value
-        .replace('\\', r"\\")
-        .replace('"', "\\\"")
-        .replace('\n', r"\n")
-        .into()
-}
-
 fn tally(counters: &mut Counters, done: &FinishWrite) {
     let family = family_label(&done.family);
     match &done.finish {
         Finish::Completed { .. } => counters.add(names::COMPLETED, &family, 1.0),
         Finish::Failed { error } => counters.add(
             names::FAILED,
-            &format!("{family},code=\"{}\"", escape(&error.code)),
+            &format!("{family},code=\"{}\"", label_value(&error.code)),
             1.0,
         ),
         Finish::Cancelled { .. } => counters.add(names::CANCELLED, &family, 1.0),

@@ -11,8 +11,9 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use opsqueue_shared::store::{
-    Cancel, Counters, ListFilter, LogEntry, Retry, counters_apply, names, operation_cancel,
-    operation_get, operation_list, operation_log_list, operation_log_note, operation_retry,
+    Cancel, Counters, ListFilter, LogEntry, Retry, counters_apply, family_label, names,
+    operation_cancel, operation_get, operation_list, operation_log_list, operation_log_note,
+    operation_retry,
 };
 use opsqueue_shared::wake::Role;
 use opsqueue_shared::{Operation, OperationId, Status};
@@ -282,11 +283,7 @@ pub async fn cancel_operation(
                 match &outcome {
                     Cancel::Cancelled(op) => {
                         let mut counters = Counters::default();
-                        counters.add(
-                            names::CANCELLED,
-                            &format!("family=\"{}\"", op.family()),
-                            1.0,
-                        );
+                        counters.add(names::CANCELLED, &family_label(op.family()), 1.0);
                         counters_apply(tx, &counters)?;
                     }
                     Cancel::Requested(_) => operation_log_note(tx, id, &note, now, cap)?,

@@ -21,6 +21,25 @@ pub mod names {
     pub const REAPED: &str = "opsqueue_operations_reaped_total";
 }
 
+/// `family="…"`, the label every counter carries.
+pub fn family_label(family: &str) -> String {
+    format!("family=\"{}\"", label_value(family))
+}
+
+/// A label value escaped for the Prometheus text format (borrowed when
+/// nothing needs escaping, as for every family and error code opsqueue
+/// makes).
+pub fn label_value(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
+    value
+        .replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', r"\n")
+        .into()
+}
+
 /// Upper bounds of the duration histogram's buckets, in seconds.
 pub const DURATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
@@ -92,6 +111,7 @@ impl Counters {
             .map(|((name, labels), delta)| (name.clone(), labels.clone(), *delta))
             .collect();
         for (family, histogram) in &self.durations {
+            let family = family_label(family);
             let bounds = DURATION_BUCKETS.iter().map(|le| le.to_string());
             let mut cumulative = 0;
             for (count, le) in histogram.buckets.iter().zip(bounds.chain(["+Inf".into()])) {
@@ -99,14 +119,13 @@ impl Counters {
                 if cumulative > 0 {
                     rows.push((
                         format!("{DURATION}_bucket"),
-                        format!("family=\"{family}\",le=\"{le}\""),
+                        format!("{family},le=\"{le}\""),
                         cumulative as f64,
                     ));
                 }
             }
-            let labels = format!("family=\"{family}\"");
-            rows.push((format!("{DURATION}_sum"), labels.clone(), histogram.sum));
-            rows.push((format!("{DURATION}_count"), labels, cumulative as f64));
+            rows.push((format!("{DURATION}_sum"), family.clone(), histogram.sum));
+            rows.push((format!("{DURATION}_count"), family, cumulative as f64));
         }
         rows
     }
