@@ -7,12 +7,12 @@
 use std::path::Path;
 
 use opsqueue_shared::store::{managed_list, observation_list};
-use opsqueue_shared::{Config, Operation, Status};
+use opsqueue_shared::{Config, Status};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::conformance::{Call, Slow, Subject, conforms};
-use crate::{PATIENCE, TestApp, error_code};
+use crate::{PATIENCE, TestApp, completed, error_code, run};
 
 #[path = "../../../tests/src/caddy_server.rs"]
 #[allow(dead_code)]
@@ -31,26 +31,6 @@ fn configure(caddy: &CaddyServer, config: &mut Config) {
 
 fn app_for(caddy: &CaddyServer) -> TestApp {
     TestApp::with(|config| configure(caddy, config))
-}
-
-async fn run(app: &TestApp, kind: &str, payload: Value) -> Operation {
-    let id = app.enqueue(kind, payload);
-    let worker = app.worker().await;
-    worker.step().await.unwrap();
-    let op = app.get(id);
-    assert!(op.status.is_terminal(), "{kind}: {op:?}");
-    op
-}
-
-fn completed(op: &Operation) -> &Value {
-    assert_eq!(
-        op.status,
-        Status::Completed,
-        "{} failed: {:?}",
-        op.kind,
-        op.error
-    );
-    op.result.as_ref().unwrap()
 }
 
 /// Caddy's own view, behind the driver's back.

@@ -7,11 +7,11 @@
 use std::path::{Path, PathBuf};
 
 use opsqueue_shared::store::managed_list;
-use opsqueue_shared::{Config, OperationId, Status};
+use opsqueue_shared::{Config, Status};
 use serde_json::{Value, json};
 
 use crate::conformance::{Call, Slow, Subject, conforms};
-use crate::{TestApp, error_code};
+use crate::{TestApp, changed, error_code, run_on};
 
 /// The stand-in with its own state and home directories.
 pub struct ClpctlFixture {
@@ -165,23 +165,6 @@ async fn the_cloudpanel_driver_conforms() {
     conforms::<ClpctlFixture>().await;
 }
 
-async fn run(
-    app: &TestApp,
-    worker: &opsqueue_worker::Worker,
-    kind: &str,
-    payload: Value,
-) -> OperationId {
-    let id = app.enqueue(kind, payload);
-    worker.step().await.unwrap();
-    id
-}
-
-fn changed(app: &TestApp, id: OperationId) -> bool {
-    let op = app.get(id);
-    assert_eq!(op.status, Status::Completed, "{op:?}\n{:?}", app.logs(id));
-    op.result.as_ref().unwrap()["changed"].as_bool().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_is_added_once_and_deleted_once_with_force_and_a_closed_stdin() {
     let clpctl = ClpctlFixture::new();
@@ -190,7 +173,7 @@ async fn a_site_is_added_once_and_deleted_once_with_force_and_a_closed_stdin() {
     let site = json!({"site_type": "php", "domain": "www.example.com", "site_user": "john-doe",
                       "site_user_password": "!secretPassword!", "php_version": "8.4"});
 
-    let first = run(&app, &worker, "cloudpanel.site.add", site.clone()).await;
+    let first = run_on(&app, &worker, "cloudpanel.site.add", site.clone()).await;
     assert!(changed(&app, first));
     assert!(
         clpctl
@@ -198,7 +181,7 @@ async fn a_site_is_added_once_and_deleted_once_with_force_and_a_closed_stdin() {
             .join("john-doe/htdocs/www.example.com")
             .is_dir()
     );
-    let again = run(&app, &worker, "cloudpanel.site.add", site).await;
+    let again = run_on(&app, &worker, "cloudpanel.site.add", site).await;
     assert!(
         !changed(&app, again),
         "the site's htdocs exists: nothing to do"
@@ -223,7 +206,7 @@ async fn a_site_is_added_once_and_deleted_once_with_force_and_a_closed_stdin() {
     assert_eq!(managed.len(), 1);
     assert!(managed[0].spec.get("site_user_password").is_none());
 
-    let db = run(
+    let db = run_on(
         &app,
         &worker,
         "cloudpanel.db.add",
@@ -235,10 +218,10 @@ async fn a_site_is_added_once_and_deleted_once_with_force_and_a_closed_stdin() {
     assert!(changed(&app, db));
 
     let delete = json!({"domain": "www.example.com"});
-    let deleted = run(&app, &worker, "cloudpanel.site.delete", delete.clone()).await;
+    let deleted = run_on(&app, &worker, "cloudpanel.site.delete", delete.clone()).await;
     assert!(changed(&app, deleted));
     assert!(!clpctl.home().join("john-doe").exists());
-    let again = run(&app, &worker, "cloudpanel.site.delete", delete).await;
+    let again = run_on(&app, &worker, "cloudpanel.site.delete", delete).await;
     assert!(!changed(&app, again), "an absent site: nothing to do");
     let deletes = clpctl.calls_of("site:delete");
     assert_eq!(deletes.len(), 1, "{deletes:?}");
@@ -263,14 +246,14 @@ async fn passwords_reach_clpctl_and_no_log_result_or_payload() {
     ];
 
     let ids = vec![
-        run(
+        run_on(
             &app,
             &worker,
             "cloudpanel.site.add",
             static_site("shop.example.com", "shop", passwords[0]),
         )
         .await,
-        run(
+        run_on(
             &app,
             &worker,
             "cloudpanel.db.add",
@@ -279,7 +262,7 @@ async fn passwords_reach_clpctl_and_no_log_result_or_payload() {
             "database_user_password": passwords[1]}),
         )
         .await,
-        run(
+        run_on(
             &app,
             &worker,
             "cloudpanel.user.add",
@@ -290,7 +273,7 @@ async fn passwords_reach_clpctl_and_no_log_result_or_payload() {
         .await,
         // Refused by clpctl (the site user exists), which echoed the
         // password before it failed.
-        run(
+        run_on(
             &app,
             &worker,
             "cloudpanel.site.add",
@@ -373,7 +356,7 @@ async fn panel_users_are_added_and_deleted_once() {
         ),
     ];
     for (kind, payload, expected) in steps {
-        let id = run(&app, &worker, kind, payload).await;
+        let id = run_on(&app, &worker, kind, payload).await;
         assert_eq!(changed(&app, id), expected, "{kind}");
     }
     let adds = clpctl.calls_of("user:add");

@@ -237,6 +237,52 @@ fn error_code(op: &Operation) -> &str {
     &op.error.as_ref().expect("an error").code
 }
 
+/// Enqueues one operation and runs it to its end with one step of `worker`.
+async fn run_on(app: &TestApp, worker: &Worker, kind: &str, payload: Value) -> OperationId {
+    let id = app.enqueue(kind, payload);
+    worker.step().await.unwrap();
+    let op = app.get(id);
+    assert!(
+        op.status.is_terminal(),
+        "{kind} did not end in one step: {op:?}"
+    );
+    id
+}
+
+/// Enqueues one operation and runs it to its end with one step of a worker
+/// started for it.
+async fn run(app: &TestApp, kind: &str, payload: Value) -> Operation {
+    let worker = app.worker().await;
+    let id = run_on(app, &worker, kind, payload).await;
+    app.get(id)
+}
+
+/// The result of an operation that must have completed.
+fn completed(op: &Operation) -> &Value {
+    assert_eq!(
+        op.status,
+        Status::Completed,
+        "{} failed: {:?}",
+        op.kind,
+        op.error
+    );
+    op.result.as_ref().unwrap()
+}
+
+/// `result.changed` of an operation that must have completed.
+fn changed(app: &TestApp, id: OperationId) -> bool {
+    let op = app.get(id);
+    assert_eq!(
+        op.status,
+        Status::Completed,
+        "{} {}: {op:?}\n{:?}",
+        op.kind,
+        op.payload,
+        app.logs(id)
+    );
+    op.result.as_ref().unwrap()["changed"].as_bool().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_noop_completes_and_its_result_says_whether_it_changed_anything() {
     let app = TestApp::new();

@@ -8,11 +8,11 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use opsqueue_shared::store::{managed_list, observation_list};
-use opsqueue_shared::{Config, OperationId, Status};
+use opsqueue_shared::{Config, Status};
 use serde_json::{Value, json};
 
 use crate::conformance::{Call, Slow, Subject, conforms};
-use crate::{PATIENCE, TestApp, error_code};
+use crate::{PATIENCE, TestApp, changed, error_code, run_on};
 
 /// Fails the test unless `pm2` is on `PATH` (without running it: any pm2
 /// command starts a daemon).
@@ -215,37 +215,6 @@ async fn the_pm2_driver_conforms() {
     conforms::<Pm2Subject>().await;
 }
 
-/// Enqueues one action and runs it to its end with a step.
-async fn run(
-    app: &TestApp,
-    worker: &opsqueue_worker::Worker,
-    kind: &str,
-    payload: Value,
-) -> OperationId {
-    let id = app.enqueue(kind, payload);
-    worker.step().await.unwrap();
-    let op = app.get(id);
-    assert!(
-        op.status.is_terminal(),
-        "{kind} did not end in one step: {op:?}"
-    );
-    id
-}
-
-/// `result.changed` of an operation that must have completed.
-fn changed(app: &TestApp, id: OperationId) -> bool {
-    let op = app.get(id);
-    assert_eq!(
-        op.status,
-        Status::Completed,
-        "{} {}: {op:?}\n{:?}",
-        op.kind,
-        op.payload,
-        app.logs(id)
-    );
-    op.result.as_ref().unwrap()["changed"].as_bool().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apps_environment_never_reaches_a_result_an_observation_or_a_log() {
     let pm2 = Pm2Fixture::new();
@@ -254,7 +223,7 @@ async fn an_apps_environment_never_reaches_a_result_an_observation_or_a_log() {
     let secret = format!("planted-{}", uuid::Uuid::new_v4().simple());
 
     let mut ids = vec![
-        run(
+        run_on(
             &app,
             &worker,
             "pm2.start",
@@ -281,7 +250,7 @@ async fn an_apps_environment_never_reaches_a_result_an_observation_or_a_log() {
     // The app's log lines, once it has printed them.
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let id = run(
+        let id = run_on(
             &app,
             &worker,
             "pm2.logs",
@@ -308,7 +277,7 @@ async fn an_apps_environment_never_reaches_a_result_an_observation_or_a_log() {
         ("pm2.stop", json!({"name": "envy"})),
         ("pm2.start", json!({"name": "envy"})),
     ] {
-        let id = run(&app, &worker, kind, payload).await;
+        let id = run_on(&app, &worker, kind, payload).await;
         changed(&app, id);
         ids.push(id);
     }
@@ -378,7 +347,7 @@ async fn each_action_says_it_changed_something_only_when_it_did() {
             };
             app.wait_until("the app wrote its logs", printed).await;
         }
-        let id = run(&app, &worker, kind, payload.clone()).await;
+        let id = run_on(&app, &worker, kind, payload.clone()).await;
         assert_eq!(changed(&app, id), *expected, "step {i}: {kind} {payload}");
         if i == 0 {
             let result = app.get(id).result.unwrap();
@@ -399,9 +368,9 @@ async fn each_action_says_it_changed_something_only_when_it_did() {
             .is_empty()
     );
 
-    let id = run(&app, &worker, "pm2.restart", json!({"name": "web"})).await;
+    let id = run_on(&app, &worker, "pm2.restart", json!({"name": "web"})).await;
     assert_eq!(error_code(&app.get(id)), "process_not_found");
-    let id = run(&app, &worker, "pm2.describe", json!({"name": "web"})).await;
+    let id = run_on(&app, &worker, "pm2.describe", json!({"name": "web"})).await;
     assert_eq!(app.get(id).result.unwrap()["found"], false);
 }
 
@@ -415,7 +384,7 @@ async fn scripts_outside_the_base_directory_are_refused_even_through_a_symlink()
     let app = TestApp::with(|c| pm2.configure(c));
     let worker = app.worker().await;
 
-    let id = run(
+    let id = run_on(
         &app,
         &worker,
         "pm2.start",
@@ -423,7 +392,7 @@ async fn scripts_outside_the_base_directory_are_refused_even_through_a_symlink()
     )
     .await;
     assert_eq!(error_code(&app.get(id)), "pm2_bad_path");
-    let id = run(
+    let id = run_on(
         &app,
         &worker,
         "pm2.start",
@@ -436,7 +405,7 @@ async fn scripts_outside_the_base_directory_are_refused_even_through_a_symlink()
         "{:?}",
         app.get(id)
     );
-    let id = run(
+    let id = run_on(
         &app,
         &worker,
         "pm2.start",
@@ -445,7 +414,7 @@ async fn scripts_outside_the_base_directory_are_refused_even_through_a_symlink()
     .await;
     assert_eq!(error_code(&app.get(id)), "pm2_bad_path");
 
-    let id = run(&app, &worker, "pm2.list", json!({})).await;
+    let id = run_on(&app, &worker, "pm2.list", json!({})).await;
     let listed = app.get(id).result.unwrap();
     assert_eq!(
         listed["processes"],
@@ -464,7 +433,7 @@ async fn a_fresh_pm2_home_lists_cleanly_although_pm2_prints_a_banner_there() {
         "the home is fresh: no daemon yet"
     );
 
-    let id = run(&app, &worker, "pm2.list", json!({})).await;
+    let id = run_on(&app, &worker, "pm2.list", json!({})).await;
 
     assert!(!changed(&app, id));
     assert_eq!(app.get(id).result.unwrap()["processes"], json!([]));
@@ -484,7 +453,7 @@ async fn the_list_is_read_after_pm2_s_banner_even_without_discrete_mode() {
     });
     let worker = app.worker().await;
 
-    let id = run(&app, &worker, "pm2.list", json!({})).await;
+    let id = run_on(&app, &worker, "pm2.list", json!({})).await;
 
     assert!(!changed(&app, id), "{:?}", app.get(id).error);
     assert_eq!(app.get(id).result.unwrap()["processes"], json!([]));

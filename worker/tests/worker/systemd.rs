@@ -13,11 +13,11 @@ use tokio::time::Instant;
 
 use opsqueue_shared::config::SystemdScope;
 use opsqueue_shared::store::{managed_list, observation_list};
-use opsqueue_shared::{Config, Operation, Status};
+use opsqueue_shared::{Config, Status};
 use serde_json::{Value, json};
 
 use crate::conformance::{Call, Slow, Subject, conforms};
-use crate::{PATIENCE, TestApp, error_code};
+use crate::{PATIENCE, TestApp, completed, error_code, run};
 
 #[path = "../../../tests/src/user_systemd.rs"]
 #[allow(dead_code)]
@@ -49,27 +49,6 @@ fn configure(manager: &UserSystemd, config: &mut Config) {
 
 fn app_for(manager: &UserSystemd) -> TestApp {
     TestApp::with(|config| configure(manager, config))
-}
-
-/// Enqueues one operation and runs it with one worker step.
-async fn run(app: &TestApp, kind: &str, payload: Value) -> Operation {
-    let id = app.enqueue(kind, payload);
-    let worker = app.worker().await;
-    worker.step().await.unwrap();
-    let op = app.get(id);
-    assert!(op.status.is_terminal(), "{kind}: {op:?}");
-    op
-}
-
-fn completed(op: &Operation) -> &Value {
-    assert_eq!(
-        op.status,
-        Status::Completed,
-        "{} failed: {:?}",
-        op.kind,
-        op.error
-    );
-    op.result.as_ref().unwrap()
 }
 
 fn observed(app: &TestApp, unit: &str) -> Option<Value> {
