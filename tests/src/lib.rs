@@ -342,6 +342,18 @@ impl Cluster {
         response.body
     }
 
+    /// Fires a typed route: asserts the 202 and its `Location`, then waits
+    /// for the operation's end.
+    pub async fn accepted(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let id = self.request(method, path, body).await.accepted_id(path);
+        self.wait_terminal(&id).await
+    }
+
     pub async fn enqueue_kind(&self, kind: &str, payload: Value) -> String {
         let op = self
             .enqueue(json!({"type": kind, "payload": payload}))
@@ -452,6 +464,20 @@ pub struct Response {
 }
 
 impl Response {
+    /// Asserts the answer is a 202 whose `Location` is the operation's own;
+    /// returns the operation's id. `what` names the request in the message.
+    #[track_caller]
+    pub fn accepted_id(&self, what: &str) -> String {
+        assert_eq!(self.status, StatusCode::ACCEPTED, "{what}: {:#}", self.body);
+        let id = self.body["id"]
+            .as_str()
+            .expect("the operation's id")
+            .to_owned();
+        let location = self.headers["location"].to_str().unwrap();
+        assert_eq!(location, format!("/api/v1/operations/{id}"), "{what}");
+        id
+    }
+
     /// Asserts the answer is an RFC 9457 problem (`application/problem+json`,
     /// its `status` the HTTP status) with the stable `code`; `what` names
     /// the request in the message.
@@ -476,6 +502,14 @@ impl Response {
             self.body
         );
     }
+}
+
+/// The result of an operation (as the API shows it) that must have
+/// completed.
+#[track_caller]
+pub fn completed(op: &Value) -> &Value {
+    assert_eq!(op["status"], "completed", "{op:#}");
+    &op["result"]
 }
 
 /// Waits until `check` holds, polling; panics with `what` at the deadline.

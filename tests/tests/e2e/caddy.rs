@@ -7,9 +7,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use opsqueue_tests::caddy_server::{CaddyServer, NO_SITE, Upstream};
-use opsqueue_tests::{Cluster, DEADLINE};
+use opsqueue_tests::{Cluster, DEADLINE, completed};
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn caddy() -> CaddyServer {
     CaddyServer::start(Path::new(env!("CARGO_TARGET_TMPDIR")))
@@ -23,23 +23,6 @@ fn cluster_for(caddy: &CaddyServer, refresh_cron: &str) -> Cluster {
     cluster
 }
 
-async fn accepted(cluster: &Cluster, method: Method, path: &str, body: Option<Value>) -> Value {
-    let response = cluster.request(method, path, body).await;
-    assert_eq!(
-        response.status,
-        StatusCode::ACCEPTED,
-        "{path}: {:#}",
-        response.body
-    );
-    let id = response.body["id"].as_str().unwrap().to_owned();
-    cluster.wait_terminal(&id).await
-}
-
-fn result(op: &Value) -> &Value {
-    assert_eq!(op["status"], "completed", "{op:#}");
-    &op["result"]
-}
-
 #[tokio::test]
 async fn a_site_added_over_http_proxies_through_caddy_and_stops_once_removed() {
     let caddy = caddy();
@@ -50,21 +33,19 @@ async fn a_site_added_over_http_proxies_through_caddy_and_stops_once_removed() {
     cluster.start_worker(&[]);
 
     let site = json!({"domain": "pb-demo.example.test", "upstream": upstream.address()});
-    let op = accepted(
-        &cluster,
-        Method::POST,
-        "/api/v1/caddy/sites",
-        Some(site.clone()),
-    )
-    .await;
+    let op = cluster
+        .accepted(Method::POST, "/api/v1/caddy/sites", Some(site.clone()))
+        .await;
     assert_eq!(op["resource"], "caddy:site:pb-demo.example.test");
-    assert_eq!(result(&op)["changed"], true);
+    assert_eq!(completed(&op)["changed"], true);
     assert_eq!(
         caddy.get("pb-demo.example.test").await,
         (200, "hello from pb-demo".into())
     );
-    let op = accepted(&cluster, Method::POST, "/api/v1/caddy/sites", Some(site)).await;
-    assert_eq!(result(&op)["changed"], false);
+    let op = cluster
+        .accepted(Method::POST, "/api/v1/caddy/sites", Some(site))
+        .await;
+    assert_eq!(completed(&op)["changed"], false);
 
     let read = cluster
         .get("/api/v1/caddy/sites/pb-demo.example.test")
@@ -75,14 +56,14 @@ async fn a_site_added_over_http_proxies_through_caddy_and_stops_once_removed() {
     assert_eq!(read.body["managed"]["spec"]["upstream"], upstream.address());
     assert!(read.body["observed_at"].is_string());
 
-    let op = accepted(
-        &cluster,
-        Method::DELETE,
-        "/api/v1/caddy/sites/pb-demo.example.test",
-        None,
-    )
-    .await;
-    assert_eq!(result(&op)["changed"], true);
+    let op = cluster
+        .accepted(
+            Method::DELETE,
+            "/api/v1/caddy/sites/pb-demo.example.test",
+            None,
+        )
+        .await;
+    assert_eq!(completed(&op)["changed"], true);
     assert_eq!(
         caddy.get("pb-demo.example.test").await,
         (404, NO_SITE.into())
@@ -165,8 +146,10 @@ async fn managed_sites_come_back_after_a_caddy_restart_through_the_monitor_s_rel
     cluster.start_all();
 
     let site = json!({"domain": "keep.example.test", "upstream": upstream.address()});
-    let op = accepted(&cluster, Method::POST, "/api/v1/caddy/sites", Some(site)).await;
-    result(&op);
+    let op = cluster
+        .accepted(Method::POST, "/api/v1/caddy/sites", Some(site))
+        .await;
+    completed(&op);
     assert_eq!(
         caddy.get("keep.example.test").await,
         (200, "still here".into())
@@ -187,8 +170,10 @@ async fn managed_sites_come_back_after_a_caddy_restart_through_the_monitor_s_rel
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let op = accepted(&cluster, Method::POST, "/api/v1/caddy/validate", None).await;
-    assert_eq!(result(&op)["ok"], true, "{op:#}");
+    let op = cluster
+        .accepted(Method::POST, "/api/v1/caddy/validate", None)
+        .await;
+    assert_eq!(completed(&op)["ok"], true, "{op:#}");
     let schedules = cluster.get("/api/v1/schedules").await.body;
     let refresh = schedules["items"]
         .as_array()

@@ -93,16 +93,9 @@ async fn fire(
     path: &str,
     body: Option<Value>,
 ) -> Value {
-    let response = seen.keep(cluster.request(method, path, body).await);
-    assert_eq!(
-        response.status,
-        StatusCode::ACCEPTED,
-        "{path}: {:?}",
-        response.body
-    );
-    let location = response.headers["location"].to_str().unwrap().to_owned();
-    let id = response.body["id"].as_str().unwrap().to_owned();
-    assert_eq!(location, format!("/api/v1/operations/{id}"));
+    let id = seen
+        .keep(cluster.request(method, path, body).await)
+        .accepted_id(path);
     let op = cluster.wait_terminal(&id).await;
     assert_eq!(op["status"], "completed", "{path}: {op:#}");
     seen.0.push(op.to_string());

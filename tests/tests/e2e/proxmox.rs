@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use opsqueue_tests::fakepve::{self, FakePve};
-use opsqueue_tests::{Cluster, Proc, Response};
+use opsqueue_tests::{Cluster, Proc, Response, completed};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -53,8 +53,7 @@ impl Pve {
             .cluster
             .post(&self.path(&format!("/resources/{vmid}/{action}")), body)
             .await;
-        assert_eq!(response.status, StatusCode::ACCEPTED, "{:?}", response.body);
-        response.body["id"].as_str().unwrap().to_owned()
+        response.accepted_id(&format!("{vmid} {action}"))
     }
 
     /// Fires a guest action and waits for its end.
@@ -73,17 +72,13 @@ impl Pve {
     }
 
     async fn refresh(&self) -> Value {
-        let response = self.cluster.post(&self.path("/refresh"), json!({})).await;
-        assert_eq!(response.status, StatusCode::ACCEPTED, "{:?}", response.body);
-        self.cluster
-            .wait_terminal(response.body["id"].as_str().unwrap())
+        let id = self
+            .cluster
+            .post(&self.path("/refresh"), json!({}))
             .await
+            .accepted_id("refresh");
+        self.cluster.wait_terminal(&id).await
     }
-}
-
-fn completed(op: &Value) -> &Value {
-    assert_eq!(op["status"], "completed", "{op:#}");
-    &op["result"]
 }
 
 fn failed(op: &Value) -> &Value {

@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use opsqueue_tests::Cluster;
 use opsqueue_tests::user_systemd::UserSystemd;
+use opsqueue_tests::{Cluster, completed};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -40,30 +40,6 @@ fn cluster_for(manager: &UserSystemd) -> Cluster {
     cluster
 }
 
-/// Fires a typed request, asserts the 202, waits for the operation's end.
-async fn accepted(
-    cluster: &Cluster,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> Value {
-    let response = cluster.request(method, path, body).await;
-    assert_eq!(
-        response.status,
-        StatusCode::ACCEPTED,
-        "{path}: {:#}",
-        response.body
-    );
-    let location = response.headers["location"].to_str().unwrap().to_owned();
-    let id = location.rsplit('/').next().unwrap().to_owned();
-    cluster.wait_terminal(&id).await
-}
-
-fn result(op: &Value) -> &Value {
-    assert_eq!(op["status"], "completed", "{op:#}");
-    &op["result"]
-}
-
 #[tokio::test]
 async fn a_unit_installed_over_http_runs_is_read_back_stopped_and_removed() {
     let manager = manager();
@@ -78,16 +54,12 @@ async fn a_unit_installed_over_http_runs_is_read_back_stopped_and_removed() {
         "enable": true,
         "start": true,
     });
-    let op = accepted(
-        &cluster,
-        reqwest::Method::POST,
-        "/api/v1/systemd/units",
-        Some(spec),
-    )
-    .await;
+    let op = cluster
+        .accepted(reqwest::Method::POST, "/api/v1/systemd/units", Some(spec))
+        .await;
     assert_eq!(op["type"], "systemd.unit.install");
     assert_eq!(op["resource"], "systemd:pb-demo.service");
-    assert_eq!(result(&op)["changed"], true);
+    assert_eq!(completed(&op)["changed"], true);
     assert_eq!(manager.property("pb-demo.service", "ActiveState"), "active");
     assert_eq!(
         manager.property("pb-demo.service", "UnitFileState"),
@@ -115,30 +87,30 @@ async fn a_unit_installed_over_http_runs_is_read_back_stopped_and_removed() {
     );
 
     let stop = "/api/v1/systemd/units/pb-demo.service/stop";
-    let op = accepted(&cluster, reqwest::Method::POST, stop, None).await;
-    assert_eq!(result(&op)["changed"], true);
+    let op = cluster.accepted(reqwest::Method::POST, stop, None).await;
+    assert_eq!(completed(&op)["changed"], true);
     assert_eq!(
         manager.property("pb-demo.service", "ActiveState"),
         "inactive"
     );
-    let op = accepted(&cluster, reqwest::Method::POST, stop, None).await;
-    assert_eq!(result(&op)["changed"], false);
+    let op = cluster.accepted(reqwest::Method::POST, stop, None).await;
+    assert_eq!(completed(&op)["changed"], false);
     let unit = cluster.get("/api/v1/systemd/units/pb-demo.service").await;
     assert_eq!(unit.body["active_state"], "inactive");
 
     let logs = "/api/v1/systemd/units/pb-demo.service/logs?lines=5";
-    let op = accepted(&cluster, reqwest::Method::POST, logs, None).await;
-    assert!(result(&op)["lines"].is_array(), "{op:#}");
+    let op = cluster.accepted(reqwest::Method::POST, logs, None).await;
+    assert!(completed(&op)["lines"].is_array(), "{op:#}");
     assert_eq!(op["type"], "systemd.logs");
 
-    let op = accepted(
-        &cluster,
-        reqwest::Method::DELETE,
-        "/api/v1/systemd/units/pb-demo.service",
-        None,
-    )
-    .await;
-    assert_eq!(result(&op)["changed"], true);
+    let op = cluster
+        .accepted(
+            reqwest::Method::DELETE,
+            "/api/v1/systemd/units/pb-demo.service",
+            None,
+        )
+        .await;
+    assert_eq!(completed(&op)["changed"], true);
     assert_eq!(
         manager.property("pb-demo.service", "LoadState"),
         "not-found"
