@@ -95,6 +95,28 @@ fn lock_unmigrated_database(cluster: &Cluster) -> rusqlite::Connection {
     db
 }
 
+/// `proc` pings the watchdog; once the store is wedged (its write lock
+/// held) it stops: a ping already on its way may land in the first second,
+/// none after that while the lock is held. Released, it pings again.
+fn assert_watchdog_pauses_while_the_store_is_wedged(
+    cluster: &Cluster,
+    socket: &NotifySocket,
+    proc: &Proc,
+) {
+    socket.wait_for("WATCHDOG=1", proc);
+    let db = cluster.sqlite();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    socket.collect(Instant::now() + Duration::from_secs(1));
+    let wedged = socket.collect(Instant::now() + Duration::from_secs(4));
+    assert!(
+        !has_line(&wedged, "WATCHDOG=1"),
+        "{} pinged while wedged: {wedged:?}",
+        proc.name
+    );
+    db.execute_batch("COMMIT").unwrap();
+    socket.wait_for("WATCHDOG=1", proc);
+}
+
 fn schema_version(cluster: &Cluster) -> i64 {
     cluster
         .sqlite()
@@ -249,20 +271,10 @@ async fn the_monitor_feeds_the_watchdog_only_while_its_reaper_gets_through_the_s
     let socket = notify_socket(&mut cluster, "monitor");
     let m = cluster.start_monitor();
     socket.wait_for("READY=1", &cluster.monitors[m]);
-    socket.wait_for("WATCHDOG=1", &cluster.monitors[m]);
 
-    // Wedge the store: the reaper (every second, one write transaction)
-    // cannot finish a round, so nothing pings after the first second.
-    let db = cluster.sqlite();
-    db.execute_batch("BEGIN IMMEDIATE").unwrap();
-    socket.collect(Instant::now() + Duration::from_secs(1));
-    let wedged = socket.collect(Instant::now() + Duration::from_secs(4));
-    assert!(
-        !has_line(&wedged, "WATCHDOG=1"),
-        "pinged while wedged: {wedged:?}"
-    );
-    db.execute_batch("COMMIT").unwrap();
-    socket.wait_for("WATCHDOG=1", &cluster.monitors[m]);
+    // The reaper (every second, one write transaction) cannot finish a
+    // round while the store is wedged.
+    assert_watchdog_pauses_while_the_store_is_wedged(&cluster, &socket, &cluster.monitors[m]);
 }
 
 #[tokio::test]
@@ -274,21 +286,9 @@ async fn the_worker_feeds_the_watchdog_only_while_its_loop_gets_through_the_stor
     let socket = notify_socket(&mut cluster, "worker");
     let w = cluster.start_worker(&[]);
     socket.wait_for("READY=1", &cluster.workers[w]);
-    socket.wait_for("WATCHDOG=1", &cluster.workers[w]);
 
-    // Wedge the store: hold its write lock. A ping already on its way may
-    // land in the first second; after that, none while the lock is held
-    // (an idle worker claims every second, and pings at most every 0.5 s).
-    let db = cluster.sqlite();
-    db.execute_batch("BEGIN IMMEDIATE").unwrap();
-    socket.collect(Instant::now() + Duration::from_secs(1));
-    let wedged = socket.collect(Instant::now() + Duration::from_secs(4));
-    assert!(
-        !has_line(&wedged, "WATCHDOG=1"),
-        "pinged while wedged: {wedged:?}"
-    );
-    db.execute_batch("COMMIT").unwrap();
-    socket.wait_for("WATCHDOG=1", &cluster.workers[w]);
+    // An idle worker claims every second, and pings at most every 0.5 s.
+    assert_watchdog_pauses_while_the_store_is_wedged(&cluster, &socket, &cluster.workers[w]);
 }
 
 #[tokio::test]
