@@ -242,23 +242,31 @@ impl UserSystemd {
         std::fs::read_to_string(self.dir.path().join("manager.log")).unwrap_or_default()
     }
 
+    /// Every directory of this manager's cgroup trees, deepest first.
+    fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
+        let mut stack = self.cgroups.clone();
+        while let Some(dir) = stack.pop() {
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                stack.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+                dirs.push(dir);
+            }
+        }
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        dirs
+    }
+
     /// Every pid in this manager's cgroups.
     fn cgroup_pids(&self) -> Vec<i32> {
         let mut pids = Vec::new();
-        for root in &self.cgroups {
-            let mut stack = vec![root.clone()];
-            while let Some(dir) = stack.pop() {
-                if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-                    pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-                }
-                if let Ok(entries) = std::fs::read_dir(&dir) {
-                    stack.extend(
-                        entries
-                            .flatten()
-                            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                            .map(|e| e.path()),
-                    );
-                }
+        for dir in self.cgroup_dirs() {
+            if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
             }
         }
         pids.sort_unstable();
@@ -267,25 +275,8 @@ impl UserSystemd {
     }
 
     fn remove_cgroups(&self) {
-        for root in &self.cgroups {
-            let mut dirs = Vec::new();
-            let mut stack = vec![root.clone()];
-            while let Some(dir) = stack.pop() {
-                if let Ok(entries) = std::fs::read_dir(&dir) {
-                    stack.extend(
-                        entries
-                            .flatten()
-                            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                            .map(|e| e.path()),
-                    );
-                    dirs.push(dir);
-                }
-            }
-            // Deepest first.
-            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-            for dir in dirs {
-                let _ = std::fs::remove_dir(dir);
-            }
+        for dir in self.cgroup_dirs() {
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }
