@@ -56,22 +56,18 @@ fn store_of(config: &Config) -> Store {
 
 impl Subject for Proxmox {
     async fn start(_dir: &Path) -> Self {
-        let pve = FakePve::start(json!({
-            "time_scale": 0.01,
-            // A second task on a guest waits for the first one's lock as
-            // long as it runs (PVE gives up after 10 s), so the slow call can
-            // run twice on one guest.
-            "lock_wait": 1_000_000,
-            "tokens": {fakepve::TOKEN_ID: fakepve::TOKEN_SECRET},
-            "nodes": ["pve1", "pve2"],
-            "guests": [
-                {"vmid": 100, "name": "web1", "status": "running", "node": "pve1"},
-                {"vmid": 101, "name": "db1", "status": "stopped", "node": "pve1", "lock": "backup"},
-                // Powers off only after 10^7 PVE seconds (10^5 s here).
-                {"vmid": 102, "name": "slow1", "status": "running", "node": "pve2",
-                 "shutdown_secs": 10_000_000},
-            ],
-        }));
+        let mut scenario = fakepve::scenario(json!([
+            {"vmid": 100, "name": "web1", "status": "running", "node": "pve1"},
+            {"vmid": 101, "name": "db1", "status": "stopped", "node": "pve1", "lock": "backup"},
+            // Powers off only after 10^7 PVE seconds (10^5 s here).
+            {"vmid": 102, "name": "slow1", "status": "running", "node": "pve2",
+             "shutdown_secs": 10_000_000},
+        ]));
+        // A second task on a guest waits for the first one's lock as long
+        // as it runs (PVE gives up after 10 s), so the slow call can run
+        // twice on one guest.
+        scenario["lock_wait"] = json!(1_000_000);
+        let pve = FakePve::start(scenario);
         Proxmox {
             pve,
             node: NodeId::new(),
