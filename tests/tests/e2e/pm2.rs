@@ -3,75 +3,18 @@
 //! Reads answer from observations; nothing an app has in its environment
 //! ever reaches an API answer or a log line.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use opsqueue_tests::pm2_home::Pm2Home;
 use opsqueue_tests::{Cluster, DEADLINE, Response};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-/// A private pm2 home and a base directory with one app; `pm2 kill` at the
-/// end. Fails (never skips) when pm2 is not installed.
-struct Pm2 {
-    _dir: tempfile::TempDir,
-    home: PathBuf,
-    apps: PathBuf,
-}
-
-impl Pm2 {
-    fn new() -> Self {
-        let installed = std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("pm2").is_file()));
-        assert!(
-            installed,
-            "pm2 is not installed, and this test runs the real pm2: run scripts/install-test-deps"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let home = dir.path().join("pm2-home");
-        let apps = dir.path().join("apps");
-        std::fs::create_dir_all(&home).unwrap();
-        std::fs::create_dir_all(&apps).unwrap();
-        std::fs::write(
-            apps.join("server.js"),
-            "console.log('hello from ' + process.argv.slice(2).join(' '));\n\
-             setInterval(() => {}, 1000);\n",
-        )
-        .unwrap();
-        let apps = std::fs::canonicalize(apps).unwrap();
-        Self {
-            _dir: dir,
-            home,
-            apps,
-        }
-    }
-
-    fn script(&self) -> String {
-        self.apps.join("server.js").display().to_string()
-    }
-
-    fn configure(&self, cluster: &mut Cluster) {
-        cluster.set_env("OPSQUEUE_PM2__ENABLED", "true");
-        cluster.set_env("OPSQUEUE_PM2__HOME", self.home.display());
-        cluster.set_env("OPSQUEUE_PM2__BASE_DIR", self.apps.display());
-    }
-
-    fn pm2(&self, args: &[&str]) -> Output {
-        Command::new("pm2")
-            .args(args)
-            .env("PM2_HOME", &self.home)
-            .env("PM2_DISCRETE_MODE", "true")
-            .output()
-            .expect("run pm2")
-    }
-}
-
-impl Drop for Pm2 {
-    fn drop(&mut self) {
-        if self.home.join("pm2.pid").exists() {
-            let _ = self.pm2(&["kill"]);
-        }
-    }
+/// Points the cluster's processes at `pm2`.
+fn configure(pm2: &Pm2Home, cluster: &mut Cluster) {
+    cluster.set_env("OPSQUEUE_PM2__ENABLED", "true");
+    cluster.set_env("OPSQUEUE_PM2__HOME", pm2.home.display());
+    cluster.set_env("OPSQUEUE_PM2__BASE_DIR", pm2.apps.display());
 }
 
 /// Every answer a test saw, to search for what must never show.
@@ -107,15 +50,15 @@ async fn fire(
 
 #[tokio::test]
 async fn an_app_is_run_over_http_and_read_back_from_observations_without_its_environment() {
-    let pm2 = Pm2::new();
+    let pm2 = Pm2Home::new();
     let mut cluster = Cluster::new();
-    pm2.configure(&mut cluster);
+    configure(&pm2, &mut cluster);
     cluster.start_api();
     cluster.start_worker(&[]);
     let mut seen = Seen::default();
     let secret = format!("planted-{}", uuid::Uuid::new_v4().simple());
 
-    let spec = json!({"name": "web", "script": pm2.script(), "args": ["e2e"],
+    let spec = json!({"name": "web", "script": pm2.script("server.js"), "args": ["e2e"],
                       "env": {"SESSION_SECRET": secret}});
     let started = fire(
         &cluster,
@@ -178,7 +121,7 @@ async fn an_app_is_run_over_http_and_read_back_from_observations_without_its_env
         .await;
         let logs = seen.keep(cluster.get("/api/v1/pm2/processes/web/logs").await);
         assert_eq!(logs.status, StatusCode::OK);
-        if logs.body["out"].to_string().contains("hello from e2e") {
+        if logs.body["out"].to_string().contains("hello e2e") {
             assert!(logs.body["observed_at"].is_string());
             break;
         }
@@ -238,9 +181,9 @@ async fn an_app_is_run_over_http_and_read_back_from_observations_without_its_env
 
 #[tokio::test]
 async fn a_refused_pm2_request_is_a_4xx_and_stores_nothing() {
-    let pm2 = Pm2::new();
+    let pm2 = Pm2Home::new();
     let mut cluster = Cluster::new();
-    pm2.configure(&mut cluster);
+    configure(&pm2, &mut cluster);
     cluster.start_api();
     // A payload the action's parser refuses is `invalid_payload`; a path or
     // query the route cannot take is `invalid_request`.
@@ -260,13 +203,15 @@ async fn a_refused_pm2_request_is_a_4xx_and_stores_nothing() {
         (
             Method::POST,
             "/api/v1/pm2/processes",
-            Some(json!({"name": "all", "script": pm2.script()})),
+            Some(json!({"name": "all", "script": pm2.script("server.js")})),
             "invalid_payload",
         ),
         (
             Method::POST,
             "/api/v1/pm2/processes",
-            Some(json!({"name": "x", "script": pm2.script(), "env": {"LD_PRELOAD": "/x.so"}})),
+            Some(
+                json!({"name": "x", "script": pm2.script("server.js"), "env": {"LD_PRELOAD": "/x.so"}}),
+            ),
             "invalid_payload",
         ),
         (
@@ -320,14 +265,14 @@ async fn a_refused_pm2_request_is_a_4xx_and_stores_nothing() {
 
 #[tokio::test]
 async fn the_monitor_keeps_the_observed_process_list_fresh() {
-    let pm2 = Pm2::new();
+    let pm2 = Pm2Home::new();
     let mut cluster = Cluster::new();
-    pm2.configure(&mut cluster);
+    configure(&pm2, &mut cluster);
     cluster.set_env("OPSQUEUE_PM2__REFRESH_CRON", "*/1 * * * * *");
     cluster.start_all();
 
     // Started behind opsqueue's back: only a refresh can see it.
-    let started = pm2.pm2(&["start", &pm2.script(), "--name", "outsider"]);
+    let started = pm2.pm2(&["start", &pm2.script("server.js"), "--name", "outsider"]);
     assert!(started.status.success(), "{started:?}");
     let deadline = Instant::now() + DEADLINE;
     loop {

@@ -1,10 +1,10 @@
 //! The pm2 driver against the real pm2 (installed by
 //! `scripts/install-test-deps`), each test with its own `PM2_HOME` and base
-//! directory of apps; `pm2 kill` cleans up. A missing pm2 fails these tests
-//! with a message saying how to install it; they never skip.
+//! directory of apps (`tests/src/pm2_home.rs`); `pm2 kill` cleans up. A
+//! missing pm2 fails these tests with a message saying how to install it;
+//! they never skip.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use opsqueue_shared::store::{managed_list, observation_list};
@@ -14,126 +14,31 @@ use serde_json::{Value, json};
 use crate::conformance::{Call, Slow, Subject, conforms};
 use crate::{PATIENCE, TestApp, changed, error_code, run_on};
 
-/// Fails the test unless `pm2` is on `PATH` (without running it: any pm2
-/// command starts a daemon).
-pub fn require_pm2() {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("pm2").is_file()));
-    assert!(
-        found,
-        "pm2 is not installed, and these tests run the real pm2: run scripts/install-test-deps \
-         (or `npm install -g pm2@7`)"
-    );
-}
+#[path = "../../../tests/src/pm2_home.rs"]
+#[allow(dead_code)]
+mod pm2_home;
 
-/// A private pm2: its own `PM2_HOME`, and a base directory holding apps.
-pub struct Pm2Fixture {
-    _dir: tempfile::TempDir,
-    pub home: PathBuf,
-    pub apps: PathBuf,
-}
+use pm2_home::Pm2Home;
 
-impl Pm2Fixture {
-    pub fn new() -> Self {
-        require_pm2();
-        let dir = tempfile::tempdir().unwrap();
-        let home = dir.path().join("pm2-home");
-        let apps = dir.path().join("apps");
-        std::fs::create_dir_all(&home).unwrap();
-        std::fs::create_dir_all(apps.join("site")).unwrap();
-        std::fs::write(
-            apps.join("server.js"),
-            "console.log('hello ' + process.argv.slice(2).join(' '));\n\
-             console.error('an error line');\n\
-             setInterval(() => {}, 1000);\n",
-        )
-        .unwrap();
-        // Never sends `ready`: with wait_ready, pm2 waits for it.
-        std::fs::write(
-            apps.join("never_ready.js"),
-            "setInterval(() => {}, 1000);\n",
-        )
-        .unwrap();
-        let apps = std::fs::canonicalize(apps).unwrap();
-        Self {
-            _dir: dir,
-            home,
-            apps,
-        }
-    }
-
+impl Pm2Home {
     pub fn configure(&self, config: &mut Config) {
         config.pm2.enabled = true;
         config.pm2.home = Some(self.home.clone());
         config.pm2.base_dir = self.apps.clone();
-    }
-
-    pub fn script(&self, name: &str) -> String {
-        self.apps.join(name).display().to_string()
-    }
-
-    /// Runs pm2 on this home directly (to look behind the driver's back).
-    pub fn pm2(&self, args: &[&str]) -> Output {
-        Command::new("pm2")
-            .args(args)
-            .env("PM2_HOME", &self.home)
-            .env("PM2_DISCRETE_MODE", "true")
-            .output()
-            .expect("run pm2")
-    }
-
-    pub fn daemon_pid(&self) -> Option<i32> {
-        std::fs::read_to_string(self.home.join("pm2.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    }
-}
-
-impl Drop for Pm2Fixture {
-    /// `pm2 kill` (apps and daemon), if a daemon was ever started; a daemon
-    /// a test stopped with SIGSTOP is woken first.
-    fn drop(&mut self) {
-        let Some(pid) = self.daemon_pid() else {
-            return;
-        };
-        // SAFETY: kill(2) on the daemon this fixture's home started.
-        unsafe { libc::kill(pid, libc::SIGCONT) };
-        let Ok(mut kill) = Command::new("pm2")
-            .arg("kill")
-            .env("PM2_HOME", &self.home)
-            .env("PM2_DISCRETE_MODE", "true")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-        else {
-            return;
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if kill.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = kill.kill();
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }
 
 /// The pm2 family, in the conformance test: a real daemon, and a second
 /// one stopped with SIGSTOP, which does not answer (a retryable failure).
 pub struct Pm2Subject {
-    pm2: Pm2Fixture,
-    stuck: Pm2Fixture,
+    pm2: Pm2Home,
+    stuck: Pm2Home,
 }
 
 impl Subject for Pm2Subject {
     async fn start(_dir: &Path) -> Self {
-        let pm2 = Pm2Fixture::new();
-        let stuck = Pm2Fixture::new();
+        let pm2 = Pm2Home::new();
+        let stuck = Pm2Home::new();
         let ping = stuck.pm2(&["ping"]);
         assert!(ping.status.success(), "pm2 ping: {ping:?}");
         let pid = stuck.daemon_pid().expect("the daemon's pid file");
@@ -217,7 +122,7 @@ async fn the_pm2_driver_conforms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apps_environment_never_reaches_a_result_an_observation_or_a_log() {
-    let pm2 = Pm2Fixture::new();
+    let pm2 = Pm2Home::new();
     let app = TestApp::with(|c| pm2.configure(c));
     let worker = app.worker().await;
     let secret = format!("planted-{}", uuid::Uuid::new_v4().simple());
@@ -310,7 +215,7 @@ async fn an_apps_environment_never_reaches_a_result_an_observation_or_a_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_action_says_it_changed_something_only_when_it_did() {
-    let pm2 = Pm2Fixture::new();
+    let pm2 = Pm2Home::new();
     let app = TestApp::with(|c| pm2.configure(c));
     let worker = app.worker().await;
     let web = |extra: Value| {
@@ -376,7 +281,7 @@ async fn each_action_says_it_changed_something_only_when_it_did() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_outside_the_base_directory_are_refused_even_through_a_symlink() {
-    let pm2 = Pm2Fixture::new();
+    let pm2 = Pm2Home::new();
     let outside = tempfile::tempdir().unwrap();
     let target = outside.path().join("evil.js");
     std::fs::write(&target, "setInterval(() => {}, 1000);\n").unwrap();
@@ -425,7 +330,7 @@ async fn scripts_outside_the_base_directory_are_refused_even_through_a_symlink()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_pm2_home_lists_cleanly_although_pm2_prints_a_banner_there() {
-    let pm2 = Pm2Fixture::new();
+    let pm2 = Pm2Home::new();
     let app = TestApp::with(|c| pm2.configure(c));
     let worker = app.worker().await;
     assert!(
@@ -442,7 +347,7 @@ async fn a_fresh_pm2_home_lists_cleanly_although_pm2_prints_a_banner_there() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_list_is_read_after_pm2_s_banner_even_without_discrete_mode() {
-    let pm2 = Pm2Fixture::new();
+    let pm2 = Pm2Home::new();
     let app = TestApp::with(|c| {
         pm2.configure(c);
         // pm2 as the driver runs it, but with its banner on (a pm2 that
@@ -460,7 +365,7 @@ async fn the_list_is_read_after_pm2_s_banner_even_without_discrete_mode() {
 }
 
 /// An app's status in pm2's own list, behind the driver's back.
-fn status_in_pm2(pm2: &Pm2Fixture, name: &str) -> Option<String> {
+fn status_in_pm2(pm2: &Pm2Home, name: &str) -> Option<String> {
     let jlist = pm2.pm2(&["jlist"]);
     assert!(jlist.status.success(), "pm2 jlist: {jlist:?}");
     let apps: Vec<Value> = serde_json::from_slice(&jlist.stdout).expect("jlist is a list");
@@ -471,7 +376,7 @@ fn status_in_pm2(pm2: &Pm2Fixture, name: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_cancelled_or_timed_out_while_launching_deletes_the_app_it_created() {
-    let pm2 = Pm2Fixture::new();
+    let pm2 = Pm2Home::new();
     // The daemon first: a look from here and the driver's first command
     // would otherwise race to spawn two on the fresh home.
     let ping = pm2.pm2(&["ping"]);
