@@ -96,6 +96,28 @@ fn is_name_taken(error: &rusqlite::Error) -> bool {
         if e.code == ErrorCode::ConstraintViolation && message.contains("proxmox_nodes.name"))
 }
 
+/// Runs an insert or update of a node that binds its name and connection
+/// and returns the row written.
+fn node_write(
+    conn: &Connection,
+    sql: &str,
+    id: NodeId,
+    name: &str,
+    connection: &PveConnection,
+    now: Timestamp,
+) -> rusqlite::Result<Result<ProxmoxNode>> {
+    conn.prepare_cached(sql)?.query_row(
+        named_params! {
+            ":id": id.to_string(), ":name": name, ":host": connection.host.as_str(),
+            ":port": connection.port, ":token_id": connection.token_id.as_str(),
+            ":secret": connection.token_secret.expose(), ":verify_tls": connection.verify_tls,
+            ":ca_cert": connection.ca_cert.as_ref().map(CaCert::as_str),
+            ":timeout_secs": connection.timeout_secs, ":now": to_db(now),
+        },
+        |row| Ok(node_from_row(row)),
+    )
+}
+
 /// Registers a node; `NameTaken` if another has this name.
 pub fn proxmox_node_insert(
     conn: &Connection,
@@ -104,25 +126,14 @@ pub fn proxmox_node_insert(
     connection: &PveConnection,
     now: Timestamp,
 ) -> Result<NodeWrite> {
-    let inserted = conn
-        .prepare_cached(&format!(
-            "INSERT INTO proxmox_nodes (id, name, host, port, token_id, token_secret, verify_tls,
-                 ca_cert, timeout_secs, created_at, updated_at)
-             VALUES (:id, :name, :host, :port, :token_id, :secret, :verify_tls, :ca_cert,
-                 :timeout_secs, :now, :now)
-             RETURNING {COLUMNS}"
-        ))?
-        .query_row(
-            named_params! {
-                ":id": id.to_string(), ":name": name, ":host": connection.host.as_str(),
-                ":port": connection.port, ":token_id": connection.token_id.as_str(),
-                ":secret": connection.token_secret.expose(), ":verify_tls": connection.verify_tls,
-                ":ca_cert": connection.ca_cert.as_ref().map(CaCert::as_str),
-                ":timeout_secs": connection.timeout_secs, ":now": to_db(now),
-            },
-            |row| Ok(node_from_row(row)),
-        );
-    match inserted {
+    let sql = format!(
+        "INSERT INTO proxmox_nodes (id, name, host, port, token_id, token_secret, verify_tls,
+             ca_cert, timeout_secs, created_at, updated_at)
+         VALUES (:id, :name, :host, :port, :token_id, :secret, :verify_tls, :ca_cert,
+             :timeout_secs, :now, :now)
+         RETURNING {COLUMNS}"
+    );
+    match node_write(conn, &sql, id, name, connection, now) {
         Ok(node) => Ok(NodeWrite::Written(node?)),
         Err(e) if is_name_taken(&e) => Ok(NodeWrite::NameTaken),
         Err(e) => Err(e.into()),
@@ -190,25 +201,14 @@ pub fn proxmox_node_update(
     connection: &PveConnection,
     now: Timestamp,
 ) -> Result<NodeWrite> {
-    let updated = conn
-        .prepare_cached(&format!(
-            "UPDATE proxmox_nodes SET name = :name, host = :host, port = :port,
-                 token_id = :token_id, token_secret = :secret, verify_tls = :verify_tls,
-                 ca_cert = :ca_cert, timeout_secs = :timeout_secs, updated_at = :now
-             WHERE id = :id
-             RETURNING {COLUMNS}"
-        ))?
-        .query_row(
-            named_params! {
-                ":id": id.to_string(), ":name": name, ":host": connection.host.as_str(),
-                ":port": connection.port, ":token_id": connection.token_id.as_str(),
-                ":secret": connection.token_secret.expose(), ":verify_tls": connection.verify_tls,
-                ":ca_cert": connection.ca_cert.as_ref().map(CaCert::as_str),
-                ":timeout_secs": connection.timeout_secs, ":now": to_db(now),
-            },
-            |row| Ok(node_from_row(row)),
-        );
-    match updated {
+    let sql = format!(
+        "UPDATE proxmox_nodes SET name = :name, host = :host, port = :port,
+             token_id = :token_id, token_secret = :secret, verify_tls = :verify_tls,
+             ca_cert = :ca_cert, timeout_secs = :timeout_secs, updated_at = :now
+         WHERE id = :id
+         RETURNING {COLUMNS}"
+    );
+    match node_write(conn, &sql, id, name, connection, now) {
         Ok(node) => Ok(NodeWrite::Written(node?)),
         Err(rusqlite::Error::QueryReturnedNoRows) => Ok(NodeWrite::NotFound),
         Err(e) if is_name_taken(&e) => Ok(NodeWrite::NameTaken),
