@@ -259,8 +259,35 @@ impl Systemd {
         }
     }
 
-    /// `systemctl show` of several units, one state each, in the order
-    /// named (systemctl prints one block per name, in that order).
+    /// One `systemctl show` of `units` (`unit` when it names one, for the
+    /// error), one state each, in the order named (systemctl prints one
+    /// block per name, in that order).
+    async fn show_units<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        ctx: &Context,
+        units: &[S],
+        unit: Option<&UnitName>,
+    ) -> Result<Vec<UnitState>, DriverError> {
+        let spec = self
+            .systemctl(["show", "--timestamp=unix", "-p", SHOW_PROPERTIES])
+            .args(units)
+            .quiet();
+        let output = self.call(ctx, spec, unit).await?;
+        let blocks = parse::show_blocks(&output.stdout_text());
+        if blocks.len() != units.len() {
+            return Err(DriverError::permanent(
+                codes::SYSTEMCTL_FAILED,
+                format!(
+                    "systemctl show described {} units for the {} named",
+                    blocks.len(),
+                    units.len()
+                ),
+            ));
+        }
+        Ok(blocks)
+    }
+
+    /// [`Self::show_units`] of any number of units, [`SHOW_CHUNK`] per call.
     async fn show_many(
         &self,
         ctx: &Context,
@@ -268,47 +295,14 @@ impl Systemd {
     ) -> Result<Vec<UnitState>, DriverError> {
         let mut states = Vec::with_capacity(units.len());
         for chunk in units.chunks(SHOW_CHUNK) {
-            let spec = self
-                .systemctl(["show", "--timestamp=unix", "-p", SHOW_PROPERTIES])
-                .args(chunk)
-                .quiet();
-            let output = self.call(ctx, spec, None).await?;
-            let blocks = parse::show_blocks(&output.stdout_text());
-            if blocks.len() != chunk.len() {
-                return Err(DriverError::permanent(
-                    codes::SYSTEMCTL_FAILED,
-                    format!(
-                        "systemctl show described {} units for the {} named",
-                        blocks.len(),
-                        chunk.len()
-                    ),
-                ));
-            }
-            states.extend(blocks);
+            states.extend(self.show_units(ctx, chunk, None).await?);
         }
         Ok(states)
     }
 
     async fn show(&self, ctx: &Context, unit: &UnitName) -> Result<UnitState, DriverError> {
-        let spec = self
-            .systemctl([
-                "show",
-                "--timestamp=unix",
-                "-p",
-                SHOW_PROPERTIES,
-                unit.as_str(),
-            ])
-            .quiet();
-        let output = self.call(ctx, spec, Some(unit)).await?;
-        parse::show_blocks(&output.stdout_text())
-            .into_iter()
-            .next()
-            .ok_or_else(|| {
-                DriverError::permanent(
-                    codes::SYSTEMCTL_FAILED,
-                    format!("systemctl show {unit} printed nothing"),
-                )
-            })
+        let mut states = self.show_units(ctx, &[unit.as_str()], Some(unit)).await?;
+        Ok(states.remove(0))
     }
 
     /// Units opsqueue installed on this operation's target.
