@@ -69,13 +69,8 @@ impl Proxmox {
         }
     }
 
-    async fn store(&self) -> Result<&Store, DriverError> {
-        Ok(&self.store)
-    }
-
     async fn node(&self, id: NodeId) -> Result<NodeConnection, DriverError> {
-        self.store()
-            .await?
+        self.store
             .call(move |s| s.read(|c| proxmox_node_connection(c, id)))
             .await
             .map_err(|e| store_error(e.to_string()))?
@@ -93,8 +88,7 @@ impl Proxmox {
     async fn recorded_task(&self, ctx: &Context) -> Result<Option<Upid>, DriverError> {
         let id = ctx.id();
         let op = self
-            .store()
-            .await?
+            .store
             .call(move |s| s.read(|c| operation_get(c, id)))
             .await
             .map_err(|e| store_error(e.to_string()))?;
@@ -158,8 +152,7 @@ impl Proxmox {
                 .with("guests", guests));
         }
         let nodes = self
-            .store()
-            .await?
+            .store
             .call(|s| s.read(proxmox_node_list))
             .await
             .map_err(|e| store_error(e.to_string()))?;
@@ -580,54 +573,37 @@ async fn post(
 ) -> Result<Upid, DriverError> {
     let vmid = guest.vmid.to_string();
     let flag = |on: bool| if on { Some("1".to_owned()) } else { None };
-    let (last, params): (&str, Vec<(&str, Option<String>)>) = match action {
-        GuestAction::Start(_) => ("start", vec![]),
-        GuestAction::Stop(stop) => ("stop", vec![("overrule-shutdown", flag(stop.force))]),
-        GuestAction::Shutdown(shutdown) => (
-            "shutdown",
-            vec![
-                ("timeout", shutdown.timeout.map(|t| t.to_string())),
-                ("forceStop", flag(shutdown.force)),
-            ],
-        ),
-        GuestAction::Reboot(reboot) => (
-            "reboot",
-            vec![("timeout", reboot.timeout.map(|t| t.to_string()))],
-        ),
-        GuestAction::Suspend(_) => ("suspend", vec![]),
-        GuestAction::Resume(_) => ("resume", vec![]),
-        GuestAction::Migrate(migrate) => (
-            "migrate",
-            vec![
-                ("target", Some(migrate.target.to_string())),
-                (
-                    "online",
-                    flag(migrate.online && guest.guest_type == GuestType::Qemu),
-                ),
-                (
-                    "restart",
-                    flag(migrate.restart && guest.guest_type == GuestType::Lxc),
-                ),
-            ],
-        ),
+    let params: Vec<(&str, Option<String>)> = match action {
+        GuestAction::Start(_) | GuestAction::Suspend(_) | GuestAction::Resume(_) => vec![],
+        GuestAction::Stop(stop) => vec![("overrule-shutdown", flag(stop.force))],
+        GuestAction::Shutdown(shutdown) => vec![
+            ("timeout", shutdown.timeout.map(|t| t.to_string())),
+            ("forceStop", flag(shutdown.force)),
+        ],
+        GuestAction::Reboot(reboot) => vec![("timeout", reboot.timeout.map(|t| t.to_string()))],
+        GuestAction::Migrate(migrate) => vec![
+            ("target", Some(migrate.target.to_string())),
+            (
+                "online",
+                flag(migrate.online && guest.guest_type == GuestType::Qemu),
+            ),
+            (
+                "restart",
+                flag(migrate.restart && guest.guest_type == GuestType::Lxc),
+            ),
+        ],
     };
     let params: Vec<(&str, String)> = params
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
         .collect();
     let kind = guest.guest_type.as_str();
-    let answer = if last == "migrate" {
-        client
-            .post(&["nodes", &guest.node, kind, &vmid, "migrate"], &params)
-            .await?
-    } else {
-        client
-            .post(
-                &["nodes", &guest.node, kind, &vmid, "status", last],
-                &params,
-            )
-            .await?
+    let verb = action.verb();
+    let path: &[&str] = match action {
+        GuestAction::Migrate(_) => &["nodes", &guest.node, kind, &vmid, verb],
+        _ => &["nodes", &guest.node, kind, &vmid, "status", verb],
     };
+    let answer = client.post(path, &params).await?;
     answer
         .as_str()
         .ok_or_else(|| {
