@@ -473,57 +473,61 @@ impl Config {
             return fail("database.pool_size must be at least 2");
         }
         for (name, cron) in [
-            ("reaper_cron", &self.monitor.reaper_cron),
-            ("scheduler_cron", &self.monitor.scheduler_cron),
-            ("pruner_cron", &self.monitor.pruner_cron),
+            ("monitor.reaper_cron", &self.monitor.reaper_cron),
+            ("monitor.scheduler_cron", &self.monitor.scheduler_cron),
+            ("monitor.pruner_cron", &self.monitor.pruner_cron),
+            ("proxmox.refresh_cron", &self.proxmox.refresh_cron),
+            ("pm2.refresh_cron", &self.pm2.refresh_cron),
+            ("systemd.refresh_cron", &self.systemd.refresh_cron),
+            ("caddy.refresh_cron", &self.caddy.refresh_cron),
         ] {
             if let Err(e) = crate::cron::parse_with_seconds(cron) {
-                return Err(ConfigError::Value(format!("monitor.{name}: {e}")));
+                return Err(ConfigError::Value(format!("{name}: {e}")));
             }
-        }
-        if let Err(e) = crate::cron::parse_with_seconds(&self.proxmox.refresh_cron) {
-            return Err(ConfigError::Value(format!("proxmox.refresh_cron: {e}")));
         }
         if !(10..=60_000).contains(&self.proxmox.poll_interval_ms) {
             return fail("proxmox.poll_interval_ms must be between 10 and 60000");
         }
-        if let Err(e) = crate::cron::parse_with_seconds(&self.pm2.refresh_cron) {
-            return Err(ConfigError::Value(format!("pm2.refresh_cron: {e}")));
-        }
-        if self.pm2.bin.is_empty() {
-            return fail("pm2.bin must name a program");
-        }
         if !self.pm2.base_dir.is_absolute() {
             return fail("pm2.base_dir must be an absolute path");
         }
-        if self.cloudpanel.clpctl.is_empty() {
-            return fail("cloudpanel.clpctl must name a program");
+        for (name, argv) in [
+            ("pm2.bin", &self.pm2.bin),
+            ("cloudpanel.clpctl", &self.cloudpanel.clpctl),
+            ("systemd.systemctl", &self.systemd.systemctl),
+            ("systemd.journalctl", &self.systemd.journalctl),
+            ("systemd.systemd_analyze", &self.systemd.systemd_analyze),
+        ] {
+            if argv.is_empty() {
+                return Err(ConfigError::Value(format!("{name} must name a program")));
+            }
+        }
+        for (name, secs) in [
+            ("pm2.command_timeout_secs", self.pm2.command_timeout_secs),
+            (
+                "cloudpanel.command_timeout_secs",
+                self.cloudpanel.command_timeout_secs,
+            ),
+            (
+                "systemd.command_timeout_secs",
+                self.systemd.command_timeout_secs,
+            ),
+            (
+                "caddy.request_timeout_secs",
+                self.caddy.request_timeout_secs,
+            ),
+        ] {
+            if secs == 0 {
+                return Err(ConfigError::Value(format!("{name} must be at least 1")));
+            }
         }
         self.check_systemd()?;
-        self.check_caddy()?;
-        if self.pm2.command_timeout_secs == 0 || self.cloudpanel.command_timeout_secs == 0 {
-            return fail(
-                "pm2.command_timeout_secs and cloudpanel.command_timeout_secs must be at least 1",
-            );
-        }
-        Ok(())
+        self.check_caddy()
     }
 
     fn check_systemd(&self) -> Result<(), ConfigError> {
         let systemd = &self.systemd;
         let fail = |m: String| Err(ConfigError::Value(format!("systemd.{m}")));
-        if let Err(e) = crate::cron::parse_with_seconds(&systemd.refresh_cron) {
-            return fail(format!("refresh_cron: {e}"));
-        }
-        for (name, argv) in [
-            ("systemctl", &systemd.systemctl),
-            ("journalctl", &systemd.journalctl),
-            ("systemd_analyze", &systemd.systemd_analyze),
-        ] {
-            if argv.is_empty() {
-                return fail(format!("{name} must name a program"));
-            }
-        }
         if !systemd.unit_dir.is_absolute() {
             return fail("unit_dir must be an absolute path".into());
         }
@@ -532,18 +536,12 @@ impl Config {
                 return fail(format!("allow/deny: {e}"));
             }
         }
-        if systemd.command_timeout_secs == 0 {
-            return fail("command_timeout_secs must be at least 1".into());
-        }
         Ok(())
     }
 
     fn check_caddy(&self) -> Result<(), ConfigError> {
         let caddy = &self.caddy;
         let fail = |m: String| Err(ConfigError::Value(format!("caddy.{m}")));
-        if let Err(e) = crate::cron::parse_with_seconds(&caddy.refresh_cron) {
-            return fail(format!("refresh_cron: {e}"));
-        }
         if !(caddy.admin_url.starts_with("http://") || caddy.admin_url.starts_with("https://")) {
             return fail("admin_url must be an http:// or https:// URL".into());
         }
@@ -551,9 +549,6 @@ impl Config {
             && server.is_empty()
         {
             return fail("server must not be empty (leave it out to find the server)".into());
-        }
-        if caddy.request_timeout_secs == 0 {
-            return fail("request_timeout_secs must be at least 1".into());
         }
         Ok(())
     }
