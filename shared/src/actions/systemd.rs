@@ -526,10 +526,6 @@ pub enum Hardening {
     Strict,
 }
 
-fn no() -> bool {
-    false
-}
-
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -597,10 +593,10 @@ pub struct UnitSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wanted_by: Option<UnitName>,
     /// Enable it at boot.
-    #[serde(default = "no", skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub enable: bool,
     /// Start it (restart it when it runs and its file changed).
-    #[serde(default = "no", skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub start: bool,
 }
 
