@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::state::{OBSERVATION_COLUMNS, observation_from_row};
 use super::{Observation, Result, StoreError, json_column, time_column};
 use crate::actions::proxmox::{
     CaCert, Connection as PveConnection, Host, NodeId, TokenId, TokenSecret,
@@ -232,28 +233,19 @@ pub fn proxmox_node_delete(conn: &Connection, id: NodeId) -> Result<bool> {
 
 fn observations(conn: &Connection, kind: &str, name: Option<&str>) -> Result<Vec<Observation>> {
     // The newest observation of each name, whichever worker target made it.
-    let mut stmt = conn.prepare_cached(
-        "SELECT target, family, kind, name, data, observed_at, operation_id FROM observations o
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {OBSERVATION_COLUMNS} FROM observations o
          WHERE family = :family AND kind = :kind AND (:name IS NULL OR name = :name)
            AND observed_at = (SELECT max(observed_at) FROM observations n
-                              WHERE n.family = o.family AND n.kind = o.kind AND n.name = o.name)",
-    )?;
+                              WHERE n.family = o.family AND n.kind = o.kind AND n.name = o.name)"
+    ))?;
     let mut rows = stmt.query(named_params! {":family": FAMILY, ":kind": kind, ":name": name})?;
     let mut found: Vec<Observation> = Vec::new();
     while let Some(row) = rows.next()? {
-        let name: String = row.get(3)?;
-        if found.iter().any(|o| o.name == name) {
-            continue;
+        let observation = observation_from_row(row)?;
+        if !found.iter().any(|o| o.name == observation.name) {
+            found.push(observation);
         }
-        found.push(Observation {
-            target: row.get(0)?,
-            family: row.get(1)?,
-            kind: row.get(2)?,
-            name,
-            data: json_column(Some(row.get(4)?), "observation data")?.expect("some"),
-            observed_at: time_column(Some(row.get(5)?), "observed_at")?.expect("some"),
-            operation_id: row.get(6)?,
-        });
     }
     Ok(found)
 }

@@ -11,7 +11,7 @@ use rusqlite::{Connection, named_params};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Result, StoreError, time_column};
+use super::{Result, json_column, time_column};
 use crate::operation::OperationId;
 use crate::time::{Timestamp, to_db};
 
@@ -171,7 +171,23 @@ fn observe(
 }
 
 fn json(text: String, what: &str) -> Result<Value> {
-    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+    Ok(json_column(Some(text), what)?.expect("some"))
+}
+
+/// The columns `observation_from_row` reads, in its order.
+pub(crate) const OBSERVATION_COLUMNS: &str =
+    "target, family, kind, name, data, observed_at, operation_id";
+
+pub(crate) fn observation_from_row(row: &rusqlite::Row) -> Result<Observation> {
+    Ok(Observation {
+        target: row.get(0)?,
+        family: row.get(1)?,
+        kind: row.get(2)?,
+        name: row.get(3)?,
+        data: json(row.get(4)?, "observation data")?,
+        observed_at: time_column(Some(row.get(5)?), "observed_at")?.expect("some"),
+        operation_id: row.get(6)?,
+    })
 }
 
 /// Observations of one kind on a target, by name; `name` narrows to one.
@@ -182,25 +198,17 @@ pub fn observation_list(
     kind: &str,
     name: Option<&str>,
 ) -> Result<Vec<Observation>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT target, family, kind, name, data, observed_at, operation_id FROM observations
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {OBSERVATION_COLUMNS} FROM observations
          WHERE target = :target AND family = :family AND kind = :kind AND (:name IS NULL OR name = :name)
-         ORDER BY name",
-    )?;
+         ORDER BY name"
+    ))?;
     let mut rows = stmt.query(
         named_params! {":target": target, ":family": family, ":kind": kind, ":name": name},
     )?;
     let mut found = Vec::new();
     while let Some(row) = rows.next()? {
-        found.push(Observation {
-            target: row.get(0)?,
-            family: row.get(1)?,
-            kind: row.get(2)?,
-            name: row.get(3)?,
-            data: json(row.get(4)?, "observation data")?,
-            observed_at: time_column(Some(row.get(5)?), "observed_at")?.expect("some"),
-            operation_id: row.get(6)?,
-        });
+        found.push(observation_from_row(row)?);
     }
     Ok(found)
 }
