@@ -19,6 +19,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+invoked_as="$0 $*"
 repo=$(dirname "$here")
 
 BIN_DIR=/usr/local/bin
@@ -43,7 +44,7 @@ usage() {
 }
 
 preflight() {
-    [ "$(id -u)" -eq 0 ] || die "run me as root (sudo $0 $*)"
+    [ "$(id -u)" -eq 0 ] || die "run me as root (sudo $invoked_as)"
     [ -d /run/systemd/system ] || die "this host was not booted with systemd"
 }
 
