@@ -279,17 +279,23 @@ fn name_taken(name: &str) -> ApiError {
     ApiError::NameTaken(format!("a Proxmox node named {name:?} already exists"))
 }
 
+impl NodeView {
+    fn new(node: ProxmoxNode, observed: Option<Observation>) -> Self {
+        Self {
+            node,
+            token_secret: MASK,
+            observed: NodeStatus::from(observed),
+        }
+    }
+}
+
 async fn view(state: &AppState, node: ProxmoxNode) -> Result<NodeView, ApiError> {
     let id = node.id;
     let observed = state
         .store
         .call(move |s| s.read(|c| proxmox_node_observation(c, id)))
         .await?;
-    Ok(NodeView {
-        node,
-        token_secret: MASK,
-        observed: NodeStatus::from(observed),
-    })
+    Ok(NodeView::new(node, observed))
 }
 
 async fn existing_node(state: &AppState, id: NodeId) -> Result<ProxmoxNode, ApiError> {
@@ -340,11 +346,21 @@ pub async fn create_node(
 #[utoipa::path(tag = "proxmox", responses((status = 200, description = "Every node", body = NodeList)))]
 #[get("/api/v1/proxmox/nodes")]
 pub async fn list_nodes(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let nodes = state.store.call(|s| s.read(proxmox_node_list)).await?;
-    let mut items = Vec::with_capacity(nodes.len());
-    for node in nodes {
-        items.push(view(&state, node).await?);
-    }
+    let items = state
+        .store
+        .call(|s| {
+            s.read(|c| {
+                let nodes = proxmox_node_list(c)?;
+                nodes
+                    .into_iter()
+                    .map(|node| {
+                        let observed = proxmox_node_observation(c, node.id)?;
+                        Ok(NodeView::new(node, observed))
+                    })
+                    .collect()
+            })
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(NodeList { items }))
 }
 
