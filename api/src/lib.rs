@@ -91,9 +91,7 @@ impl Application {
             notifier: Notifier::new(),
             limits: RateLimits::new(&config.api.rate_limit),
             key_touches: Default::default(),
-            api: config.api.clone(),
-            config: Arc::new(config.clone()),
-            log_cap_bytes: config.database.log_cap_bytes,
+            config: config.clone(),
             stopping: CancellationToken::new(),
         });
 

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use opsqueue_shared::config::ApiConfig;
 use opsqueue_shared::wake::Waker;
 use opsqueue_shared::{Config, Store};
 use tokio_util::sync::CancellationToken;
@@ -24,12 +23,10 @@ pub struct AppState {
     pub notifier: Arc<Notifier>,
     pub limits: RateLimits,
     pub key_touches: KeyTouches,
-    pub api: ApiConfig,
-    /// The whole configuration, for the checks an action makes against it
-    /// before it is stored (`Action::check_config`).
-    pub config: Arc<Config>,
-    /// Per-operation log cap, for the notes the API appends.
-    pub log_cap_bytes: u64,
+    /// The configuration: `[api]`'s limits, the log cap of the notes the
+    /// API appends, and the checks an action makes against it before it is
+    /// stored (`Action::check_config`).
+    pub config: Config,
     /// Cancelled when the server begins to stop: long-polls answer at once.
     pub stopping: CancellationToken,
 }

@@ -54,7 +54,7 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
     }
     let workers = state.store.call(|s| s.read(worker_list_running)).await;
     let now = opsqueue_shared::time::now();
-    let fresh_after = now - chrono::Duration::seconds(state.api.ready_heartbeat_secs as i64);
+    let fresh_after = now - chrono::Duration::seconds(state.config.api.ready_heartbeat_secs as i64);
     let (fresh_workers, newest_heartbeat_at) = match &workers {
         Ok(workers) => (
             workers
@@ -73,7 +73,7 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         problems.push(match newest_heartbeat_at {
             Some(at) => format!(
                 "no worker heartbeat within {} s (newest at {})",
-                state.api.ready_heartbeat_secs,
+                state.config.api.ready_heartbeat_secs,
                 opsqueue_shared::time::to_db(at)
             ),
             None => "no worker is running".to_owned(),
@@ -96,7 +96,7 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
 )]
 #[get("/metrics")]
 pub async fn prometheus_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let heartbeat_secs = state.api.ready_heartbeat_secs;
+    let heartbeat_secs = state.config.api.ready_heartbeat_secs;
     let snapshot = state
         .store
         .call(move |s| s.read(|c| Snapshot::read(c, opsqueue_shared::time::now(), heartbeat_secs)))

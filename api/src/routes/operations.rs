@@ -94,7 +94,7 @@ pub async fn get_operation(
     query: web::Query<GetQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_operation_id(&id)?;
-    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(state.api.max_wait_secs));
+    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(state.config.api.max_wait_secs));
     let operation = wait_until_terminal(&state.store, &state.notifier, id, wait, &state.stopping)
         .await?
         .ok_or_else(|| not_found(id))?;
@@ -273,7 +273,7 @@ pub async fn cancel_operation(
         "cancel requested through the API with key {:?}",
         caller.key().name
     );
-    let cap = state.log_cap_bytes;
+    let cap = state.config.database.log_cap_bytes;
     let outcome = state
         .store
         .call(move |s| {
@@ -332,7 +332,7 @@ pub async fn retry_operation(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_operation_id(&id)?;
     let note = format!("retried through the API with key {:?}", caller.key().name);
-    let cap = state.log_cap_bytes;
+    let cap = state.config.database.log_cap_bytes;
     let outcome = state
         .store
         .call(move |s| {
