@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use utoipa::IntoParams;
 
 use crate::auth::Caller;
-use crate::enqueue::{TypedQuery, enqueue_action};
+use crate::enqueue::{TypedQuery, enqueue_action, enqueue_typed};
 use crate::managed;
 use crate::observed::{self, ObservedList};
 use crate::problem::{ApiError, Problem};
@@ -300,6 +300,5 @@ pub async fn refresh_units(
     req: HttpRequest,
     query: web::Query<TypedQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let action = Action::parse("systemd.refresh", json!({}))?;
-    enqueue_action(&state, &caller, &req, action, &query).await
+    enqueue_typed(&state, &caller, &req, &query, "systemd.refresh", json!({})).await
 }
