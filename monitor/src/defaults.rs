@@ -18,7 +18,7 @@ use opsqueue_shared::operation::DEFAULT_PRIORITY;
 use opsqueue_shared::store::{Schedule, schedule_delete, schedule_get, schedule_insert};
 use opsqueue_shared::time::Timestamp;
 use opsqueue_shared::{Config, Store, StoreError};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// One family's default refresh.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,8 +26,8 @@ pub struct DefaultSchedule {
     pub family: &'static str,
     pub enabled: bool,
     pub cron: String,
+    /// The operation type; its payload is `{}`.
     pub kind: &'static str,
-    pub payload: Value,
 }
 
 impl DefaultSchedule {
@@ -36,8 +36,8 @@ impl DefaultSchedule {
     }
 
     fn schedule(&self, now: Timestamp) -> Schedule {
-        let action = Action::parse(self.kind, self.payload.clone())
-            .expect("a default schedule's template parses");
+        let action =
+            Action::parse(self.kind, json!({})).expect("a default schedule's template parses");
         Schedule {
             name: self.name(),
             cron: self.cron.clone(),
@@ -64,21 +64,18 @@ pub fn defaults(config: &Config) -> Vec<DefaultSchedule> {
             enabled: config.proxmox.enabled,
             cron: config.proxmox.refresh_cron.clone(),
             kind: "proxmox.refresh",
-            payload: json!({}),
         },
         DefaultSchedule {
             family: "pm2",
             enabled: config.pm2.enabled,
             cron: config.pm2.refresh_cron.clone(),
             kind: "pm2.list",
-            payload: json!({}),
         },
         DefaultSchedule {
             family: "systemd",
             enabled: config.systemd.enabled,
             cron: config.systemd.refresh_cron.clone(),
             kind: "systemd.refresh",
-            payload: json!({}),
         },
         // Re-applies the managed sites too, so they come back within one
         // period after a Caddy restart.
@@ -87,7 +84,6 @@ pub fn defaults(config: &Config) -> Vec<DefaultSchedule> {
             enabled: config.caddy.enabled,
             cron: config.caddy.refresh_cron.clone(),
             kind: "caddy.reload",
-            payload: json!({}),
         },
     ]
 }
@@ -219,51 +215,33 @@ mod tests {
     }
 
     #[test]
-    fn an_enabled_pm2_gets_a_refresh_of_its_process_list_every_minute() {
-        let (store, _dir, mut config) = store();
-        config.pm2.enabled = true;
-        let report = ensure_defaults(&store, &config, time::now()).unwrap();
-        assert_eq!(report.created, ["refresh-pm2"]);
-        let made = get(&store, "refresh-pm2").unwrap();
-        assert_eq!(
-            (made.kind.as_str(), made.cron.as_str()),
-            ("pm2.list", "0 * * * * *")
-        );
-    }
+    fn an_enabled_pm2_systemd_or_caddy_gets_its_refresh_every_minute_and_loses_it_when_disabled() {
+        type Switch = fn(&mut Config) -> &mut bool;
+        let families: [(Switch, &str, &str); 3] = [
+            (|c| &mut c.pm2.enabled, "refresh-pm2", "pm2.list"),
+            (
+                |c| &mut c.systemd.enabled,
+                "refresh-systemd",
+                "systemd.refresh",
+            ),
+            // A reload re-applies Caddy's managed sites.
+            (|c| &mut c.caddy.enabled, "refresh-caddy", "caddy.reload"),
+        ];
+        for (enabled, name, kind) in families {
+            let (store, _dir, mut config) = store();
+            *enabled(&mut config) = true;
+            let report = ensure_defaults(&store, &config, time::now()).unwrap();
+            assert_eq!(report.created, [name]);
+            let made = get(&store, name).unwrap();
+            assert_eq!(
+                (made.kind.as_str(), made.cron.as_str()),
+                (kind, "0 * * * * *")
+            );
+            assert_eq!(made.max_attempts, Some(1), "the next fire is the retry");
 
-    #[test]
-    fn an_enabled_systemd_gets_a_refresh_of_its_units_every_minute() {
-        let (store, _dir, mut config) = store();
-        config.systemd.enabled = true;
-        let report = ensure_defaults(&store, &config, time::now()).unwrap();
-        assert_eq!(report.created, ["refresh-systemd"]);
-        let made = get(&store, "refresh-systemd").unwrap();
-        assert_eq!(
-            (made.kind.as_str(), made.cron.as_str()),
-            ("systemd.refresh", "0 * * * * *")
-        );
-        assert_eq!(made.max_attempts, Some(1), "the next fire is the retry");
-
-        config.systemd.enabled = false;
-        let report = ensure_defaults(&store, &config, time::now()).unwrap();
-        assert_eq!(report.removed, ["refresh-systemd"]);
-    }
-
-    #[test]
-    fn an_enabled_caddy_gets_a_reload_that_reapplies_its_sites_every_minute() {
-        let (store, _dir, mut config) = store();
-        config.caddy.enabled = true;
-        let report = ensure_defaults(&store, &config, time::now()).unwrap();
-        assert_eq!(report.created, ["refresh-caddy"]);
-        let made = get(&store, "refresh-caddy").unwrap();
-        assert_eq!(
-            (made.kind.as_str(), made.cron.as_str()),
-            ("caddy.reload", "0 * * * * *")
-        );
-        assert_eq!(made.max_attempts, Some(1), "the next fire is the retry");
-
-        config.caddy.enabled = false;
-        let report = ensure_defaults(&store, &config, time::now()).unwrap();
-        assert_eq!(report.removed, ["refresh-caddy"]);
+            *enabled(&mut config) = false;
+            let report = ensure_defaults(&store, &config, time::now()).unwrap();
+            assert_eq!(report.removed, [name]);
+        }
     }
 }
