@@ -163,7 +163,9 @@ pub async fn install_unit(
 }
 
 /// Remove a unit opsqueue installed (`systemd.unit.remove`): stopped,
-/// disabled, its file deleted; an absent unit is `changed: false`.
+/// disabled, its file deleted; an absent unit an `allow` pattern names is
+/// `changed: false` (one reachable only because opsqueue installed it is
+/// out of reach once removed).
 #[utoipa::path(
     tag = "systemd",
     params(("unit" = String, Path, description = "Unit name"), TypedQuery),
