@@ -620,12 +620,6 @@ pub enum ProxmoxAction {
     Guest(GuestAction),
 }
 
-/// The guest verbs, as `proxmox.guest.<verb>` and as the typed routes name
-/// them (`restart` is `reboot`).
-pub const GUEST_VERBS: &[&str] = &[
-    "start", "stop", "shutdown", "reboot", "suspend", "resume", "migrate",
-];
-
 const GUEST_FIELDS: &[&str] = &["node", "vmid", "guest_type"];
 
 fn known_fields(verb: &str) -> Option<&'static [&'static str]> {
