@@ -16,6 +16,17 @@ pub struct NameError {
     pub reason: String,
 }
 
+impl NameError {
+    /// A refusal of `value` (its first 80 characters are kept).
+    pub fn new(what: &'static str, value: &str, reason: impl Into<String>) -> Self {
+        Self {
+            what,
+            value: value.chars().take(80).collect(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Checks `value` against the shared rule with `extra` allowed punctuation.
 pub fn check_name(
     what: &'static str,
@@ -23,11 +34,7 @@ pub fn check_name(
     max: usize,
     extra: &str,
 ) -> Result<(), NameError> {
-    let refuse = |reason: String| NameError {
-        what,
-        value: value.chars().take(80).collect(),
-        reason,
-    };
+    let refuse = |reason: String| NameError::new(what, value, reason);
     if value.is_empty() {
         return Err(refuse("must not be empty".into()));
     }
@@ -138,11 +145,7 @@ impl Domain {
     pub const WHAT: &'static str = "domain";
 
     pub fn parse(value: &str) -> Result<Self, NameError> {
-        let refuse = |reason: &str| NameError {
-            what: Self::WHAT,
-            value: value.chars().take(80).collect(),
-            reason: reason.to_owned(),
-        };
+        let refuse = |reason: &str| NameError::new(Self::WHAT, value, reason);
         if value.is_empty() {
             return Err(refuse("must not be empty"));
         }
@@ -202,11 +205,11 @@ impl Port {
     pub fn parse(value: u32) -> Result<Self, NameError> {
         match u16::try_from(value) {
             Ok(port) if port > 0 => Ok(Self(port)),
-            _ => Err(NameError {
-                what: "port",
-                value: value.to_string(),
-                reason: "must be between 1 and 65535".into(),
-            }),
+            _ => Err(NameError::new(
+                "port",
+                &value.to_string(),
+                "must be between 1 and 65535",
+            )),
         }
     }
 
@@ -253,11 +256,7 @@ impl AbsolutePath {
     const PUNCTUATION: &'static str = "/._-+@,=:";
 
     pub fn parse(value: &str) -> Result<Self, NameError> {
-        let refuse = |reason: String| NameError {
-            what: Self::WHAT,
-            value: value.chars().take(80).collect(),
-            reason,
-        };
+        let refuse = |reason: String| NameError::new(Self::WHAT, value, reason);
         if !value.starts_with('/') {
             return Err(refuse("must be absolute (start with '/')".into()));
         }

@@ -87,11 +87,7 @@ impl Upstream {
     pub const WHAT: &'static str = "upstream";
 
     pub fn parse(value: &str) -> Result<Self, NameError> {
-        let refuse = |reason: &str| NameError {
-            what: Self::WHAT,
-            value: value.chars().take(80).collect(),
-            reason: reason.to_owned(),
-        };
+        let refuse = |reason: &str| NameError::new(Self::WHAT, value, reason);
         let (host, port) = if let Some(rest) = value.strip_prefix('[') {
             let (v6, port) = rest
                 .split_once("]:")

@@ -99,14 +99,6 @@ macro_rules! parsed_string {
     };
 }
 
-fn refusal(what: &'static str, value: &str, reason: impl Into<String>) -> NameError {
-    NameError {
-        what,
-        value: value.chars().take(80).collect(),
-        reason: reason.into(),
-    }
-}
-
 parsed_string!(
     /// A password: 8 to 128 printable ASCII characters, no spaces. Its
     /// `Debug` never shows it.
@@ -117,10 +109,14 @@ impl Password {
     pub fn parse(value: &str) -> Result<Self, NameError> {
         if !(8..=128).contains(&value.len()) {
             // The value itself is never repeated in an error.
-            return Err(refusal("password", "***", "must be 8 to 128 characters"));
+            return Err(NameError::new(
+                "password",
+                "***",
+                "must be 8 to 128 characters",
+            ));
         }
         if !value.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(refusal(
+            return Err(NameError::new(
                 "password",
                 "***",
                 "must be printable ASCII without spaces",
@@ -145,7 +141,7 @@ impl Version {
     pub fn parse(value: &str) -> Result<Self, NameError> {
         check_name("version", value, 8, ".")?;
         if !value.chars().all(|c| c.is_ascii_digit() || c == '.') || value.ends_with('.') {
-            return Err(refusal(
+            return Err(NameError::new(
                 "version",
                 value,
                 "must be digits and dots, like 8.4",
@@ -174,7 +170,7 @@ impl VhostTemplate {
     pub fn parse(value: &str) -> Result<Self, NameError> {
         check_name("vhost template", value, 64, " ._-")?;
         if value.ends_with(' ') || value.contains("  ") {
-            return Err(refusal(
+            return Err(NameError::new(
                 "vhost template",
                 value,
                 "no trailing or double spaces",
@@ -198,7 +194,7 @@ parsed_string!(
 
 impl ProxyUrl {
     pub fn parse(value: &str) -> Result<Self, NameError> {
-        let refuse = |reason: &str| refusal("reverse proxy URL", value, reason);
+        let refuse = |reason: &str| NameError::new("reverse proxy URL", value, reason);
         if value.len() > 512 {
             return Err(refuse("must be at most 512 bytes"));
         }
@@ -260,7 +256,7 @@ parsed_string!(
 
 impl Email {
     pub fn parse(value: &str) -> Result<Self, NameError> {
-        let refuse = |reason: &str| refusal("email", value, reason);
+        let refuse = |reason: &str| NameError::new("email", value, reason);
         let (local, domain) = value
             .split_once('@')
             .ok_or_else(|| refuse("must be local@domain"))?;
@@ -286,7 +282,7 @@ parsed_string!(
 
 impl PersonName {
     pub fn parse(value: &str) -> Result<Self, NameError> {
-        let refuse = |reason: &str| refusal("name", value, reason);
+        let refuse = |reason: &str| NameError::new("name", value, reason);
         if value.is_empty() || value.chars().count() > 64 {
             return Err(refuse("must be 1 to 64 characters"));
         }

@@ -81,11 +81,7 @@ pub struct ProcessName(ProcessNameText);
 impl ProcessName {
     pub fn parse(value: &str) -> Result<Self, NameError> {
         let name = ProcessNameText::parse(value)?;
-        let refuse = |reason: &str| NameError {
-            what: ProcessNameText::WHAT,
-            value: value.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let refuse = |reason: &str| NameError::new(ProcessNameText::WHAT, value, reason);
         if value.bytes().all(|b| b.is_ascii_digit()) {
             return Err(refuse(
                 "must not be all digits (pm2 would read it as an id)",
@@ -139,11 +135,11 @@ impl Interpreter {
         if value.starts_with('/') {
             return AbsolutePath::parse(value).map(|p| Self(p.into()));
         }
-        Err(NameError {
-            what: "interpreter",
-            value: value.chars().take(80).collect(),
-            reason: format!("must be one of {INTERPRETERS:?} or an absolute path"),
-        })
+        Err(NameError::new(
+            "interpreter",
+            value,
+            format!("must be one of {INTERPRETERS:?} or an absolute path"),
+        ))
     }
 
     pub fn as_str(&self) -> &str {
@@ -177,11 +173,7 @@ pub struct AppArg(String);
 
 impl AppArg {
     pub fn parse(value: &str) -> Result<Self, NameError> {
-        let refuse = |reason: &str| NameError {
-            what: "argument",
-            value: value.chars().take(80).collect(),
-            reason: reason.to_owned(),
-        };
+        let refuse = |reason: &str| NameError::new("argument", value, reason);
         if value.len() > MAX_ARG_LEN {
             return Err(refuse("is over 1024 bytes"));
         }
@@ -222,11 +214,7 @@ pub struct EnvName(String);
 
 impl EnvName {
     pub fn parse(value: &str) -> Result<Self, NameError> {
-        let refuse = |reason: String| NameError {
-            what: "environment variable name",
-            value: value.chars().take(80).collect(),
-            reason,
-        };
+        let refuse = |reason: String| NameError::new("environment variable name", value, reason);
         if value.is_empty() || value.len() > 128 {
             return Err(refuse("must be 1 to 128 bytes".into()));
         }

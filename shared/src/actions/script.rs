@@ -50,11 +50,7 @@ impl ScriptArg {
         if value == OPERATION_ID_ARG {
             return Ok(Self(value.to_owned()));
         }
-        let refuse = |reason: String| NameError {
-            what: "script argument",
-            value: value.chars().take(80).collect(),
-            reason,
-        };
+        let refuse = |reason: String| NameError::new("script argument", value, reason);
         if value.is_empty() || value.len() > MAX_ARG_LEN {
             return Err(refuse(format!("must be 1 to {MAX_ARG_LEN} bytes")));
         }
