@@ -484,18 +484,6 @@ pub enum CloudpanelAction {
     UserDelete(UserDelete),
 }
 
-impl CloudpanelAction {
-    /// Every secret the action carries, for the worker to redact.
-    pub fn secrets(&self) -> Vec<&str> {
-        match self {
-            CloudpanelAction::SiteAdd(a) => vec![a.site_user_password.as_str()],
-            CloudpanelAction::DbAdd(a) => vec![a.database_user_password.as_str()],
-            CloudpanelAction::UserAdd(a) => vec![a.password.as_str()],
-            CloudpanelAction::SiteDelete(_) | CloudpanelAction::UserDelete(_) => vec![],
-        }
-    }
-}
-
 impl FamilyAction for CloudpanelAction {
     const FAMILY: &'static str = FAMILY;
     const CATALOGUE: &'static [ActionInfo] = CATALOGUE;
