@@ -282,6 +282,37 @@ impl CommandOutput {
         String::from_utf8_lossy(&self.stderr)
     }
 
+    /// Whether stdout or stderr holds `text` (how drivers read a program's
+    /// words for a failure: "not found", "Connection refused", …).
+    pub fn mentions(&self, text: &str) -> bool {
+        self.stderr_text().contains(text) || self.stdout_text().contains(text)
+    }
+
+    /// The message of a failure: the argument vector, how it ended and the
+    /// last lines of stderr (what [`CommandOutput::check`] reports, for a
+    /// driver that classifies the failure itself).
+    pub fn failure_message(&self) -> String {
+        let tail = self.stderr_tail();
+        let mut message = format!("{} ended with {}", self.command, self.status);
+        if !tail.is_empty() {
+            message.push_str(": ");
+            message.push_str(&tail);
+        }
+        message
+    }
+
+    /// The last three non-empty stderr lines, joined by ` | `, at most 500
+    /// characters.
+    pub fn stderr_tail(&self) -> String {
+        let stderr = self.stderr_text();
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        lines[lines.len().saturating_sub(3)..]
+            .join(" | ")
+            .chars()
+            .take(500)
+            .collect()
+    }
+
     /// `Ok(self)` on exit code 0; otherwise a permanent `command_failed`
     /// naming the status and the end of stderr. Drivers that know a failure
     /// is transient classify it themselves instead.
@@ -289,15 +320,10 @@ impl CommandOutput {
         if self.success() {
             return Ok(self);
         }
-        let stderr = self.stderr_text();
-        let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-        let tail = tail[tail.len().saturating_sub(3)..].join(" | ");
-        let mut message = format!("{} ended with {}", self.command, self.status);
-        if !tail.is_empty() {
-            message.push_str(": ");
-            message.push_str(&tail.chars().take(500).collect::<String>());
-        }
-        Err(DriverError::permanent(codes::COMMAND_FAILED, message))
+        Err(DriverError::permanent(
+            codes::COMMAND_FAILED,
+            self.failure_message(),
+        ))
     }
 }
 

@@ -87,9 +87,8 @@ impl Cloudpanel {
         if output.success() {
             return Ok(output);
         }
-        let said = format!("{}\n{}", output.stderr_text(), output.stdout_text());
-        let unavailable = UNAVAILABLE_SIGNS.iter().any(|sign| said.contains(sign));
-        let message = output.check().expect_err("a failed command").message;
+        let unavailable = UNAVAILABLE_SIGNS.iter().any(|sign| output.mentions(sign));
+        let message = output.failure_message();
         Err(if unavailable {
             DriverError::retryable(codes::CLPCTL_UNAVAILABLE, message)
         } else {

@@ -136,12 +136,11 @@ impl Pm2 {
         if output.success() {
             return Ok(output);
         }
-        let said = format!("{}\n{}", output.stderr_text(), output.stdout_text());
-        let message = output.check().expect_err("a failed command").message;
+        let message = output.failure_message();
         Err(
-            if UNAVAILABLE_SIGNS.iter().any(|sign| said.contains(sign)) {
+            if UNAVAILABLE_SIGNS.iter().any(|sign| output.mentions(sign)) {
                 DriverError::retryable(codes::PM2_UNAVAILABLE, message)
-            } else if said.contains("Process or Namespace") && said.contains("not found") {
+            } else if output.mentions("Process or Namespace") && output.mentions("not found") {
                 DriverError::permanent(codes::PROCESS_NOT_FOUND, message)
             } else {
                 DriverError::permanent(codes::PM2_FAILED, message)

@@ -131,9 +131,8 @@ impl Scripts {
         }
         let output = ctx.run(spec).await?;
         if !output.success() {
-            let tempfail = output.status.code == Some(EXIT_TEMPFAIL);
-            let message = output.check().expect_err("a failed script").message;
-            return Err(if tempfail {
+            let message = output.failure_message();
+            return Err(if output.status.code == Some(EXIT_TEMPFAIL) {
                 DriverError::retryable(codes::SCRIPT_TEMPFAIL, message)
             } else {
                 DriverError::permanent(codes::SCRIPT_FAILED, message)

@@ -119,26 +119,10 @@ fn not_allowed(unit: &UnitName) -> DriverError {
     )
 }
 
-/// The last few non-empty stderr lines, for messages.
-fn stderr_tail(output: &CommandOutput) -> String {
-    let stderr = output.stderr_text();
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(3)..]
-        .join(" | ")
-        .chars()
-        .take(600)
-        .collect()
-}
-
 /// Classifies a non-zero exit of systemctl or journalctl.
 fn failure(output: &CommandOutput, unit: Option<&UnitName>) -> DriverError {
     let stderr = output.stderr_text();
-    let message = format!(
-        "{} ended with {}: {}",
-        output.command,
-        output.status,
-        stderr_tail(output)
-    );
+    let message = output.failure_message();
     if UNREACHABLE.iter().any(|m| stderr.contains(m)) {
         return DriverError::retryable(codes::SYSTEMD_UNAVAILABLE, message);
     }
@@ -149,7 +133,7 @@ fn failure(output: &CommandOutput, unit: Option<&UnitName>) -> DriverError {
         let what = unit.map_or_else(|| "the unit".to_owned(), |u| u.to_string());
         return DriverError::permanent(
             codes::UNIT_NOT_FOUND,
-            format!("systemd has no unit {what}: {}", stderr_tail(output)),
+            format!("systemd has no unit {what}: {}", output.stderr_tail()),
         );
     }
     if stderr.contains("Job for") || stderr.contains("Job type") {

@@ -136,7 +136,7 @@ impl Pm2 {
             Ok(output) if output.success() => format!("deleted {name}"),
             Ok(output) => format!(
                 "could not delete {name} (it may never have been registered): {}",
-                output.check().expect_err("a failed command").message
+                output.failure_message()
             ),
             Err(e) => format!("could not delete {name}: {e}"),
         };
