@@ -20,11 +20,9 @@
 //! minute per key, off the request's path.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::{Ready, ready};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -33,7 +31,7 @@ use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use opsqueue_shared::Store;
 use opsqueue_shared::store::rusqlite::Connection;
-use opsqueue_shared::store::{ApiKey, Scope, api_key_find, api_key_touch};
+use opsqueue_shared::store::{ApiKey, Scope, api_key_find};
 
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -46,9 +44,6 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 /// A key lookup on the event loop gives up this soon on a locked database
 /// (only WAL recovery can lock out a reader) and goes through the pool.
 const LOOKUP_BUSY_TIMEOUT: Duration = Duration::from_millis(20);
-
-/// How often `last_used_at` is written per key.
-const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 /// The key a request was made with.
 #[derive(Debug, Clone)]
@@ -184,40 +179,6 @@ pub async fn authenticate(
     state.key_touches.touch(&state.store, &key.id);
     req.extensions_mut().insert(Caller(key));
     next.call(req).await
-}
-
-/// Remembers when each key's `last_used_at` was last written.
-#[derive(Default)]
-pub struct KeyTouches {
-    last: Mutex<HashMap<String, Instant>>,
-}
-
-impl KeyTouches {
-    /// Writes `last_used_at` in the background unless done within the
-    /// last minute.
-    pub fn touch(&self, store: &Store, key_id: &str) {
-        {
-            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            if last
-                .get(key_id)
-                .is_some_and(|at| now.duration_since(*at) < TOUCH_EVERY)
-            {
-                return;
-            }
-            last.insert(key_id.to_owned(), now);
-        }
-        let (store, id) = (store.clone(), key_id.to_owned());
-        tokio::spawn(async move {
-            let now = opsqueue_shared::time::now();
-            if let Err(e) = store
-                .call(move |s| s.write(|tx| api_key_touch(tx, &id, now)))
-                .await
-            {
-                tracing::warn!(error = %e, "could not record an API key's last use");
-            }
-        });
-    }
 }
 
 #[cfg(test)]

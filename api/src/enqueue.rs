@@ -1,7 +1,7 @@
 //! Accepting an operation: the request body is parsed into an
 //! [`OperationRequest`] (typed action, labels, ranges, idempotency key) before
-//! anything is written, so a refusal stores nothing; then the [`Enqueuer`]
-//! commits it through the store's group-commit [`WriteBatcher`].
+//! anything is written, so a refusal stores nothing; then the
+//! [`crate::enqueuer::Enqueuer`] commits it in a group commit.
 //!
 //! Durability: the 202 is sent only after the transaction holding the row
 //! committed with `synchronous = FULL`, so an accepted operation survives a
@@ -21,19 +21,13 @@
 //! another source is `403 source_not_allowed` unless the key is admin.
 //! Without either, the source is `api`.
 
-use std::sync::Arc;
-
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use opsqueue_shared::names::Label;
 use opsqueue_shared::operation::{MAX_IDEMPOTENCY_KEY_LEN, MAX_MAX_ATTEMPTS, MAX_TIMEOUT_SECS};
-use opsqueue_shared::store::{
-    ApiKey, Counters, Inserted, Scope, WriteBatcher, counters_apply, family_label, names,
-    operation_insert,
-};
-use opsqueue_shared::wake::{Role, Waker};
-use opsqueue_shared::{Action, NewOperation, OperationRequest, Store, StoreError};
+use opsqueue_shared::store::{ApiKey, Inserted, Scope};
+use opsqueue_shared::{Action, OperationRequest};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -44,9 +38,6 @@ use crate::state::AppState;
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 pub const IDEMPOTENT_REPLAYED_HEADER: &str = "idempotent-replayed";
-
-/// How many requests one group commit takes at most.
-const MAX_BATCH: usize = 512;
 
 /// `POST /api/v1/operations`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -221,45 +212,6 @@ impl EnqueueBody {
     }
 }
 
-/// Commits new operations in groups; see the module header.
-#[derive(Clone)]
-pub struct Enqueuer {
-    batcher: WriteBatcher<NewOperation, Inserted>,
-}
-
-impl Enqueuer {
-    /// Starts the writer thread; each commit wakes the workers.
-    pub fn spawn(store: &Store, waker: Arc<Waker>) -> Result<Self, StoreError> {
-        let batcher = WriteBatcher::spawn(
-            store,
-            "opsqueue-enqueue",
-            MAX_BATCH,
-            |tx, requests: &[NewOperation]| {
-                let mut counters = Counters::default();
-                let mut answers = Vec::with_capacity(requests.len());
-                for request in requests {
-                    let inserted = operation_insert(tx, request)?;
-                    if let Inserted::Created(op) = &inserted {
-                        counters.add(names::ENQUEUED, &family_label(op.family()), 1.0);
-                    }
-                    answers.push(inserted);
-                }
-                counters_apply(tx, &counters)?;
-                Ok(answers)
-            },
-            move |_| waker.wake(Role::Worker),
-        )?;
-        Ok(Self { batcher })
-    }
-
-    /// Stores the request (or finds the operation its idempotency key
-    /// names); returns once the row is committed.
-    pub async fn enqueue(&self, request: &OperationRequest) -> Result<Inserted, ApiError> {
-        let new = request.prepare(opsqueue_shared::time::now());
-        Ok(self.batcher.submit(new).await?)
-    }
-}
-
 pub fn operation_location(id: impl std::fmt::Display) -> String {
     format!("/api/v1/operations/{id}")
 }
@@ -297,26 +249,20 @@ pub struct TypedQuery {
     pub target: Option<String>,
 }
 
-/// Accepts an action a typed route built, as `POST /api/v1/operations`
-/// would: checked against the configuration, tagged with the caller's
-/// source, `?target=` and the `Idempotency-Key` header honoured; 202 + the
-/// operation.
+/// Accepts an action a route built, as `POST /api/v1/operations` would:
+/// checked against the configuration, tagged with the caller's source, for
+/// `target`, the `Idempotency-Key` header honoured; 202 + the operation.
 pub async fn enqueue_action(
     state: &AppState,
     caller: &Caller,
     req: &HttpRequest,
     action: Action,
-    query: &TypedQuery,
+    target: Label,
 ) -> Result<HttpResponse, ApiError> {
-    let mut errors = Vec::new();
-    let target = parse_label(&mut errors, "target", query.target.as_deref());
-    if !errors.is_empty() {
-        return Err(ApiError::invalid_fields(errors));
-    }
     action.check_config(&state.config)?;
     let request = OperationRequest {
         source: resolve_source(None, caller.key())?,
-        target: target.unwrap_or_else(Label::local),
+        target,
         idempotency_key: idempotency_key_header(req.headers())?,
         ..OperationRequest::new(action)
     };
@@ -324,7 +270,7 @@ pub async fn enqueue_action(
 }
 
 /// [`enqueue_action`] of the action `kind` with `payload`, parsed here (a
-/// refusal is the parser's 4xx, nothing stored).
+/// refusal is the parser's 4xx, nothing stored), on `?target=`.
 pub async fn enqueue_typed(
     state: &AppState,
     caller: &Caller,
@@ -334,7 +280,18 @@ pub async fn enqueue_typed(
     payload: Value,
 ) -> Result<HttpResponse, ApiError> {
     let action = Action::parse(kind, payload)?;
-    enqueue_action(state, caller, req, action, query).await
+    let target = target_label(query.target.as_deref())?;
+    enqueue_action(state, caller, req, action, target).await
+}
+
+/// The `?target=` of a typed route or read (default `local`).
+pub fn target_label(text: Option<&str>) -> Result<Label, ApiError> {
+    match text {
+        Some(text) => {
+            Label::parse(text).map_err(|e| ApiError::invalid_field("target", e.to_string()))
+        }
+        None => Ok(Label::local()),
+    }
 }
 
 #[cfg(test)]

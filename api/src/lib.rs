@@ -9,14 +9,19 @@
 //! cancelled, then stops gracefully: long-polls answer at once, in-flight
 //! requests finish.
 //!
-//! Modules: `routes/*` (handlers), `enqueue` (parsing and group commit),
-//! `long_poll`, `auth` and `rate_limit` (one middleware), `problem` (the one
-//! error type), `metrics` (Prometheus text), `openapi`, `admin_key` (first
-//! start) and `keys_cli` (`opsqueue-api keys …`).
+//! Modules, from the top down: `routes/*` (the hand-written handlers) and
+//! `typed` (every family's typed routes, from their tables), `openapi` (the
+//! document of both), `enqueue` (parsing a request into an operation),
+//! `observed` and `managed` (reads of observed host state), `auth` and
+//! `rate_limit` (one middleware), `long_poll`, `state` (what handlers
+//! share), `enqueuer` (group commit), `problem` (the one error type),
+//! `metrics` (Prometheus text), `admin_key` (first start) and `keys_cli`
+//! (`opsqueue-api keys …`).
 
 pub mod admin_key;
 pub mod auth;
 pub mod enqueue;
+pub mod enqueuer;
 pub mod keys_cli;
 pub mod long_poll;
 pub mod managed;
@@ -27,6 +32,7 @@ pub mod problem;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;
+pub mod typed;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -40,8 +46,9 @@ use opsqueue_shared::wake::{Role, WakeListener, Waker};
 use opsqueue_shared::{Config, Store};
 use tokio_util::sync::CancellationToken;
 
-use crate::enqueue::Enqueuer;
+use crate::enqueuer::Enqueuer;
 use crate::long_poll::Notifier;
+use crate::openapi::Document;
 use crate::rate_limit::RateLimits;
 use crate::state::AppState;
 
@@ -95,6 +102,11 @@ impl Application {
             stopping: CancellationToken::new(),
         });
 
+        let document = web::Data::new(Document::build(
+            <routes::HandWritten as utoipa::OpenApi>::openapi(),
+            typed::openapi_paths(),
+        ));
+
         let listener = TcpListener::bind(&config.api.bind)
             .with_context(|| format!("cannot listen on {}", config.api.bind))?;
         let address = listener.local_addr()?;
@@ -102,12 +114,14 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .app_data(document.clone())
                 .app_data(problem::json_config(body_limit))
                 .app_data(problem::query_config())
                 .app_data(problem::path_config())
                 .app_data(web::PayloadConfig::new(body_limit))
                 .wrap(from_fn(auth::authenticate))
                 .configure(routes::configure)
+                .configure(typed::configure)
                 .default_service(web::to(routes::no_route))
         })
         .disable_signals()

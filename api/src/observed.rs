@@ -38,16 +38,6 @@ pub fn item(observation: Observation) -> Value {
     Value::Object(data)
 }
 
-/// The `?target=` of a read (default `local`).
-pub fn target(text: Option<&str>) -> Result<Label, ApiError> {
-    match text {
-        Some(text) => {
-            Label::parse(text).map_err(|e| ApiError::invalid_field("target", e.to_string()))
-        }
-        None => Ok(Label::local()),
-    }
-}
-
 /// Every observed object of `family`/`kind` on `target`, by name.
 pub async fn list(
     state: &AppState,

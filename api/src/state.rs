@@ -1,14 +1,16 @@
 //! What every request handler shares, built once per process and handed to
 //! each actix worker thread as `web::Data<AppState>` (one `Arc`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use opsqueue_shared::store::api_key_touch;
 use opsqueue_shared::wake::Waker;
 use opsqueue_shared::{Config, Store};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::KeyTouches;
-use crate::enqueue::Enqueuer;
+use crate::enqueuer::Enqueuer;
 use crate::long_poll::Notifier;
 use crate::rate_limit::RateLimits;
 
@@ -29,4 +31,41 @@ pub struct AppState {
     pub config: Config,
     /// Cancelled when the server begins to stop: long-polls answer at once.
     pub stopping: CancellationToken,
+}
+
+/// How often `last_used_at` is written per key.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// Remembers when each key's `last_used_at` was last written.
+#[derive(Default)]
+pub struct KeyTouches {
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl KeyTouches {
+    /// Writes `last_used_at` in the background unless done within the
+    /// last minute.
+    pub fn touch(&self, store: &Store, key_id: &str) {
+        {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            if last
+                .get(key_id)
+                .is_some_and(|at| now.duration_since(*at) < TOUCH_EVERY)
+            {
+                return;
+            }
+            last.insert(key_id.to_owned(), now);
+        }
+        let (store, id) = (store.clone(), key_id.to_owned());
+        tokio::spawn(async move {
+            let now = opsqueue_shared::time::now();
+            if let Err(e) = store
+                .call(move |s| s.write(|tx| api_key_touch(tx, &id, now)))
+                .await
+            {
+                tracing::warn!(error = %e, "could not record an API key's last use");
+            }
+        });
+    }
 }

@@ -1,7 +1,8 @@
 //! The schedules the monitor keeps for the families that observe the host:
 //! `refresh-<family>` refreshes what the API's reads answer from, on the
-//! cron the configuration gives, for each enabled family. The one list is
-//! [`defaults`]: a family with reads adds one line there.
+//! cron the configuration gives, for each enabled family. Which families
+//! have one, and of which operation type, is each family's declaration
+//! (`refresh`) and config section (`refresh_cron`).
 //!
 //! Ownership: a default schedule nobody edited has `updated_at =
 //! created_at`. Such a schedule follows the configuration (made when
@@ -56,36 +57,21 @@ impl DefaultSchedule {
     }
 }
 
-/// Every family's default refresh, enabled or not.
+/// Every family's default refresh, enabled or not (from the one list of
+/// families: a family that observes the host names its refresh there).
 pub fn defaults(config: &Config) -> Vec<DefaultSchedule> {
-    vec![
-        DefaultSchedule {
-            family: "proxmox",
-            enabled: config.proxmox.enabled,
-            cron: config.proxmox.refresh_cron.clone(),
-            kind: "proxmox.refresh",
-        },
-        DefaultSchedule {
-            family: "pm2",
-            enabled: config.pm2.enabled,
-            cron: config.pm2.refresh_cron.clone(),
-            kind: "pm2.list",
-        },
-        DefaultSchedule {
-            family: "systemd",
-            enabled: config.systemd.enabled,
-            cron: config.systemd.refresh_cron.clone(),
-            kind: "systemd.refresh",
-        },
-        // Re-applies the managed sites too, so they come back within one
-        // period after a Caddy restart.
-        DefaultSchedule {
-            family: "caddy",
-            enabled: config.caddy.enabled,
-            cron: config.caddy.refresh_cron.clone(),
-            kind: "caddy.reload",
-        },
-    ]
+    config
+        .families()
+        .into_iter()
+        .filter_map(|(family, section)| {
+            Some(DefaultSchedule {
+                family: family.name,
+                enabled: section.enabled(),
+                cron: section.refresh_cron()?.to_owned(),
+                kind: family.refresh?,
+            })
+        })
+        .collect()
 }
 
 /// What [`ensure_defaults`] did, by schedule name.

@@ -4,6 +4,10 @@
 //! joined by a double underscore: `[api] bind` is `OPSQUEUE_API__BIND`,
 //! `[worker] targets` is `OPSQUEUE_WORKER__TARGETS='["local","web-2"]'`.
 //! Unknown keys are refused, so a typo is an error and not a silent default.
+//!
+//! The engine's sections (`[database]`, `[api]`, `[worker]`, `[monitor]`,
+//! `[log]`) are here; each family's section (`[pm2]`, `[systemd]`, …) lives
+//! in its folder and joins [`Config`] through the one list of families.
 
 use std::path::{Path, PathBuf};
 
@@ -11,21 +15,64 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    pub database: DatabaseConfig,
-    pub api: ApiConfig,
-    pub worker: WorkerConfig,
-    pub monitor: MonitorConfig,
-    pub diag: DiagConfig,
-    pub proxmox: ProxmoxConfig,
-    pub log: LogConfig,
-    pub pm2: Pm2Config,
-    pub scripts: ScriptsConfig,
-    pub cloudpanel: CloudpanelConfig,
-    pub systemd: SystemdConfig,
-    pub caddy: CaddyConfig,
+use crate::families::{self, Action, ActionError, Family, FamilyAction, FamilySection, Reach};
+
+macro_rules! config {
+    ($($module:ident: $variant:ident($action:ident, $section:ident) [$field:ident]),+ $(,)?) => {
+        /// Every section: the engine's own, then one per family (from the one
+        /// list of families).
+        #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Config {
+            pub database: DatabaseConfig,
+            pub api: ApiConfig,
+            pub worker: WorkerConfig,
+            pub monitor: MonitorConfig,
+            pub log: LogConfig,
+            $(pub $field: families::$module::$section,)+
+        }
+
+        impl Config {
+            /// Every family with its section.
+            pub fn families(&self) -> Vec<(&'static Family, &dyn FamilySection)> {
+                vec![$((&families::$module::DECLARATION, &self.$field as &dyn FamilySection),)+]
+            }
+        }
+
+        impl Action {
+            /// Checks what only the configuration can refuse: the family is
+            /// enabled, and whatever its section decides (see
+            /// [`FamilyAction::check_config`]).
+            pub fn check_config(&self, config: &Config) -> Result<(), ActionError> {
+                match self {
+                    $(Action::$variant(action) => checked(action, &config.$field, &families::$module::DECLARATION),)+
+                }
+            }
+
+            /// Whether a typed route may act on what this action names on
+            /// `target` (see [`FamilyAction::reach`]); a disabled family's
+            /// actions are refused by [`Action::check_config`] instead.
+            pub fn reach(&self, config: &Config, target: &str) -> Reach {
+                match self {
+                    $(Action::$variant(action) if config.$field.enabled() => action.reach(&config.$field, target),)+
+                    _ => Reach::Open,
+                }
+            }
+        }
+    };
+}
+
+crate::families!(config);
+
+fn checked<A: FamilyAction>(
+    action: &A,
+    section: &A::Section,
+    family: &Family,
+) -> Result<(), ActionError> {
+    if !section.enabled() {
+        return Err(family.disabled(action.kind()));
+    }
+    action.check_config(section)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -194,223 +241,6 @@ impl Default for MonitorConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DiagConfig {
-    /// When set, every diag execution appends `<id> <attempt> <worker>` to
-    /// this file (tests use it to prove exactly-once execution).
-    pub record_path: Option<PathBuf>,
-}
-
-/// `[proxmox]`: the Proxmox VE driver. Nodes (addresses, API tokens) are
-/// registered through the API and live in the database, not here.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ProxmoxConfig {
-    /// Whether workers register the driver, the API accepts proxmox
-    /// operations and the monitor keeps the default refresh schedule.
-    pub enabled: bool,
-    /// Six-field cron of the default `refresh-proxmox` schedule, which
-    /// observes every registered node's guests.
-    pub refresh_cron: String,
-    /// First pause between polls of a PVE task; it grows by half each poll
-    /// up to twice this, always within the operation's timeout.
-    pub poll_interval_ms: u64,
-}
-
-impl Default for ProxmoxConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            refresh_cron: "0 */5 * * * *".into(),
-            poll_interval_ms: 1_000,
-        }
-    }
-}
-
-/// `[pm2]`: the pm2 driver (the PM2 controller).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Pm2Config {
-    /// Registers the pm2 driver in the worker (and the monitor's refresh).
-    pub enabled: bool,
-    /// The pm2 command as an argument vector (`["pm2"]`,
-    /// `["sudo", "-u", "web", "pm2"]`).
-    pub bin: Vec<String>,
-    /// `PM2_HOME` for every pm2 call; absent: pm2's own default (`~/.pm2`).
-    pub home: Option<PathBuf>,
-    /// Scripts and working directories of started apps must lie inside it.
-    pub base_dir: PathBuf,
-    /// When the monitor refreshes the observed process list (six fields).
-    pub refresh_cron: String,
-    /// Longest one pm2 command may take (a daemon that does not answer).
-    pub command_timeout_secs: u64,
-}
-
-impl Default for Pm2Config {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            bin: vec!["pm2".into()],
-            home: None,
-            base_dir: PathBuf::from("/srv"),
-            refresh_cron: "0 * * * * *".into(),
-            command_timeout_secs: 60,
-        }
-    }
-}
-
-/// `[scripts]`: `script.run` runs executables from `dir` only.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ScriptsConfig {
-    pub enabled: bool,
-    /// The allow-list: a script is a regular executable file directly in it.
-    pub dir: PathBuf,
-}
-
-impl Default for ScriptsConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            dir: PathBuf::from("/etc/opsqueue/scripts"),
-        }
-    }
-}
-
-/// `[cloudpanel]`: the CloudPanel family over `clpctl`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CloudpanelConfig {
-    pub enabled: bool,
-    /// The clpctl command as an argument vector (`["clpctl"]`).
-    pub clpctl: Vec<String>,
-    /// Where CloudPanel puts site users' homes: a site exists when
-    /// `<home_dir>/<site user>/htdocs/<domain>` does.
-    pub home_dir: PathBuf,
-    /// Longest one clpctl command may take.
-    pub command_timeout_secs: u64,
-}
-
-impl Default for CloudpanelConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            clpctl: vec!["clpctl".into()],
-            home_dir: PathBuf::from("/home"),
-            command_timeout_secs: 600,
-        }
-    }
-}
-
-/// Which systemd manager the systemd driver talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SystemdScope {
-    /// The system manager (PID 1): `systemctl`, `journalctl -u`.
-    System,
-    /// A user manager: `systemctl --user`, `journalctl --user-unit`.
-    User,
-}
-
-/// `[systemd]`: the systemd driver (the Pockestrator's unit management).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SystemdConfig {
-    /// Registers the systemd driver in the worker (and the monitor's refresh).
-    pub enabled: bool,
-    /// `system` or `user` (adds `--user` to systemctl, reads the journal
-    /// with `--user-unit`, installs units `WantedBy=default.target`).
-    pub scope: SystemdScope,
-    /// The systemctl command as an argument vector (`["systemctl"]`,
-    /// `["nsenter", "-t", "42", "-m", "systemctl"]`).
-    pub systemctl: Vec<String>,
-    /// The journalctl command as an argument vector.
-    pub journalctl: Vec<String>,
-    /// The systemd-analyze command (it verifies rendered units).
-    pub systemd_analyze: Vec<String>,
-    /// Where `systemd.unit.install` writes unit files.
-    pub unit_dir: PathBuf,
-    /// Unit name patterns (`*` and `?` wildcards) the driver may act on,
-    /// besides the units opsqueue installed itself.
-    pub allow: Vec<String>,
-    /// Unit name patterns never acted on, whatever `allow` says or who
-    /// installed them (the default keeps ssh, D-Bus, systemd's own units
-    /// and opsqueue's out of reach).
-    pub deny: Vec<String>,
-    /// When the monitor refreshes the observed units (six fields).
-    pub refresh_cron: String,
-    /// Longest one systemctl, journalctl or systemd-analyze call may take.
-    pub command_timeout_secs: u64,
-}
-
-impl Default for SystemdConfig {
-    fn default() -> Self {
-        let deny = [
-            "ssh.service",
-            "sshd.service",
-            "ssh.socket",
-            "dbus.service",
-            "dbus.socket",
-            "dbus-broker.service",
-            "systemd-*",
-            "opsqueue*",
-            "user@*",
-            "getty@*",
-            "serial-getty@*",
-            "*.target",
-            "*.slice",
-            "*.scope",
-            "*.mount",
-            "*.swap",
-            "*.device",
-        ];
-        Self {
-            enabled: false,
-            scope: SystemdScope::System,
-            systemctl: vec!["systemctl".into()],
-            journalctl: vec!["journalctl".into()],
-            systemd_analyze: vec!["systemd-analyze".into()],
-            unit_dir: PathBuf::from("/etc/systemd/system"),
-            allow: Vec::new(),
-            deny: deny.into_iter().map(String::from).collect(),
-            refresh_cron: "0 * * * * *".into(),
-            command_timeout_secs: 120,
-        }
-    }
-}
-
-/// `[caddy]`: the Caddy driver, over Caddy's admin API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CaddyConfig {
-    /// Registers the caddy driver in the worker (and the monitor's
-    /// reconcile schedule).
-    pub enabled: bool,
-    /// Caddy's admin endpoint (keep it on loopback).
-    pub admin_url: String,
-    /// The server (under `apps.http.servers`) that gets the sites; absent:
-    /// the one listening on `:443`, else on `:80`, else the only one.
-    pub server: Option<String>,
-    /// When the monitor re-applies the managed sites and observes them
-    /// (`caddy.reload`, six fields).
-    pub refresh_cron: String,
-    /// Longest one admin API request may take.
-    pub request_timeout_secs: u64,
-}
-
-impl Default for CaddyConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            admin_url: "http://127.0.0.1:2019".into(),
-            server: None,
-            refresh_cron: "0 * * * * *".into(),
-            request_timeout_secs: 30,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -476,79 +306,21 @@ impl Config {
             ("monitor.reaper_cron", &self.monitor.reaper_cron),
             ("monitor.scheduler_cron", &self.monitor.scheduler_cron),
             ("monitor.pruner_cron", &self.monitor.pruner_cron),
-            ("proxmox.refresh_cron", &self.proxmox.refresh_cron),
-            ("pm2.refresh_cron", &self.pm2.refresh_cron),
-            ("systemd.refresh_cron", &self.systemd.refresh_cron),
-            ("caddy.refresh_cron", &self.caddy.refresh_cron),
         ] {
             if let Err(e) = crate::cron::parse_with_seconds(cron) {
                 return Err(ConfigError::Value(format!("{name}: {e}")));
             }
         }
-        if !(10..=60_000).contains(&self.proxmox.poll_interval_ms) {
-            return fail("proxmox.poll_interval_ms must be between 10 and 60000");
-        }
-        if !self.pm2.base_dir.is_absolute() {
-            return fail("pm2.base_dir must be an absolute path");
-        }
-        for (name, argv) in [
-            ("pm2.bin", &self.pm2.bin),
-            ("cloudpanel.clpctl", &self.cloudpanel.clpctl),
-            ("systemd.systemctl", &self.systemd.systemctl),
-            ("systemd.journalctl", &self.systemd.journalctl),
-            ("systemd.systemd_analyze", &self.systemd.systemd_analyze),
-        ] {
-            if argv.is_empty() {
-                return Err(ConfigError::Value(format!("{name} must name a program")));
+        for (family, section) in self.families() {
+            let name = family.section;
+            if let Some(cron) = section.refresh_cron()
+                && let Err(e) = crate::cron::parse_with_seconds(cron)
+            {
+                return Err(ConfigError::Value(format!("{name}.refresh_cron: {e}")));
             }
-        }
-        for (name, secs) in [
-            ("pm2.command_timeout_secs", self.pm2.command_timeout_secs),
-            (
-                "cloudpanel.command_timeout_secs",
-                self.cloudpanel.command_timeout_secs,
-            ),
-            (
-                "systemd.command_timeout_secs",
-                self.systemd.command_timeout_secs,
-            ),
-            (
-                "caddy.request_timeout_secs",
-                self.caddy.request_timeout_secs,
-            ),
-        ] {
-            if secs == 0 {
-                return Err(ConfigError::Value(format!("{name} must be at least 1")));
-            }
-        }
-        self.check_systemd()?;
-        self.check_caddy()
-    }
-
-    fn check_systemd(&self) -> Result<(), ConfigError> {
-        let systemd = &self.systemd;
-        let fail = |m: String| Err(ConfigError::Value(format!("systemd.{m}")));
-        if !systemd.unit_dir.is_absolute() {
-            return fail("unit_dir must be an absolute path".into());
-        }
-        for pattern in systemd.allow.iter().chain(&systemd.deny) {
-            if let Err(e) = crate::actions::systemd::UnitPattern::parse(pattern) {
-                return fail(format!("allow/deny: {e}"));
-            }
-        }
-        Ok(())
-    }
-
-    fn check_caddy(&self) -> Result<(), ConfigError> {
-        let caddy = &self.caddy;
-        let fail = |m: String| Err(ConfigError::Value(format!("caddy.{m}")));
-        if !(caddy.admin_url.starts_with("http://") || caddy.admin_url.starts_with("https://")) {
-            return fail("admin_url must be an http:// or https:// URL".into());
-        }
-        if let Some(server) = &caddy.server
-            && server.is_empty()
-        {
-            return fail("server must not be empty (leave it out to find the server)".into());
+            section
+                .check()
+                .map_err(|m| ConfigError::Value(format!("{name}.{m}")))?;
         }
         Ok(())
     }
@@ -564,6 +336,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::families::systemd::SystemdScope;
 
     #[test]
     fn no_file_gives_the_laptop_defaults() {

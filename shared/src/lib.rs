@@ -4,12 +4,13 @@
 //! telemetry. No HTTP here and no access to the host: the API links this
 //! crate too, and must never be able to change the host.
 
-pub mod actions;
 pub mod config;
 pub mod cron;
+pub mod families;
 pub mod names;
 pub mod operation;
 pub mod process;
+pub mod secret;
 pub mod shutdown;
 pub mod status;
 pub mod store;
@@ -18,8 +19,8 @@ pub mod telemetry;
 pub mod time;
 pub mod wake;
 
-pub use actions::{Action, ActionError};
 pub use config::Config;
+pub use families::{Action, ActionError};
 pub use operation::{
     Fence, NewOperation, Operation, OperationError, OperationId, OperationRequest,
 };

@@ -37,7 +37,8 @@ use opsqueue_shared::{Action, Operation, OperationError};
 use tokio::time::{Instant, sleep_until};
 
 use crate::context::{Context, Stop, StopReason};
-use crate::drivers::{DriverError, DriverFuture, Registry};
+use crate::drivers::Registry;
+use crate::drivers::driver::{DriverError, DriverFuture, Outcome};
 use crate::runner::DEFAULT_KILL_GRACE;
 use crate::writer::{FinishWrite, Write, Writer, Written};
 use crate::{Ended, Ran, Shared};
@@ -67,7 +68,7 @@ struct CatchUnwind<'a>(DriverFuture<'a>);
 type Panic = Box<dyn Any + Send>;
 
 impl Future for CatchUnwind<'_> {
-    type Output = Result<Result<crate::drivers::Outcome, DriverError>, Panic>;
+    type Output = Result<Result<Outcome, DriverError>, Panic>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let call = &mut self.0;

@@ -37,7 +37,8 @@ use opsqueue_shared::{Config, OperationId, Store};
 use tokio_util::sync::CancellationToken;
 
 pub use context::{Context, StopReason};
-pub use drivers::{Driver, DriverError, Outcome, Probe, Registry};
+pub use drivers::Registry;
+pub use drivers::driver::{Driver, DriverError, Outcome, Probe};
 pub use runner::{CommandOutput, CommandSpec, ExitInfo, RunError};
 
 use writer::{Settings, Write, Writer, Written};

@@ -39,8 +39,6 @@ use opsqueue_shared::store::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::drivers::{DriverError, codes};
-
 /// How long a group has between SIGTERM and SIGKILL, unless the spec says.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
 /// After the leader exits, how long to keep reading output that a process
@@ -312,19 +310,6 @@ impl CommandOutput {
             .take(500)
             .collect()
     }
-
-    /// `Ok(self)` on exit code 0; otherwise a permanent `command_failed`
-    /// naming the status and the end of stderr. Drivers that know a failure
-    /// is transient classify it themselves instead.
-    pub fn check(self) -> Result<Self, DriverError> {
-        if self.success() {
-            return Ok(self);
-        }
-        Err(DriverError::permanent(
-            codes::COMMAND_FAILED,
-            self.failure_message(),
-        ))
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -350,24 +335,6 @@ impl RunError {
         match self {
             RunError::Timeout { output, .. } | RunError::Cancelled { output } => Some(output),
             _ => None,
-        }
-    }
-}
-
-impl From<RunError> for DriverError {
-    fn from(e: RunError) -> Self {
-        let message = e.to_string();
-        match e {
-            RunError::NotFound { .. } => DriverError::permanent(codes::COMMAND_NOT_FOUND, message),
-            RunError::Spawn { ref source, .. }
-                if source.kind() == io::ErrorKind::PermissionDenied =>
-            {
-                DriverError::permanent(codes::SPAWN_FAILED, message)
-            }
-            RunError::Spawn { .. } => DriverError::retryable(codes::SPAWN_FAILED, message),
-            RunError::Timeout { .. } => DriverError::retryable(codes::COMMAND_TIMEOUT, message),
-            RunError::Cancelled { .. } => DriverError::cancelled(),
-            RunError::Io { .. } => DriverError::retryable(codes::COMMAND_IO, message),
         }
     }
 }
@@ -790,9 +757,6 @@ mod tests {
             "oops"
         );
         assert!(lines.last().unwrap().1.contains("exit code 3"));
-        let err = output.check().unwrap_err();
-        assert_eq!(err.code, codes::COMMAND_FAILED);
-        assert!(!err.retryable && err.message.contains("oops"), "{err:?}");
 
         let (result, _) = run_spec(CommandSpec::new("sh").args(["-c", "kill -9 $$"])).await;
         assert_eq!(result.unwrap().status.signal, Some(9));
@@ -804,9 +768,6 @@ mod tests {
             run_spec(CommandSpec::new("/nonexistent/opsqueue-no-such-program")).await;
         let err = result.unwrap_err();
         assert!(matches!(err, RunError::NotFound { .. }), "{err:?}");
-        let err = DriverError::from(err);
-        assert_eq!(err.code, codes::COMMAND_NOT_FOUND);
-        assert!(!err.retryable);
         assert!(lines[0].1.contains("cannot start"));
     }
 
@@ -820,9 +781,6 @@ mod tests {
         let pid = err.output().unwrap().pid;
         assert!(matches!(err, RunError::Timeout { .. }), "{err:?}");
         assert!(gone(pid));
-        let err = DriverError::from(err);
-        assert_eq!(err.code, codes::COMMAND_TIMEOUT);
-        assert!(err.retryable);
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! Probes and telemetry: `/health` (open: the process answers), `/ready`
 //! (the store takes a write and some worker's heartbeat is fresh) and
-//! `/metrics` (Prometheus text; see `metrics.rs`).
+//! `/metrics` (Prometheus text; see `metrics.rs`), and the OpenAPI document.
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, get, web};
@@ -10,6 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::metrics::{CONTENT_TYPE, Snapshot, render};
+use crate::openapi::Document;
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
@@ -104,4 +105,13 @@ pub async fn prometheus_metrics(state: web::Data<AppState>) -> Result<HttpRespon
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, CONTENT_TYPE))
         .body(render(&snapshot)))
+}
+
+/// The OpenAPI document of this API.
+#[utoipa::path(tag = "health", responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json")))]
+#[get("/api/v1/openapi.json")]
+pub async fn openapi_json(document: web::Data<Document>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document.0.clone())
 }

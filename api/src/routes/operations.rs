@@ -24,7 +24,6 @@ use crate::auth::Caller;
 use crate::enqueue::{EnqueueBody, accepted, idempotency_key_header};
 use crate::long_poll::wait_until_terminal;
 use crate::problem::{ApiError, Problem};
-use crate::routes::parse_operation_id;
 use crate::state::AppState;
 
 pub const DEFAULT_PAGE: usize = 50;
@@ -357,4 +356,11 @@ pub async fn retry_operation(
         ))),
         Retry::NotFound => Err(not_found(id)),
     }
+}
+
+fn parse_operation_id(text: &str) -> Result<OperationId, ApiError> {
+    text.parse()
+        .map_err(|e: opsqueue_shared::operation::InvalidOperationId| {
+            ApiError::InvalidId(e.to_string())
+        })
 }

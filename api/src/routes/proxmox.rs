@@ -22,11 +22,11 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, put, web};
 use chrono::{DateTime, Utc};
 use opsqueue_shared::Action;
-use opsqueue_shared::actions::proxmox::{
+use opsqueue_shared::families::proxmox::{
     CaCert, Connection, DEFAULT_PORT, DEFAULT_TIMEOUT_SECS, GuestType, Host, MAX_TIMEOUT_SECS,
     NodeId, TokenId, TokenSecret, VmId,
 };
-use opsqueue_shared::operation::MASK;
+use opsqueue_shared::secret::MASK;
 use opsqueue_shared::store::Observation;
 use opsqueue_shared::store::proxmox::{
     HISTORY_OPERATIONS, HistoryEntry, HistoryFilter, NodeWrite, ProxmoxNode, history_statuses,
@@ -39,7 +39,7 @@ use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
-use crate::enqueue::{TypedQuery, enqueue_action, enqueue_typed};
+use crate::enqueue::{TypedQuery, enqueue_action, enqueue_typed, target_label};
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::state::AppState;
 
@@ -507,9 +507,10 @@ pub async fn test_connection(
     body.name.get_or_insert_with(|| "unsaved".into());
     let (_, connection) = body.merge(None)?;
     let action = Action::Proxmox(
-        opsqueue_shared::actions::proxmox::ProxmoxAction::TestConnection(connection),
+        opsqueue_shared::families::proxmox::ProxmoxAction::TestConnection(connection),
     );
-    enqueue_action(&state, &caller, &req, action, &query).await
+    let target = target_label(query.target.as_deref())?;
+    enqueue_action(&state, &caller, &req, action, target).await
 }
 
 /// Refresh a node's observed guests (also done on the `refresh-proxmox`

@@ -22,14 +22,14 @@ use utoipa::ToSchema;
 
 use super::state::{OBSERVATION_COLUMNS, observation_from_row};
 use super::{Observation, Result, StoreError, json_column, time_column};
-use crate::actions::proxmox::{
+use crate::families::proxmox::{
     CaCert, Connection as PveConnection, Host, NodeId, TokenId, TokenSecret,
 };
 use crate::time::{Timestamp, to_db};
 
 /// Observation kind of a node's own state (connected, version, …).
 pub const NODE_KIND: &str = "node";
-pub const FAMILY: &str = crate::actions::proxmox::FAMILY;
+pub const FAMILY: &str = crate::families::proxmox::FAMILY;
 
 /// Observation kind of one node's guests.
 pub fn guests_kind(node: NodeId) -> String {

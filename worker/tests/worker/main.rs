@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opsqueue_shared::actions::diag::DiagAction;
+use opsqueue_shared::families::diag::DiagAction;
 use opsqueue_shared::store::{
     Finish, LogEntry, StateEffect, counters_list, managed_list, names, observation_list,
     operation_cancel, operation_get, operation_insert, operation_log_list, operation_reap_worker,
@@ -19,6 +19,7 @@ use opsqueue_shared::wake::{Role, Waker};
 use opsqueue_shared::{
     Action, Config, Operation, OperationId, OperationRequest, Status, Store, time,
 };
+use opsqueue_worker::drivers::driver::Checked;
 use opsqueue_worker::{
     CommandSpec, Context, Driver, DriverError, Ended, Outcome, Registry, Worker,
 };

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use opsqueue_shared::actions::proxmox::{CaCert, Connection, Host, NodeId, TokenId, TokenSecret};
+use opsqueue_shared::families::proxmox::{CaCert, Connection, Host, NodeId, TokenId, TokenSecret};
 use opsqueue_shared::store::proxmox::{NodeWrite, proxmox_node_insert, proxmox_node_update};
 use opsqueue_shared::{Config, Status, Store, time};
 use serde_json::json;

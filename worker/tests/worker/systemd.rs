@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use opsqueue_shared::config::SystemdScope;
+use opsqueue_shared::families::systemd::SystemdScope;
 use opsqueue_shared::store::{managed_list, observation_list};
 use opsqueue_shared::{Config, Status};
 use serde_json::{Value, json};

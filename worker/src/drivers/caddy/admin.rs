@@ -25,7 +25,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::context::Context;
-use crate::drivers::DriverError;
+use crate::drivers::driver::DriverError;
 
 pub mod codes {
     /// Caddy's admin endpoint did not answer: retryable.

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use opsqueue_shared::actions::caddy::{SITE_ID_PREFIX, SiteSpec, site_id};
+use opsqueue_shared::families::caddy::{SITE_ID_PREFIX, SiteSpec, site_id};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -181,7 +181,7 @@ pub fn sites_in(servers: &Value) -> BTreeMap<String, ObservedSite> {
 mod tests {
     use super::*;
     use opsqueue_shared::Action;
-    use opsqueue_shared::actions::caddy::CaddyAction;
+    use opsqueue_shared::families::caddy::CaddyAction;
 
     fn spec(domain: &str, upstream: &str) -> SiteSpec {
         match Action::parse(

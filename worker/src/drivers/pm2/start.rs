@@ -16,14 +16,14 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use opsqueue_shared::actions::pm2::{ProcessName, Start};
+use opsqueue_shared::families::pm2::{ProcessName, Start};
 use opsqueue_shared::store::StateEffect;
 use serde_json::{Value, json};
 
 use super::view::{LAUNCHING, ONLINE};
 use super::{KIND_PROCESS, LAUNCH_POLL, MIN_REDACTED_LEN, Pm2};
 use crate::context::{Context, StopReason};
-use crate::drivers::{DriverError, Outcome};
+use crate::drivers::driver::{DriverError, Outcome};
 use crate::runner::CommandSpec;
 
 impl Pm2 {

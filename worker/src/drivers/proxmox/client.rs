@@ -16,12 +16,12 @@
 
 use std::time::Duration;
 
-use opsqueue_shared::actions::proxmox::Connection;
+use opsqueue_shared::families::proxmox::Connection;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
-use crate::drivers::DriverError;
+use crate::drivers::driver::DriverError;
 
 /// Error codes of the proxmox driver.
 pub mod codes {

@@ -7,11 +7,11 @@
 //! guest that migrated; its power state comes from `…/status/current`,
 //! which alone tells a paused VM (`qmpstatus`) from a running one.
 
-use opsqueue_shared::actions::proxmox::{GuestType, VmId};
+use opsqueue_shared::families::proxmox::{GuestType, VmId};
 use serde_json::{Value, json};
 
 use super::client::{PveClient, codes};
-use crate::drivers::DriverError;
+use crate::drivers::driver::DriverError;
 
 /// A guest as `/cluster/resources` lists it.
 #[derive(Debug, Clone, PartialEq)]

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::client::{PveClient, codes};
 use crate::context::{Context, StopReason};
-use crate::drivers::DriverError;
+use crate::drivers::driver::DriverError;
 
 /// Polls in a row that may fail (PVE or the network hiccuping) before the
 /// attempt gives up with a retryable error.

@@ -14,8 +14,8 @@
 //! - paths and account names are plain by construction (their types allow
 //!   no quotes, spaces, `%` or `$`).
 
-use opsqueue_shared::actions::systemd::{Hardening, UnitSpec};
-use opsqueue_shared::config::SystemdScope;
+use opsqueue_shared::families::systemd::SystemdScope;
+use opsqueue_shared::families::systemd::{Hardening, UnitSpec};
 
 /// The first line of every unit opsqueue renders. Finding it in a file in
 /// the unit directory tells the driver the file is its own (an install
@@ -168,7 +168,7 @@ pub fn render(spec: &UnitSpec, scope: SystemdScope) -> String {
 mod tests {
     use super::*;
     use opsqueue_shared::Action;
-    use opsqueue_shared::actions::systemd::SystemdAction;
+    use opsqueue_shared::families::systemd::SystemdAction;
     use serde_json::{Value, json};
 
     fn spec(payload: Value) -> UnitSpec {

@@ -1,0 +1,38 @@
+//! The `cloudpanel` family (the CloudPanel API) over CloudPanel's `clpctl`:
+//! sites (`cloudpanel.site.add` of type php, nodejs, static, python or
+//! reverse-proxy; `cloudpanel.site.delete`), databases
+//! (`cloudpanel.db.add`) and panel users (`cloudpanel.user.add`,
+//! `cloudpanel.user.delete`). Databases have no delete: clpctl has no
+//! command for it (its `db:` commands are `add`, `export`, `import` and
+//! `show:master-credentials`).
+//!
+//! Every field is parsed into a type here, before it can become one of
+//! clpctl's `--option=value` arguments. Passwords are secret fields: stored
+//! apart, shown as `"***"` in every answer, never printed by `Debug`, and
+//! redacted by the worker from every log line and result. clpctl itself
+//! takes them as arguments, so `ps` shows them to root while it runs.
+//!
+//! Sites and their databases serialize on `cloudpanel:site:<domain>`, users
+//! on `cloudpanel:user:<name>`. Adding or deleting a site or a user checks
+//! first whether it is already done, so those are safe to re-run;
+//! `db:add` cannot be checked (clpctl lists no databases) and is not.
+
+mod actions;
+mod config;
+mod routes;
+
+pub use actions::*;
+pub use config::*;
+
+use crate::families::family::Family;
+
+/// The `cloudpanel` family, as the one list in `families/mod.rs` names it.
+pub static DECLARATION: Family = Family {
+    name: FAMILY,
+    section: "cloudpanel",
+    description: "CloudPanel sites, databases and users through clpctl",
+    catalogue: actions::CATALOGUE,
+    routes: routes::ROUTES,
+    reach: None,
+    refresh: None,
+};

@@ -1,0 +1,85 @@
+//! `/api/v1/cloudpanel`: the CloudPanel API's routes over `clpctl`. Each
+//! enqueues a `cloudpanel.*` operation and answers 202 + the operation; the
+//! body is the operation's payload. Passwords are secret fields: stored
+//! apart and shown as `"***"` in every answer, including this one. The
+//! names in paths are checked by the action's own parser.
+
+use crate::families::route::{Body, Enqueue, Kind, Method, PathParam, Route, Serves};
+
+/// `POST` of a body that is the whole payload.
+const fn create(
+    path: &'static str,
+    summary: &'static str,
+    description: &'static str,
+    kind: &'static str,
+    body: &'static str,
+) -> Route {
+    Route {
+        method: Method::Post,
+        path,
+        summary,
+        description,
+        params: &[],
+        serves: Serves::Enqueue(Enqueue {
+            kind: Kind::One(kind),
+            body: Some(Body {
+                description: body,
+                required: &[],
+            }),
+            query: &[],
+        }),
+    }
+}
+
+pub const ROUTES: &[Route] = &[
+    create(
+        "/api/v1/cloudpanel/sites",
+        "Add a site (`cloudpanel.site.add`).",
+        "Body: `{site_type: php|nodejs|static|python|reverse-proxy, domain, site_user, \
+         site_user_password, php_version?, vhost_template?, nodejs_version?, python_version?, \
+         app_port?, reverse_proxy_url?}` (each type takes its own fields). A site whose \
+         htdocs already exists is `changed: false`.",
+        "cloudpanel.site.add",
+        "The site",
+    ),
+    Route::enqueue(
+        Method::Delete,
+        "/api/v1/cloudpanel/sites/{domain}",
+        "Delete a site (`cloudpanel.site.delete`, with `--force`); an absent site is `changed: false`.",
+        &[PathParam {
+            name: "domain",
+            description: "The site's domain",
+            field: "domain",
+            parse: None,
+        }],
+        "cloudpanel.site.delete",
+    ),
+    create(
+        "/api/v1/cloudpanel/databases",
+        "Add a database to a site (`cloudpanel.db.add`).",
+        "Body: `{domain, database_name, database_user_name, database_user_password}`.",
+        "cloudpanel.db.add",
+        "The database",
+    ),
+    create(
+        "/api/v1/cloudpanel/users",
+        "Add a panel user (`cloudpanel.user.add`).",
+        "Body: `{user_name, email, first_name, last_name, password, role: \
+         admin|site-manager|user, sites?, timezone?, active?}`. A user that \
+         `clpctl user:list` shows is `changed: false`.",
+        "cloudpanel.user.add",
+        "The user",
+    ),
+    Route::enqueue(
+        Method::Delete,
+        "/api/v1/cloudpanel/users/{name}",
+        "Delete a panel user (`cloudpanel.user.delete`); an absent user is `changed: false`.",
+        &[PathParam {
+            name: "name",
+            description: "The user name",
+            field: "user_name",
+            parse: None,
+        }],
+        "cloudpanel.user.delete",
+    ),
+];

@@ -1,0 +1,173 @@
+//! Typed routes as data. A family lists its routes (`/api/v1/pm2/…`) as a
+//! table of [`Route`]s; the API serves every one with one generic enqueue
+//! handler or one generic observed-read handler, and generates the OpenAPI
+//! document from the same table, so a route cannot be served without being
+//! documented, or the other way round.
+//!
+//! A route either enqueues one operation type ([`Enqueue`]: the payload is
+//! the JSON body, if the route takes one, plus the fields its path and query
+//! parameters fill) or answers from what a worker last observed
+//! ([`Observed`]). Routes that do neither (Proxmox node registration,
+//! history, schedules, keys) are written by hand in the API.
+
+use crate::names::NameError;
+
+/// The HTTP methods typed routes use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// Parses a path parameter into its normal form (`web` → `web.service`,
+/// `Example.COM` → `example.com`), or refuses it.
+pub type ParseName = fn(&str) -> Result<String, NameError>;
+
+/// A `{name}` in a route's path (`{verb}` is not one: see [`Kind::ByVerb`]).
+#[derive(Debug)]
+pub struct PathParam {
+    /// As written in the path, and the field a refusal names.
+    pub name: &'static str,
+    pub description: &'static str,
+    /// The payload field it fills (an enqueue), or the observed name (a read).
+    pub field: &'static str,
+    /// Checked at the route (`422 invalid_request` naming `name`); `None`
+    /// leaves the text to the action's own parser (`422 invalid_payload`).
+    pub parse: Option<ParseName>,
+}
+
+/// What a query parameter holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryValue {
+    /// A whole number from 0 to 4294967295 (the action checks its range).
+    Count,
+    /// An RFC 3339 time.
+    Time,
+}
+
+/// A query parameter that fills the payload field of the same name.
+/// Every typed route also takes `?target=` (default `local`).
+#[derive(Debug)]
+pub struct QueryParam {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub value: QueryValue,
+}
+
+/// A body field a route needs although the action may do without it.
+#[derive(Debug)]
+pub struct Required {
+    pub field: &'static str,
+    pub message: &'static str,
+}
+
+/// The JSON object a route takes as the payload.
+#[derive(Debug)]
+pub struct Body {
+    pub description: &'static str,
+    pub required: &'static [Required],
+}
+
+/// Which operation type a route enqueues.
+#[derive(Debug)]
+pub enum Kind {
+    One(&'static str),
+    /// Chosen by the path parameter `{verb}`: `(verb, type)` pairs; another
+    /// verb is `404 not_found`.
+    ByVerb(&'static [(&'static str, &'static str)]),
+}
+
+impl Kind {
+    /// The operation type for `verb` (any verb for [`Kind::One`]).
+    pub fn for_verb(&self, verb: Option<&str>) -> Option<&'static str> {
+        match self {
+            Kind::One(kind) => Some(kind),
+            Kind::ByVerb(verbs) => verbs
+                .iter()
+                .find(|(name, _)| Some(*name) == verb)
+                .map(|(_, kind)| *kind),
+        }
+    }
+}
+
+/// The path parameter that chooses the type in [`Kind::ByVerb`].
+pub const VERB: &str = "verb";
+
+/// A route that enqueues an operation (202 + the operation).
+#[derive(Debug)]
+pub struct Enqueue {
+    pub kind: Kind,
+    pub body: Option<Body>,
+    pub query: &'static [QueryParam],
+}
+
+/// A read of observed objects of `kind`: every one on the target (a route
+/// without path parameters) or the one its path names (`404` until observed).
+#[derive(Debug)]
+pub struct Observed {
+    pub kind: &'static str,
+    /// Joined with what opsqueue manages of that kind (its desired state).
+    pub managed: bool,
+    /// What the 200 answer holds, for the OpenAPI document.
+    pub answer: &'static str,
+    /// How to observe it, told in a 404; `{param}` is replaced by the path
+    /// parameter's normal form.
+    pub how: &'static str,
+}
+
+#[derive(Debug)]
+pub enum Serves {
+    Enqueue(Enqueue),
+    Observed(Observed),
+}
+
+/// One typed route.
+#[derive(Debug)]
+pub struct Route {
+    pub method: Method,
+    /// `/api/v1/<family>/…` with `{param}`s.
+    pub path: &'static str,
+    /// One line, for the OpenAPI document.
+    pub summary: &'static str,
+    /// More, or `""`.
+    pub description: &'static str,
+    pub params: &'static [PathParam],
+    pub serves: Serves,
+}
+
+impl Route {
+    /// An enqueue route without a body or query parameters.
+    pub const fn enqueue(
+        method: Method,
+        path: &'static str,
+        summary: &'static str,
+        params: &'static [PathParam],
+        kind: &'static str,
+    ) -> Route {
+        Route {
+            method,
+            path,
+            summary,
+            description: "",
+            params,
+            serves: Serves::Enqueue(Enqueue {
+                kind: Kind::One(kind),
+                body: None,
+                query: &[],
+            }),
+        }
+    }
+}
