@@ -9,9 +9,8 @@
 //! so a long wait is not ended by a busy moment; writes are never repeated
 //! here.
 //!
-//! TLS is rustls. `--ca-cert` replaces the built-in roots with the
-//! certificates of one PEM file: only a server presenting one of them (or
-//! a certificate they signed) is trusted.
+//! TLS is rustls with the built-in web roots; `--ca-cert` trusts the
+//! certificates of one PEM file instead (see `tls.rs`).
 
 use std::time::Duration;
 
@@ -123,22 +122,9 @@ impl Client {
         if let Some(path) = &connection.ca_cert {
             let pem = std::fs::read(path)
                 .map_err(|e| CliError::usage(format!("--ca-cert {}: {e}", path.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                CliError::usage(format!(
-                    "--ca-cert {}: not PEM certificates: {e}",
-                    path.display()
-                ))
-            })?;
-            if certs.is_empty() {
-                return Err(CliError::usage(format!(
-                    "--ca-cert {}: no certificate in the file",
-                    path.display()
-                )));
-            }
-            builder = builder.tls_built_in_root_certs(false);
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
+            let tls = crate::tls::pinned_config(&pem)
+                .map_err(|e| CliError::usage(format!("--ca-cert {}: {e}", path.display())))?;
+            builder = builder.use_preconfigured_tls(tls);
         }
         let http = builder
             .build()
@@ -208,7 +194,7 @@ impl Client {
         let response = builder.send().await.map_err(|e| {
             Retry::No(CliError::Unreachable {
                 url: shown.clone(),
-                cause: error_chain(&e),
+                cause: error_chain(&e.without_url()),
             })
         })?;
         let status = response.status();

@@ -153,6 +153,11 @@ impl CliError {
                 "this key's scope does not allow it: use a key with the write or admin scope"
                     .into(),
             ),
+            CliError::Unreachable { cause, .. } if cause.contains("certificate") => Some(
+                "the server's certificate is not trusted: pass --ca-cert with its PEM (or its CA's), \
+                 or set OPSQUEUE_CA_CERT"
+                    .into(),
+            ),
             CliError::Unreachable { .. } => Some(
                 "is the API running? The URL comes from --url, else OPSQUEUE_URL, else \
                  ~/.config/opsqueue/config.toml (`opsqueue login`)"

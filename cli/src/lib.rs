@@ -20,6 +20,7 @@ pub mod exit;
 mod feed;
 mod fields;
 mod output;
+mod tls;
 mod watch;
 
 use clap::Parser as _;
