@@ -230,6 +230,13 @@ impl StatusFilter {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(after_help = "\
+Examples:
+  opsqueue ops ls --status failed --since 1h
+  opsqueue ops get 01920b6c-…
+  opsqueue ops logs 01920b6c-… --follow
+  opsqueue ops retry 01920b6c-… --wait
+  opsqueue ops wait \"$A\" \"$B\" --timeout 10m")]
 pub enum OpsCommand {
     /// List operations, newest first
     #[command(after_help = "\
@@ -322,6 +329,7 @@ pub struct LsArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(after_help = "Example:\n  opsqueue targets ls")]
 pub enum TargetsCommand {
     /// Every target with the workers serving it and their heartbeats
     ///
@@ -335,6 +343,7 @@ Examples:
 }
 
 #[derive(Debug, Subcommand)]
+#[command(after_help = "Example:\n  opsqueue schedules ls -o json | jq -r '.items[].name'")]
 pub enum SchedulesCommand {
     /// Every schedule: its cron, the operation it fires and when it last fired
     #[command(after_help = "\
@@ -596,6 +605,22 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_examples_in_its_help() {
+        fn check(command: &clap::Command, path: &str) {
+            for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+                let path = format!("{path} {}", sub.get_name());
+                let help = sub
+                    .get_after_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                assert!(help.contains("Example"), "`{path} --help` has no example");
+                check(sub, &path);
+            }
+        }
+        check(&Cli::command(), "opsqueue");
     }
 
     #[test]

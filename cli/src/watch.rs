@@ -357,3 +357,64 @@ impl View {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::args::Format;
+
+    const PLAIN: Ui = Ui {
+        format: Format::Table,
+        fancy: false,
+    };
+
+    #[test]
+    fn the_spinner_becomes_a_progress_bar_once_a_percent_is_reported() {
+        let fancy = Ui {
+            format: Format::Table,
+            fancy: true,
+        };
+        let mut view = View::new(fancy, "op-1", Lines::Off);
+        view.update(&json!({"status": "running", "progress": {"step": "copying"}}));
+        assert!(!view.bar_mode, "a step alone keeps the spinner");
+        view.update(
+            &json!({"status": "running", "progress": {"step": "copying", "percent": 42.4}}),
+        );
+        assert!(view.bar_mode);
+        assert_eq!(view.bar.as_ref().unwrap().position(), 42);
+        view.finish();
+        assert!(view.bar.is_none());
+    }
+
+    #[test]
+    fn the_summary_says_how_it_ended_and_why() {
+        let done = json!({"id": "op-1", "status": "completed", "result": {"changed": true},
+            "started_at": "2024-01-01T00:00:00Z", "finished_at": "2024-01-01T00:00:02.5Z"});
+        assert_eq!(
+            summary(&PLAIN, &done),
+            "op-1 completed in 2.5s (changed: true)"
+        );
+        let failed = json!({"id": "op-2", "status": "failed", "attempt": 3, "max_attempts": 3,
+            "error": {"code": "timeout", "message": "took too long", "retryable": true}});
+        assert_eq!(
+            summary(&PLAIN, &failed),
+            "op-2 failed: timeout: took too long (attempt 3 of 3)"
+        );
+        let refused = json!({"id": "op-3", "status": "failed", "attempt": 1, "max_attempts": 3,
+            "error": {"code": "diag_failure", "message": "no", "retryable": false}});
+        assert_eq!(
+            summary(&PLAIN, &refused),
+            "op-3 failed: diag_failure: no (not retryable)"
+        );
+    }
+
+    #[test]
+    fn a_log_line_shows_its_stream_unless_it_is_a_step() {
+        let step = json!({"at": "2024-01-01T00:00:00Z", "stream": "step", "line": "$ sleep 1"});
+        let out = json!({"at": "2024-01-01T00:00:00Z", "stream": "stdout", "line": "hello"});
+        assert!(format_line(&PLAIN, &step).ends_with(" $ sleep 1"));
+        assert!(format_line(&PLAIN, &out).ends_with(" out: hello"));
+    }
+}
