@@ -140,6 +140,11 @@ impl CliError {
         }
     }
 
+    /// Whether asking again later may succeed (no answer, or a 5xx).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CliError::Unreachable { .. } | CliError::Server { .. })
+    }
+
     /// What helps after this error, if anything.
     pub fn hint(&self) -> Option<String> {
         match self {

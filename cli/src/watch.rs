@@ -4,6 +4,10 @@
 //! `--follow` the log lines scroll above it. In a pipe (or with `NO_COLOR`)
 //! there is no spinner: each change of status is one plain line on stderr.
 //!
+//! A wait outlives a short outage of the API (a restart): unreachable and
+//! 5xx reads are retried for up to a minute, said once on stderr; a
+//! refusal (4xx) ends the wait at once.
+//!
 //! Ctrl-C only stops the wait: the operation runs on, and the message says
 //! how to resume (`opsqueue ops wait ID`); exit 130. With
 //! `--cancel-on-interrupt` it asks the API to cancel instead and keeps
@@ -33,6 +37,10 @@ const INTERACTIVE_HOLD: Duration = Duration::from_secs(1);
 const QUIET_HOLD: Duration = Duration::from_secs(25);
 /// Between reads when less than a second of the timeout is left.
 const SHORT_PAUSE: Duration = Duration::from_millis(200);
+/// How long a wait rides out an API that cannot be reached or answers 5xx.
+const OUTAGE_GRACE: Duration = Duration::from_secs(60);
+/// Between reads while the API cannot be reached.
+const OUTAGE_PAUSE: Duration = Duration::from_secs(1);
 
 /// Where log lines go while following.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +101,7 @@ pub async fn watch(
     let mut pause = Duration::ZERO;
     let mut cancelling = false;
     let mut last = Value::Null;
+    let mut outage: Option<Instant> = None;
     loop {
         let (this_hold, this_pause, reader) = (hold, pause, &mut feed);
         let step = async move {
@@ -129,7 +138,30 @@ pub async fn watch(
             }
         };
         let update = match update {
-            Ok(update) => update,
+            Ok(update) => {
+                if outage.take().is_some() {
+                    view.note("reached the API again");
+                }
+                update
+            }
+            // The API restarting (a deploy, a reboot) does not end a wait:
+            // keep asking for a while, then give up with exit 5.
+            Err(error)
+                if error.is_transient()
+                    && outage.is_none_or(|since| since.elapsed() < OUTAGE_GRACE)
+                    && options.deadline.is_none_or(|d| Instant::now() < d) =>
+            {
+                if outage.is_none() {
+                    outage = Some(Instant::now());
+                    view.note(&format!(
+                        "{}\nstill waiting: retrying for up to {}s",
+                        error.render(),
+                        OUTAGE_GRACE.as_secs()
+                    ));
+                }
+                (hold, pause) = (Duration::ZERO, OUTAGE_PAUSE);
+                continue;
+            }
             Err(error) => {
                 view.finish();
                 return Err(error);

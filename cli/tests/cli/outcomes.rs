@@ -204,3 +204,57 @@ async fn ctrl_c_with_cancel_on_interrupt_cancels_and_exits_2() {
     assert!(run.stderr.contains(&format!("cancelling {id}")), "{run:#?}");
     assert_eq!(app.cluster.operation(&id).await["status"], "cancelled");
 }
+
+#[test]
+fn a_server_error_exits_5_and_shows_the_problem() {
+    let app = client_only();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let body = r#"{"type":"urn:opsqueue:problem:internal","title":"Internal error","status":500,"detail":"an internal error occurred; it has been logged","code":"internal"}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/problem+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let run = app.run(&["ops", "ls", "--url", &url]);
+    run.expect_code(5);
+    assert!(
+        run.stderr.contains("error: Internal error (500 internal)"),
+        "{run:#?}"
+    );
+    assert!(run.stderr.contains("it has been logged"), "{run:#?}");
+}
+
+#[tokio::test]
+async fn a_wait_rides_out_a_restart_of_the_api() {
+    // A fixed port, so the restarted API is where the client looks.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cluster = opsqueue_tests::Cluster::new();
+    cluster.set_env("OPSQUEUE_API__BIND", format!("127.0.0.1:{port}"));
+    cluster.start_api();
+    cluster.start_worker(&[]);
+    let mut app = crate::helpers::App {
+        cluster,
+        home: tempfile::tempdir().unwrap(),
+    };
+    let waiting = Started::spawn(app.command(&["run", "diag.sleep", "seconds:=3", "--wait"]));
+    drop(app.cluster.api.take());
+    app.cluster.start_api();
+    let run = waiting.finish();
+    run.expect_code(0);
+    assert!(run.stderr.contains("still waiting: retrying"), "{run:#?}");
+    assert!(run.stderr.contains("reached the API again"), "{run:#?}");
+    assert!(run.stderr.contains("completed"), "{run:#?}");
+}
