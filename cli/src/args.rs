@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
@@ -321,7 +322,7 @@ pub struct LsArgs {
     #[arg(long)]
     pub resource: Option<String>,
     /// Created within this long (1h, 30m, 2d) or since this time (RFC 3339)
-    #[arg(long, value_name = "AGE|TIME")]
+    #[arg(long, value_name = "AGE|TIME", value_parser = parse_since)]
     pub since: Option<String>,
     /// How many (the API pages by 500)
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
@@ -460,17 +461,15 @@ pub enum SystemdCommand {
     )]
     Status(OnName),
     /// Read a unit's journal (fires systemd.logs and prints its result)
-    #[command(
-        after_help = "Example:\n  opsqueue systemd logs nginx --lines 50 --since 2024-05-01T00:00:00Z"
-    )]
+    #[command(after_help = "Example:\n  opsqueue systemd logs nginx --lines 50 --since 1h")]
     Logs {
         #[arg(value_name = "UNIT")]
         unit: String,
         /// The last this many lines (default 100)
         #[arg(long)]
         lines: Option<u32>,
-        /// Only lines from this time on (RFC 3339)
-        #[arg(long, value_name = "TIME")]
+        /// Only lines from this long ago (1h) or this time (RFC 3339) on
+        #[arg(long, value_name = "AGE|TIME", value_parser = parse_since)]
         since: Option<String>,
         #[arg(long)]
         target: Option<String>,
@@ -597,10 +596,38 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (try 90s, 10m, 1h30m)"))
 }
 
+/// `--since`: an age (`1h`: that long before now) or a time (RFC 3339),
+/// as the RFC 3339 UTC time the API takes.
+pub fn parse_since(text: &str) -> Result<String, String> {
+    if let Ok(age) = parse_duration(text) {
+        let age = chrono::Duration::from_std(age).map_err(|_| "too long ago".to_owned())?;
+        return Ok((Utc::now() - age).to_rfc3339_opts(SecondsFormat::Secs, true));
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| {
+            t.with_timezone(&Utc)
+                .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+        })
+        .map_err(|_| "give an age (30m, 1h, 2d) or a time (2024-05-01T12:00:00Z)".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn since_takes_an_age_or_a_time() {
+        let an_hour_ago = parse_since("1h").unwrap();
+        let parsed = DateTime::parse_from_rfc3339(&an_hour_ago).unwrap();
+        let age = Utc::now() - parsed.with_timezone(&Utc);
+        assert!((3590..=3610).contains(&age.num_seconds()), "{an_hour_ago}");
+        assert_eq!(
+            parse_since("2024-05-01T14:00:00+02:00").unwrap(),
+            "2024-05-01T12:00:00Z"
+        );
+        assert!(parse_since("yesterday").is_err());
+    }
 
     #[test]
     fn the_command_line_is_consistent() {

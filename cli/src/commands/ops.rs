@@ -4,11 +4,10 @@
 
 use std::time::Instant;
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use comfy_table::Cell;
 use serde_json::{Value, json};
 
-use crate::args::{LsArgs, OpsCommand, parse_duration};
+use crate::args::{LsArgs, OpsCommand};
 use crate::client::Request;
 use crate::commands::fire::follow_up;
 use crate::commands::{Ctx, cell};
@@ -84,27 +83,7 @@ fn cancel_note(op: &Value) -> String {
     }
 }
 
-/// `--since`: an age (`1h`) or a time (RFC 3339), as the API's RFC 3339.
-fn since(text: &str) -> Result<String, CliError> {
-    if let Ok(age) = parse_duration(text) {
-        let age = chrono::Duration::from_std(age)
-            .map_err(|_| CliError::usage(format!("--since {text}: too long ago")))?;
-        return Ok((Utc::now() - age).to_rfc3339_opts(SecondsFormat::Secs, true));
-    }
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| {
-            t.with_timezone(&Utc)
-                .to_rfc3339_opts(SecondsFormat::AutoSi, true)
-        })
-        .map_err(|_| {
-            CliError::usage(format!(
-                "--since {text:?}: give an age (30m, 1h, 2d) or a time (2024-05-01T12:00:00Z)"
-            ))
-        })
-}
-
 async fn ls(ctx: &Ctx, args: &LsArgs) -> Result<Exit, CliError> {
-    let since = args.since.as_deref().map(since).transpose()?;
     let mut items: Vec<Value> = Vec::new();
     let mut cursor: Option<String> = None;
     let mut next_cursor;
@@ -116,7 +95,7 @@ async fn ls(ctx: &Ctx, args: &LsArgs) -> Result<Exit, CliError> {
             .query_opt("target", args.target.as_deref())
             .query_opt("source", args.source.as_deref())
             .query_opt("resource", args.resource.as_deref())
-            .query_opt("since", since.as_deref())
+            .query_opt("since", args.since.as_deref())
             .query("limit", left.min(MAX_PAGE))
             .query_opt("cursor", cursor.as_deref());
         let page = ctx.client.json(&request).await?;
@@ -281,22 +260,4 @@ async fn logs(ctx: &Ctx, id: &str, follow: bool) -> Result<Exit, CliError> {
         }
     }
     Ok(Exit::Completed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn since_takes_an_age_or_a_time() {
-        let an_hour_ago = since("1h").unwrap();
-        let parsed = DateTime::parse_from_rfc3339(&an_hour_ago).unwrap();
-        let age = Utc::now() - parsed.with_timezone(&Utc);
-        assert!((3590..=3610).contains(&age.num_seconds()), "{an_hour_ago}");
-        assert_eq!(
-            since("2024-05-01T14:00:00+02:00").unwrap(),
-            "2024-05-01T12:00:00Z"
-        );
-        assert!(matches!(since("yesterday"), Err(CliError::Usage(_))));
-    }
 }
