@@ -59,27 +59,30 @@ impl<'a> Feed<'a> {
             )
             .await?;
         let mut lines = Vec::new();
-        if let Some(after) = self.after.as_mut() {
+        // The cursor moves only once the whole read is done: a read dropped
+        // half-way (Ctrl-C) is read again, not skipped.
+        if let Some(mut after) = self.after {
             loop {
                 let page = self
                     .client
                     .json(
                         &Request::get(&["operations", &self.id, "logs"])
-                            .query("after", *after)
+                            .query("after", after)
                             .query("limit", LOG_PAGE),
                     )
                     .await?;
                 let items = page["items"].as_array().cloned().unwrap_or_default();
-                *after = page["next_after"]
+                after = page["next_after"]
                     .as_i64()
                     .or_else(|| items.last().and_then(|l| l["seq"].as_i64()))
-                    .unwrap_or(*after);
+                    .unwrap_or(after);
                 let full = items.len() >= LOG_PAGE;
                 lines.extend(items);
                 if !full {
                     break;
                 }
             }
+            self.after = Some(after);
         }
         Ok(Update { operation, lines })
     }
