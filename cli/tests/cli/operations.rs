@@ -211,3 +211,29 @@ fn completions_are_printed_for_bash_zsh_and_fish() {
         );
     }
 }
+
+#[test]
+fn the_same_idempotency_key_fires_once_and_says_it_replayed() {
+    let app = crate::helpers::spawn_api_only();
+    let args = ["run", "diag.noop", "--idempotency-key", "deploy-42"];
+    let first = app.run(&args);
+    first.expect_code(0);
+    assert!(!first.stderr.contains("replayed"), "{first:#?}");
+    let again = app.run(&args);
+    again.expect_code(0);
+    assert_eq!(again.id(), first.id());
+    assert!(again.stderr.contains("(replayed"), "{again:#?}");
+
+    let other = app.run(&[
+        "run",
+        "diag.noop",
+        "key=x",
+        "--idempotency-key",
+        "deploy-42",
+    ]);
+    other.expect_code(4);
+    assert!(
+        other.stderr.contains("idempotency_key_reused"),
+        "{other:#?}"
+    );
+}
