@@ -37,7 +37,9 @@ impl Tmux {
 
     fn command(&self) -> Command {
         let mut command = Command::new("tmux");
-        command.args(["-L", &self.socket, "-f", "/dev/null"]);
+        // -u: UTF-8 whatever the test's locale (CI may run with none), so
+        // the check mark and the spinner read back as themselves.
+        command.args(["-u", "-L", &self.socket, "-f", "/dev/null"]);
         command
     }
 
