@@ -334,6 +334,8 @@ impl View {
                 }
                 bar.set_message(message);
             }
+            // The end is the summary's to say.
+            None if Exit::of_status(&status).is_some() => {}
             None => {
                 let mut plain = format!("{} {status}", self.id);
                 if !step.is_empty() {
