@@ -20,15 +20,16 @@ mod defaults;
 mod pruner;
 mod reaper;
 mod scheduler;
+mod service;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use opsqueue_shared::systemd;
-use opsqueue_shared::time::{self, Timestamp};
+use opsqueue_shared::time;
 use opsqueue_shared::wake::Waker;
-use opsqueue_shared::{Config, Store, StoreError};
+use opsqueue_shared::{Config, Store};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
@@ -36,22 +37,7 @@ pub use defaults::{DefaultSchedule, DefaultsReport, defaults, ensure_defaults};
 pub use pruner::{PruneReport, Pruner};
 pub use reaper::{ReapReport, Reaper};
 pub use scheduler::{FireReport, Scheduler};
-
-/// One maintenance service.
-pub trait Service: Send + Sync + 'static {
-    const NAME: &'static str;
-    type Report: std::fmt::Debug + Send + 'static;
-
-    /// Does one round of work as of `now`; blocking (it runs SQL).
-    fn run_once(&self, now: Timestamp) -> Result<Self::Report, StoreError>;
-
-    /// Whether a report is worth an info line (an idle round is not).
-    fn is_noteworthy(report: &Self::Report) -> bool;
-
-    /// Whether a successful round proves the monitor alive to systemd's
-    /// watchdog (the reaper's: it runs every second and is the backstop).
-    const FEEDS_WATCHDOG: bool = false;
-}
+pub use service::Service;
 
 /// Runs `service` on `cron` (six fields, seconds first). A round still
 /// running when the next is due is not doubled: the new one is skipped.

@@ -33,7 +33,7 @@ impl Pruner {
     }
 }
 
-impl crate::Service for Pruner {
+impl crate::service::Service for Pruner {
     const NAME: &'static str = "pruner";
     type Report = PruneReport;
 

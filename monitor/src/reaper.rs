@@ -52,7 +52,7 @@ impl Reaper {
     }
 }
 
-impl crate::Service for Reaper {
+impl crate::service::Service for Reaper {
     const NAME: &'static str = "reaper";
     const FEEDS_WATCHDOG: bool = true;
     type Report = ReapReport;

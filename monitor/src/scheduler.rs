@@ -34,7 +34,7 @@ impl Scheduler {
     }
 }
 
-impl crate::Service for Scheduler {
+impl crate::service::Service for Scheduler {
     const NAME: &'static str = "scheduler";
     type Report = FireReport;
 

@@ -45,8 +45,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::context::{Stop, StopReason};
+use crate::executor;
+use crate::state::Shared;
 use crate::writer::{Write, Written};
-use crate::{Shared, executor};
 
 /// Past the shutdown grace, the time a draining worker may take to stop
 /// what still runs and hand it back; systemd's stop timeout is extended to

@@ -33,15 +33,35 @@ use opsqueue_shared::config::WorkerConfig;
 use opsqueue_shared::operation::codes;
 use opsqueue_shared::store::{Finish, StoreError};
 use opsqueue_shared::time::{self, Timestamp};
-use opsqueue_shared::{Action, Operation, OperationError};
+use opsqueue_shared::{Action, Operation, OperationError, OperationId};
 use tokio::time::{Instant, sleep_until};
 
 use crate::context::{Context, Stop, StopReason};
 use crate::drivers::Registry;
 use crate::drivers::driver::{DriverError, DriverFuture, Outcome};
 use crate::runner::DEFAULT_KILL_GRACE;
+use crate::state::Shared;
 use crate::writer::{FinishWrite, Write, Writer, Written};
-use crate::{Ended, Ran, Shared};
+
+/// How one attempt ended, as far as this worker knows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ended {
+    /// Recorded (fenced) as this.
+    Finished(Finish),
+    /// The claim no longer held: nothing was recorded.
+    Lost,
+    /// The store refused the finish; the monitor will reap the operation.
+    Unrecorded(String),
+}
+
+/// One attempt run by [`Worker::step`].
+#[derive(Debug, Clone)]
+pub struct Ran {
+    pub id: OperationId,
+    pub kind: String,
+    pub attempt: i64,
+    pub ended: Ended,
+}
 
 /// How often a running operation's buffered log lines are written.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(500);

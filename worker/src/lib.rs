@@ -23,6 +23,7 @@ pub mod context;
 pub mod drivers;
 pub mod executor;
 pub mod runner;
+mod state;
 mod writer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,16 +32,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use opsqueue_shared::process::{ProcessIdentity, hostname};
-use opsqueue_shared::store::{Finish, NewWorker, StoreError};
+use opsqueue_shared::store::{NewWorker, StoreError};
 use opsqueue_shared::wake::Waker;
-use opsqueue_shared::{Config, OperationId, Store};
+use opsqueue_shared::{Config, Store};
 use tokio_util::sync::CancellationToken;
 
 pub use context::{Context, StopReason};
 pub use drivers::Registry;
 pub use drivers::driver::{Driver, DriverError, Outcome, Probe};
+pub use executor::{Ended, Ran};
 pub use runner::{CommandOutput, CommandSpec, ExitInfo, RunError};
 
+use state::Shared;
 use writer::{Settings, Write, Writer, Written};
 
 /// Runs a worker until `shutdown` fires, then drains (see [`Worker::run`]).
@@ -59,42 +62,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     worker.run(shutdown).await
 }
 
-/// How one attempt ended, as far as this worker knows.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Ended {
-    /// Recorded (fenced) as this.
-    Finished(Finish),
-    /// The claim no longer held: nothing was recorded.
-    Lost,
-    /// The store refused the finish; the monitor will reap the operation.
-    Unrecorded(String),
-}
-
-/// One attempt run by [`Worker::step`].
-#[derive(Debug, Clone)]
-pub struct Ran {
-    pub id: OperationId,
-    pub kind: String,
-    pub attempt: i64,
-    pub ended: Ended,
-}
-
 /// What [`Worker::step`] did: the attempts it claimed, in claim order.
 #[derive(Debug, Clone, Default)]
 pub struct Step {
     pub ran: Vec<Ran>,
-}
-
-/// What every task of this worker shares.
-pub(crate) struct Shared {
-    pub(crate) id: String,
-    pub(crate) config: Arc<Config>,
-    pub(crate) drivers: Registry,
-    pub(crate) writer: Writer,
-    pub(crate) rounds: AtomicU64,
-    /// The claim loop's shutdown token (the writer reads it: finishes claim
-    /// no next operation once it fired).
-    pub(crate) shutdown: Arc<OnceLock<CancellationToken>>,
 }
 
 /// A registered worker; cheap to clone.

@@ -8,6 +8,7 @@ mod auth;
 mod enqueue;
 mod keys_cli;
 mod long_poll;
+mod openapi;
 mod operations;
 mod schedules;
 mod telemetry;
