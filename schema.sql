@@ -191,3 +191,115 @@ CREATE TABLE proxmox_nodes (
 DROP INDEX operations_running_worker;
 DROP INDEX operations_running_lease;
 DROP INDEX operations_finished;
+
+-- migration 4: workflows: steps with dependencies and compensations
+-- A workflow is an operation of type `workflow.run` (the parent) whose
+-- steps are operations with its id in `parent_id` and their name in `step`.
+-- The store runs the parent, never a worker: it is `running` with no worker
+-- and no lease while its steps run, so the table is rebuilt with that
+-- exception in its CHECK (the store applies migrations with foreign keys
+-- off and checks them before it commits). Steps and compensations are
+-- deleted with their workflow.
+CREATE TABLE operations_rebuilt (
+    id                  TEXT PRIMARY KEY NOT NULL,
+    type                TEXT NOT NULL,
+    payload             TEXT NOT NULL,
+    source              TEXT NOT NULL DEFAULT 'api',
+    target              TEXT NOT NULL DEFAULT 'local',
+    resource            TEXT,
+    status              TEXT NOT NULL DEFAULT 'pending'
+                        CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
+    priority            INTEGER NOT NULL DEFAULT 5 CHECK (priority BETWEEN 0 AND 9),
+    run_at              TEXT NOT NULL,
+    attempt             INTEGER NOT NULL DEFAULT 0 CHECK (attempt >= 0),
+    max_attempts        INTEGER NOT NULL DEFAULT 3 CHECK (max_attempts >= 1),
+    timeout_secs        INTEGER NOT NULL CHECK (timeout_secs >= 1),
+    rerun_safe          INTEGER NOT NULL DEFAULT 1 CHECK (rerun_safe IN (0, 1)),
+    lease_expires_at    TEXT,
+    worker_id           TEXT,
+    idempotency_key     TEXT,
+    request_hash        TEXT,
+    result              TEXT,
+    error               TEXT,
+    progress            TEXT,
+    parent_id           TEXT REFERENCES operations (id) ON DELETE CASCADE,
+    cancel_requested_at TEXT,
+    log_bytes           INTEGER NOT NULL DEFAULT 0,
+    created_at          TEXT NOT NULL,
+    started_at          TEXT,
+    finished_at         TEXT,
+    updated_at          TEXT NOT NULL,
+    secrets             TEXT,
+    step                TEXT,                               -- the step's name in its workflow
+    compensates         TEXT,                               -- a compensation: the step it undoes
+    deps_left           INTEGER NOT NULL DEFAULT 0          -- dependencies not completed yet;
+                        CHECK (deps_left >= 0),             -- claimable only at 0 (a parent: 1)
+    CHECK ((status = 'running' AND type <> 'workflow.run')
+           = (worker_id IS NOT NULL AND lease_expires_at IS NOT NULL)),
+    CHECK ((status IN ('completed', 'failed', 'cancelled')) = (finished_at IS NOT NULL))
+);
+INSERT INTO operations_rebuilt (id, type, payload, source, target, resource, status, priority,
+    run_at, attempt, max_attempts, timeout_secs, rerun_safe, lease_expires_at, worker_id,
+    idempotency_key, request_hash, result, error, progress, parent_id, cancel_requested_at,
+    log_bytes, created_at, started_at, finished_at, updated_at, secrets)
+SELECT id, type, payload, source, target, resource, status, priority,
+    run_at, attempt, max_attempts, timeout_secs, rerun_safe, lease_expires_at, worker_id,
+    idempotency_key, request_hash, result, error, progress, parent_id, cancel_requested_at,
+    log_bytes, created_at, started_at, finished_at, updated_at, secrets
+FROM operations;
+DROP TABLE operations;
+ALTER TABLE operations_rebuilt RENAME TO operations;
+
+-- The indexes of migrations 1 and 3, and the claim's with `deps_left`.
+CREATE INDEX operations_claim ON operations (priority, run_at, id)
+    WHERE status = 'pending' AND deps_left = 0;
+CREATE INDEX operations_resource_running ON operations (resource) WHERE status = 'running';
+CREATE INDEX operations_resource_pending ON operations (resource, id) WHERE status = 'pending';
+CREATE UNIQUE INDEX operations_idempotency ON operations (source, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX operations_status ON operations (status, id);
+CREATE INDEX operations_type ON operations (type, id);
+CREATE INDEX operations_source ON operations (source, id);
+CREATE INDEX operations_target ON operations (target, id);
+CREATE INDEX operations_resource ON operations (resource, id) WHERE resource IS NOT NULL;
+CREATE INDEX operations_created ON operations (created_at);
+CREATE INDEX operations_parent ON operations (parent_id, id) WHERE parent_id IS NOT NULL;
+
+-- Step → the steps it waits for. A completion releases its dependents
+-- (`deps_left - 1`) in the transaction that records it.
+CREATE TABLE operation_dependencies (
+    operation_id TEXT NOT NULL REFERENCES operations (id) ON DELETE CASCADE,
+    depends_on   TEXT NOT NULL REFERENCES operations (id) ON DELETE CASCADE,
+    PRIMARY KEY (operation_id, depends_on)
+) WITHOUT ROWID;
+CREATE INDEX operation_dependencies_depends_on ON operation_dependencies (depends_on);
+
+-- One row per workflow (its parent operation): how it reacts to a failure
+-- and where it is. `running`: steps run; `compensating`: a step failed for
+-- good (or a caller cancelled) and, once nothing runs, the compensations of
+-- the completed steps run one by one in reverse order of completion;
+-- `stopping`: the same without compensations; `ended`: the parent is
+-- terminal. `outcome` and `cause` are what the parent ends as and why.
+CREATE TABLE workflows (
+    id          TEXT PRIMARY KEY NOT NULL REFERENCES operations (id) ON DELETE CASCADE,
+    name        TEXT,
+    on_failure  TEXT NOT NULL CHECK (on_failure IN ('compensate', 'stop')),
+    phase       TEXT NOT NULL DEFAULT 'running'
+                CHECK (phase IN ('running', 'compensating', 'stopping', 'ended')),
+    outcome     TEXT CHECK (outcome IN ('failed', 'cancelled')),
+    cause       TEXT                        -- JSON {code, message, retryable}
+);
+CREATE INDEX workflows_active ON workflows (phase) WHERE phase <> 'ended';
+
+-- A step's compensation, kept until it is needed: the operation it becomes
+-- is made only when the step must be undone.
+CREATE TABLE workflow_compensations (
+    step_id      TEXT PRIMARY KEY NOT NULL REFERENCES operations (id) ON DELETE CASCADE,
+    type         TEXT NOT NULL,
+    payload      TEXT NOT NULL,             -- JSON, secret fields masked
+    secrets      TEXT,                      -- JSON: the secret fields' values
+    resource     TEXT,
+    rerun_safe   INTEGER NOT NULL CHECK (rerun_safe IN (0, 1)),
+    timeout_secs INTEGER NOT NULL CHECK (timeout_secs >= 1),
+    max_attempts INTEGER NOT NULL CHECK (max_attempts >= 1)
+) WITHOUT ROWID;

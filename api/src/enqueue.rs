@@ -33,6 +33,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
+use crate::params::target_label;
 use crate::problem::{ApiError, FieldError};
 use crate::state::AppState;
 
@@ -131,8 +132,20 @@ pub fn idempotency_key_header(headers: &HeaderMap) -> Result<Option<String>, Api
     Ok(Some(key))
 }
 
+/// The key of a request: the header's or the body field's (both given must
+/// agree).
+pub(crate) fn idempotency_key(
+    header: Option<String>,
+    field: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    match (header, field) {
+        (Some(header), Some(field)) if header != field => Err(ApiError::IdempotencyKeyMismatch),
+        (header, field) => Ok(header.or(field)),
+    }
+}
+
 /// The source an operation made by `key` gets.
-fn resolve_source(requested: Option<Label>, key: &ApiKey) -> Result<Label, ApiError> {
+pub(crate) fn resolve_source(requested: Option<Label>, key: &ApiKey) -> Result<Label, ApiError> {
     let bound = match &key.source {
         Some(text) => Some(Label::parse(text).map_err(ApiError::internal)?),
         None => None,
@@ -165,12 +178,7 @@ impl EnqueueBody {
         header_key: Option<String>,
         caller: &ApiKey,
     ) -> Result<OperationRequest, ApiError> {
-        let idempotency_key = match (header_key, self.idempotency_key) {
-            (Some(header), Some(field)) if header != field => {
-                return Err(ApiError::IdempotencyKeyMismatch);
-            }
-            (header, field) => header.or(field),
-        };
+        let idempotency_key = idempotency_key(header_key, self.idempotency_key)?;
         let mut errors = Vec::new();
         let source = parse_label(&mut errors, "source", self.source.as_deref());
         let target = parse_label(&mut errors, "target", self.target.as_deref());
@@ -282,16 +290,6 @@ pub async fn enqueue_typed(
     let action = Action::parse(kind, payload)?;
     let target = target_label(query.target.as_deref())?;
     enqueue_action(state, caller, req, action, target).await
-}
-
-/// The `?target=` of a typed route or read (default `local`).
-pub fn target_label(text: Option<&str>) -> Result<Label, ApiError> {
-    match text {
-        Some(text) => {
-            Label::parse(text).map_err(|e| ApiError::invalid_field("target", e.to_string()))
-        }
-        None => Ok(Label::local()),
-    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ pub mod managed;
 pub mod metrics;
 pub mod observed;
 pub mod openapi;
+pub mod params;
 pub mod problem;
 pub mod rate_limit;
 pub mod routes;

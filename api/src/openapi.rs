@@ -33,6 +33,7 @@ use utoipa::{Modify, OpenApi};
         (name = "operations", description = "Accept, read, follow, cancel and retry operations"),
         (name = "schedules", description = "Operations enqueued on a cron schedule"),
         (name = "workers", description = "The worker processes"),
+        (name = "workflows", description = "Operations composed into a graph: steps with dependencies, compensation, cancel and retry of the whole"),
         (name = "health", description = "Probes, metrics and this document"),
     )
 )]

@@ -16,6 +16,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use opsqueue_shared::store::rusqlite;
+use opsqueue_shared::workflow::Refusal;
 use opsqueue_shared::{ActionError, StoreError};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -75,8 +76,11 @@ pub enum ApiError {
     IdempotencyKeyMismatch,
     #[error("{0}")]
     UnknownOperationType(String),
-    #[error("{0}")]
-    InvalidPayload(String),
+    #[error("{detail}")]
+    InvalidPayload {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
     #[error("the body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("the body must be JSON (Content-Type: application/json)")]
@@ -125,6 +129,22 @@ impl ApiError {
         ApiError::InvalidRequest { detail, errors }
     }
 
+    /// A 422 for a workflow's refusals: `invalid_payload` when every one is
+    /// inside a step's payload, else `invalid_request`; each names its field.
+    pub fn refused(refusals: Vec<Refusal>) -> Self {
+        let payload_only = refusals.iter().all(|r| r.payload);
+        let errors: Vec<FieldError> = refusals
+            .into_iter()
+            .map(|r| FieldError::new(&r.field, r.message))
+            .collect();
+        match Self::invalid_fields(errors) {
+            ApiError::InvalidRequest { detail, errors } if payload_only => {
+                ApiError::InvalidPayload { detail, errors }
+            }
+            other => other,
+        }
+    }
+
     /// Logs `cause` and answers 500 without repeating it.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -139,7 +159,7 @@ impl ApiError {
             ApiError::InvalidId(_) => "invalid_id",
             ApiError::IdempotencyKeyMismatch => "idempotency_key_mismatch",
             ApiError::UnknownOperationType(_) => "unknown_operation_type",
-            ApiError::InvalidPayload(_) => "invalid_payload",
+            ApiError::InvalidPayload { .. } => "invalid_payload",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unauthorized(_) => "unauthorized",
@@ -166,7 +186,7 @@ impl ApiError {
             ApiError::InvalidId(_) => "Invalid id",
             ApiError::IdempotencyKeyMismatch => "Conflicting idempotency keys",
             ApiError::UnknownOperationType(_) => "Unknown operation type",
-            ApiError::InvalidPayload(_) => "Invalid payload",
+            ApiError::InvalidPayload { .. } => "Invalid payload",
             ApiError::PayloadTooLarge { .. } => "Payload too large",
             ApiError::UnsupportedMediaType => "Unsupported media type",
             ApiError::Unauthorized(_) => "Unauthorized",
@@ -193,7 +213,8 @@ impl ApiError {
             detail: self.to_string(),
             code: self.code().to_owned(),
             errors: match self {
-                ApiError::InvalidRequest { errors, .. } => errors.clone(),
+                ApiError::InvalidRequest { errors, .. }
+                | ApiError::InvalidPayload { errors, .. } => errors.clone(),
                 _ => Vec::new(),
             },
         }
@@ -218,7 +239,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::InvalidRequest { .. }
             | ApiError::UnknownOperationType(_)
-            | ApiError::InvalidPayload(_)
+            | ApiError::InvalidPayload { .. }
             | ApiError::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::StoreBusy | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -268,7 +289,13 @@ impl From<ActionError> for ApiError {
     fn from(error: ActionError) -> Self {
         match error {
             ActionError::UnknownType(_) => ApiError::UnknownOperationType(error.to_string()),
-            ActionError::InvalidPayload { .. } => ApiError::InvalidPayload(error.to_string()),
+            ActionError::InvalidPayload { ref message, .. } => ApiError::InvalidPayload {
+                errors: error
+                    .field()
+                    .map(|field| vec![FieldError::new(field, message.clone())])
+                    .unwrap_or_default(),
+                detail: error.to_string(),
+            },
         }
     }
 }

@@ -32,9 +32,10 @@ use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, Required, ResponseBuilder, Type};
 
 use crate::auth::Caller;
-use crate::enqueue::{enqueue_action, target_label};
+use crate::enqueue::enqueue_action;
 use crate::managed;
 use crate::observed;
+use crate::params::target_label;
 use crate::problem::{ApiError, PROBLEM_JSON};
 use crate::state::AppState;
 

@@ -6,7 +6,9 @@
 //!    at once, without waiting for the lease, and are marked stopped;
 //! 2. running operations whose lease expired are reaped;
 //! 3. running operations past their timeout plus a grace are failed
-//!    `timeout` (their worker should have done it).
+//!    `timeout` (their worker should have done it);
+//! 4. every workflow not ended is moved on as far as it can go (a backstop:
+//!    each step's change already moved its workflow in its transaction).
 //!
 //! "Reaped" means: cancelled if a cancel was requested; back to pending if
 //! the action is safe to re-run and attempts remain; otherwise failed with
@@ -94,6 +96,7 @@ impl crate::service::Service for Reaper {
                 store::operation_log_note(tx, id, &note, now, self.log_cap_bytes)?;
             }
             store::counters_apply(tx, &counters)?;
+            store::workflow_reconcile(tx, now)?;
             Ok(report)
         })?;
         for worker in &report.dead_workers {
@@ -106,6 +109,8 @@ impl crate::service::Service for Reaper {
             self.waker.wake(Role::Worker);
         }
         if report.reaped.iter().any(|r| r.status.is_terminal()) {
+            // A reaped step may have released others, or ended its workflow.
+            self.waker.wake(Role::Worker);
             self.waker.wake(Role::Api);
         }
         Ok(report)

@@ -18,6 +18,7 @@ pub mod systemd;
 pub mod telemetry;
 pub mod time;
 pub mod wake;
+pub mod workflow;
 
 pub use config::Config;
 pub use families::{Action, ActionError};

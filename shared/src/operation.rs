@@ -3,6 +3,7 @@
 //! [`OperationRequest::prepare`] fills the defaults and fingerprints it for
 //! idempotency, giving the [`NewOperation`] the store inserts.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -144,6 +145,17 @@ pub struct Operation {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// A workflow step's name (its workflow is `parent_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// A workflow compensation: the step it undoes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compensates: Option<String>,
+    /// A claimed step's inputs: the results of the steps it depends on, by
+    /// step name (filled by the claim only).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub inputs: BTreeMap<String, Value>,
     /// Payload fields held back from every answer (see `secret_fields`).
     #[serde(skip)]
     pub secrets: Option<Value>,
@@ -233,6 +245,9 @@ impl OperationRequest {
             idempotency_key: self.idempotency_key.clone(),
             request_hash: self.fingerprint(),
             parent_id: self.parent_id,
+            step: None,
+            compensates: None,
+            deps_left: 0,
             created_at: now,
         }
     }
@@ -274,6 +289,11 @@ pub struct NewOperation {
     pub idempotency_key: Option<String>,
     pub request_hash: String,
     pub parent_id: Option<OperationId>,
+    /// A workflow step's name, or (with `compensates`) a compensation's.
+    pub step: Option<String>,
+    pub compensates: Option<String>,
+    /// Dependencies not completed yet: claimable only at 0.
+    pub deps_left: i64,
     pub created_at: DateTime<Utc>,
 }
 

@@ -13,6 +13,8 @@
 //!   fence overrides it (that one means "write nothing at all").
 //! - `progress` is fenced; a write refused by the fence stops the operation
 //!   as lost.
+//! - A workflow step's inputs (the results of the steps it depends on) come
+//!   with its claim and are read-only ([`Context::inputs`]).
 //! - State effects ([`Context::record`]: observations of host objects, and
 //!   objects opsqueue manages) are kept in memory and written only with a
 //!   completion, in its transaction.
@@ -23,7 +25,8 @@ use std::time::Duration;
 
 use opsqueue_shared::operation::Progress;
 use opsqueue_shared::store::{LogLine, StateEffect, Stream};
-use opsqueue_shared::{Config, Fence, OperationId, time};
+use opsqueue_shared::workflow::Inputs;
+use opsqueue_shared::{Config, Fence, Operation, OperationId, time};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
@@ -157,6 +160,7 @@ struct Scope {
     effects: Mutex<Vec<StateEffect>>,
     writer: Option<Writer>,
     config: Arc<Config>,
+    inputs: Inputs,
 }
 
 /// One attempt's view of the worker; cheap to clone.
@@ -175,27 +179,27 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
+    /// The context of one attempt of `op` (claimed: it has a fence).
     pub(crate) fn new(
-        fence: Fence,
-        kind: String,
-        target: String,
-        timeout: Duration,
+        op: &Operation,
         stop: Arc<Stop>,
         writer: Option<Writer>,
         config: Arc<Config>,
     ) -> Self {
+        let scope = Scope {
+            fence: op.fence().expect("a claimed operation has a worker"),
+            kind: op.kind.clone(),
+            target: op.target.clone(),
+            deadline: Instant::now() + Duration::from_secs(op.timeout_secs.max(1) as u64),
+            stop,
+            log: LogBuffer::new(config.database.log_cap_bytes),
+            effects: Mutex::new(Vec::new()),
+            writer,
+            config,
+            inputs: op.inputs.clone(),
+        };
         Self {
-            scope: Arc::new(Scope {
-                fence,
-                kind,
-                target,
-                deadline: Instant::now() + timeout,
-                stop,
-                log: LogBuffer::new(config.database.log_cap_bytes),
-                effects: Mutex::new(Vec::new()),
-                writer,
-                config,
-            }),
+            scope: Arc::new(scope),
         }
     }
 
@@ -203,20 +207,25 @@ impl Context {
     /// ([`Context::log_lines`]) and `progress` always holds. For testing a
     /// driver on its own, and for probes.
     pub fn detached(config: Arc<Config>, kind: &str) -> Self {
-        let fence = Fence {
-            id: OperationId::new(),
-            worker_id: "detached".into(),
-            attempt: 1,
-        };
-        Self::new(
-            fence,
-            kind.to_owned(),
-            "local".to_owned(),
-            Duration::from_secs(24 * 3600),
-            Arc::default(),
-            None,
+        let scope = Scope {
+            fence: Fence {
+                id: OperationId::new(),
+                worker_id: "detached".into(),
+                attempt: 1,
+            },
+            kind: kind.to_owned(),
+            target: "local".to_owned(),
+            deadline: Instant::now() + Duration::from_secs(24 * 3600),
+            stop: Arc::default(),
+            log: LogBuffer::new(config.database.log_cap_bytes),
+            effects: Mutex::new(Vec::new()),
+            writer: None,
             config,
-        )
+            inputs: Inputs::new(),
+        };
+        Self {
+            scope: Arc::new(scope),
+        }
     }
 
     pub fn id(&self) -> OperationId {
@@ -249,6 +258,12 @@ impl Context {
 
     pub fn config(&self) -> &Config {
         &self.scope.config
+    }
+
+    /// A workflow step's inputs: the results of the steps it depends on, by
+    /// step name (empty for an operation outside a workflow).
+    pub fn inputs(&self) -> &Inputs {
+        &self.scope.inputs
     }
 
     /// When the operation's `timeout_secs` runs out.

@@ -289,10 +289,7 @@ pub(crate) async fn run_attempt(
     let started = std::time::Instant::now();
     let fence = op.fence().expect("a claimed operation has a worker");
     let ctx = Context::new(
-        fence.clone(),
-        op.kind.clone(),
-        op.target.clone(),
-        Duration::from_secs(op.timeout_secs.max(1) as u64),
+        &op,
         stop,
         Some(worker.writer.clone()),
         worker.config.clone(),
@@ -335,7 +332,8 @@ pub(crate) async fn run_attempt(
         target: op.target.clone(),
         family: op.family().to_owned(),
         duration_secs: started.elapsed().as_secs_f64(),
-        has_resource: op.resource.is_some(),
+        // A workflow step's end may release steps that wait for it.
+        has_resource: op.resource.is_some() || op.parent_id.is_some(),
     });
     let (ended, next) = match record(worker, &done, claim_next).await {
         Ok((true, next)) => (Ended::Finished(done.finish.clone()), next),

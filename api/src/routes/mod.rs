@@ -9,6 +9,7 @@ pub mod operations;
 pub mod proxmox;
 pub mod schedules;
 pub mod workers;
+pub mod workflows;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -45,6 +46,11 @@ hand_written!(
     schedules::replace_schedule,
     schedules::delete_schedule,
     workers::list_workers,
+    workflows::submit_workflow,
+    workflows::list_workflows,
+    workflows::get_workflow,
+    workflows::cancel_workflow,
+    workflows::retry_workflow,
     proxmox::create_node,
     proxmox::list_nodes,
     proxmox::get_node,

@@ -23,6 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Caller;
 use crate::enqueue::{EnqueueBody, accepted, idempotency_key_header};
 use crate::long_poll::wait_until_terminal;
+use crate::params::operation_id;
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
@@ -92,7 +93,7 @@ pub async fn get_operation(
     id: web::Path<String>,
     query: web::Query<GetQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_operation_id(&id)?;
+    let id = operation_id(&id)?;
     let wait = Duration::from_secs(query.wait.unwrap_or(0).min(state.config.api.max_wait_secs));
     let operation = wait_until_terminal(&state.store, &state.notifier, id, wait, &state.stopping)
         .await?
@@ -124,6 +125,27 @@ pub struct ListQuery {
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only the steps (and compensations) of this workflow.
+    pub parent: Option<String>,
+}
+
+/// A list's page size: default 50, at most 500, at least 1.
+pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        Some(0) => Err(ApiError::InvalidQuery("limit must be at least 1".into())),
+        Some(limit) => Ok(limit.min(MAX_PAGE)),
+        None => Ok(DEFAULT_PAGE),
+    }
+}
+
+/// A list's `cursor`: the last id of the previous page.
+pub(crate) fn cursor(cursor: Option<&str>) -> Result<Option<OperationId>, ApiError> {
+    cursor
+        .map(|c| {
+            c.parse::<OperationId>()
+                .map_err(|e| ApiError::InvalidQuery(format!("cursor: {e}")))
+        })
+        .transpose()
 }
 
 /// One page of operations, newest first.
@@ -149,17 +171,13 @@ pub async fn list_operations(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let limit = match query.limit {
-        Some(0) => return Err(ApiError::InvalidQuery("limit must be at least 1".into())),
-        Some(limit) => limit.min(MAX_PAGE),
-        None => DEFAULT_PAGE,
-    };
-    let before = query
-        .cursor
+    let limit = page_limit(query.limit)?;
+    let parent_id = query
+        .parent
         .as_deref()
-        .map(|c| {
-            c.parse::<OperationId>()
-                .map_err(|e| ApiError::InvalidQuery(format!("cursor: {e}")))
+        .map(|p| {
+            p.parse::<OperationId>()
+                .map_err(|e| ApiError::InvalidQuery(format!("parent: {e}")))
         })
         .transpose()?;
     let filter = ListFilter {
@@ -168,10 +186,10 @@ pub async fn list_operations(
         source: query.source,
         target: query.target,
         resource: query.resource,
-        parent_id: None,
+        parent_id,
         since: query.since,
         until: query.until,
-        before,
+        before: cursor(query.cursor.as_deref())?,
         limit: limit + 1,
     };
     let mut items = state
@@ -221,7 +239,7 @@ pub async fn operation_logs(
     id: web::Path<String>,
     query: web::Query<LogsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_operation_id(&id)?;
+    let id = operation_id(&id)?;
     let after = query.after.unwrap_or(0);
     let limit = match query.limit {
         Some(0) => return Err(ApiError::InvalidQuery("limit must be at least 1".into())),
@@ -267,7 +285,7 @@ pub async fn cancel_operation(
     caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_operation_id(&id)?;
+    let id = operation_id(&id)?;
     let note = format!(
         "cancel requested through the API with key {:?}",
         caller.key().name
@@ -329,7 +347,7 @@ pub async fn retry_operation(
     caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_operation_id(&id)?;
+    let id = operation_id(&id)?;
     let note = format!("retried through the API with key {:?}", caller.key().name);
     let cap = state.config.database.log_cap_bytes;
     let outcome = state
@@ -350,17 +368,16 @@ pub async fn retry_operation(
             state.waker.wake(Role::Worker);
             Ok(accepted_operation(&op))
         }
-        Retry::NotRetryable(op) => Err(ApiError::NotRetryable(format!(
-            "operation {id} is {}; only failed or cancelled operations can be retried",
-            op.status
-        ))),
+        Retry::NotRetryable(op) => Err(ApiError::NotRetryable(match op.parent_id {
+            Some(workflow) => format!(
+                "operation {id} is a step of workflow {workflow}: retry the workflow \
+                 (POST /api/v1/workflows/{workflow}/retry)"
+            ),
+            None => format!(
+                "operation {id} is {}; only failed or cancelled operations can be retried",
+                op.status
+            ),
+        })),
         Retry::NotFound => Err(not_found(id)),
     }
-}
-
-fn parse_operation_id(text: &str) -> Result<OperationId, ApiError> {
-    text.parse()
-        .map_err(|e: opsqueue_shared::operation::InvalidOperationId| {
-            ApiError::InvalidId(e.to_string())
-        })
 }

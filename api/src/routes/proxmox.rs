@@ -39,7 +39,8 @@ use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
-use crate::enqueue::{TypedQuery, enqueue_action, enqueue_typed, target_label};
+use crate::enqueue::{TypedQuery, enqueue_action, enqueue_typed};
+use crate::params::target_label;
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::state::AppState;
 

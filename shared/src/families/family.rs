@@ -30,7 +30,12 @@ pub enum ActionError {
     #[error("unknown operation type {0:?}")]
     UnknownType(String),
     #[error("invalid payload for {kind}: {message}")]
-    InvalidPayload { kind: String, message: String },
+    InvalidPayload {
+        kind: String,
+        message: String,
+        /// Where in the payload, when known (`seconds`, `env.PATH`).
+        field: Option<String>,
+    },
 }
 
 impl ActionError {
@@ -38,13 +43,30 @@ impl ActionError {
         ActionError::InvalidPayload {
             kind: kind.to_owned(),
             message: message.to_string(),
+            field: None,
+        }
+    }
+
+    /// The payload field at fault, when known.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ActionError::InvalidPayload { field, .. } => field.as_deref(),
+            ActionError::UnknownType(_) => None,
         }
     }
 }
 
-/// Deserializes a payload struct, naming the type in the error.
+/// Deserializes a payload struct, naming the type in the error and the
+/// field at fault (`seconds`, `steps[0].name`) when serde can tell.
 pub fn payload<T: DeserializeOwned>(kind: &str, payload: Value) -> Result<T, ActionError> {
-    serde_json::from_value(payload).map_err(|e| ActionError::invalid(kind, e))
+    serde_path_to_error::deserialize(payload).map_err(|e| {
+        let path = e.path().to_string();
+        ActionError::InvalidPayload {
+            kind: kind.to_owned(),
+            message: e.into_inner().to_string(),
+            field: (path != ".").then_some(path),
+        }
+    })
 }
 
 /// Whether a typed route may act on the object an action names (see

@@ -18,28 +18,32 @@
 mod batch;
 mod counters;
 mod keys;
+mod lifecycle;
 mod logs;
 mod operations;
 pub mod proxmox;
 mod schedules;
 mod state;
 mod workers;
+mod workflows;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 pub use batch::WriteBatcher;
 pub use counters::*;
 pub use keys::*;
+pub use lifecycle::*;
 pub use logs::*;
 pub use operations::*;
 pub use schedules::*;
 pub use state::*;
 pub use workers::*;
+pub use workflows::*;
 
 pub use rusqlite;
 
@@ -132,6 +136,16 @@ pub fn latest_version() -> i64 {
 /// Runs in one `BEGIN IMMEDIATE` transaction, so two processes starting at
 /// once migrate once.
 pub fn migrate(conn: &mut Connection, path: &Path, target: i64) -> Result<i64> {
+    // A migration may rebuild a table (SQLite's way to change a CHECK):
+    // foreign keys are off while migrations run (a DROP would cascade) and
+    // checked before they commit.
+    conn.pragma_update(None, "foreign_keys", false)?;
+    let migrated = migrate_checked(conn, path, target);
+    conn.pragma_update(None, "foreign_keys", true)?;
+    migrated
+}
+
+fn migrate_checked(conn: &mut Connection, path: &Path, target: i64) -> Result<i64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let known = latest_version();
@@ -155,6 +169,16 @@ pub fn migrate(conn: &mut Connection, path: &Path, target: i64) -> Result<i64> {
         );
     }
     let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if now != found {
+        let broken: Option<String> = tx
+            .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .optional()?;
+        if let Some(table) = broken {
+            return Err(StoreError::Corrupt(format!(
+                "a migration left a foreign key of {table} dangling"
+            )));
+        }
+    }
     tx.commit()?;
     Ok(now)
 }
