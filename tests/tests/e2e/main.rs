@@ -13,3 +13,4 @@ mod sources;
 mod systemd;
 mod systemd_notify;
 mod systemd_units;
+mod workflows;
