@@ -502,3 +502,66 @@ fn a_database_at_every_older_schema_version_is_upgraded_keeping_its_rows() {
         }
     }
 }
+
+#[test]
+fn the_workflows_migration_rebuilds_operations_keeping_every_row_and_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v3.db");
+    let mut conn = store::rusqlite::Connection::open(&path).unwrap();
+    store::migrate(&mut conn, &path, 3).unwrap();
+    let (parent, child) = (OperationId::new().to_string(), OperationId::new().to_string());
+    let at = opsqueue_shared::time::to_db(now());
+    for (id, parent_id) in [(&parent, None), (&child, Some(&parent))] {
+        conn.execute(
+            "INSERT INTO operations (id, type, payload, status, run_at, timeout_secs, created_at,
+                 updated_at, parent_id, log_bytes)
+             VALUES (?1, 'diag.noop', '{}', 'pending', ?2, 300, ?2, ?2, ?3, 5)",
+            (id, &at, parent_id),
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO operation_logs (operation_id, attempt, at, stream, line)
+             VALUES (?1, 1, ?2, 'step', 'hello')",
+            (id, &at),
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let store = Store::open(&DatabaseConfig {
+        path: path.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    let (operations, lines, linked, foreign_keys): (i64, i64, i64, i64) = store
+        .read(|c| {
+            Ok((
+                c.query_row("SELECT count(*) FROM operations", [], |r| r.get(0))?,
+                c.query_row("SELECT count(*) FROM operation_logs", [], |r| r.get(0))?,
+                c.query_row(
+                    "SELECT count(*) FROM operations WHERE parent_id IS NOT NULL",
+                    [],
+                    |r| r.get(0),
+                )?,
+                c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?,
+            ))
+        })
+        .unwrap();
+    assert_eq!((operations, lines, linked), (2, 2, 1));
+    assert_eq!(foreign_keys, 1, "foreign keys are on again after the migration");
+    // The rebuilt table still cascades: deleting an operation deletes its log.
+    store
+        .write(|tx| {
+            tx.execute("DELETE FROM operations WHERE id = ?1", [&parent])?;
+            Ok(())
+        })
+        .unwrap();
+    let left: (i64, i64) = store
+        .read(|c| {
+            Ok((
+                c.query_row("SELECT count(*) FROM operations", [], |r| r.get(0))?,
+                c.query_row("SELECT count(*) FROM operation_logs", [], |r| r.get(0))?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(left, (0, 0), "the step went with its workflow, logs with both");
+}
