@@ -509,7 +509,10 @@ fn the_workflows_migration_rebuilds_operations_keeping_every_row_and_log_line() 
     let path = dir.path().join("v3.db");
     let mut conn = store::rusqlite::Connection::open(&path).unwrap();
     store::migrate(&mut conn, &path, 3).unwrap();
-    let (parent, child) = (OperationId::new().to_string(), OperationId::new().to_string());
+    let (parent, child) = (
+        OperationId::new().to_string(),
+        OperationId::new().to_string(),
+    );
     let at = opsqueue_shared::time::to_db(now());
     for (id, parent_id) in [(&parent, None), (&child, Some(&parent))] {
         conn.execute(
@@ -547,7 +550,10 @@ fn the_workflows_migration_rebuilds_operations_keeping_every_row_and_log_line() 
         })
         .unwrap();
     assert_eq!((operations, lines, linked), (2, 2, 1));
-    assert_eq!(foreign_keys, 1, "foreign keys are on again after the migration");
+    assert_eq!(
+        foreign_keys, 1,
+        "foreign keys are on again after the migration"
+    );
     // The rebuilt table still cascades: deleting an operation deletes its log.
     store
         .write(|tx| {
@@ -563,5 +569,9 @@ fn the_workflows_migration_rebuilds_operations_keeping_every_row_and_log_line() 
             ))
         })
         .unwrap();
-    assert_eq!(left, (0, 0), "the step went with its workflow, logs with both");
+    assert_eq!(
+        left,
+        (0, 0),
+        "the step went with its workflow, logs with both"
+    );
 }

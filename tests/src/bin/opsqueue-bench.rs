@@ -9,15 +9,19 @@
 //! and 64 clients; drain of pre-enqueued `diag.noop` by one worker at
 //! concurrency 1, 8 and 32; sustained enqueue + drain; pickup latency with an
 //! idle worker; idle CPU and peak RSS of each process; drain with a million
-//! terminal operations of history.
+//! terminal operations of history; workflows (per-step overhead of a
+//! chain, steps/s of many workflows against the plain drain, the enqueue of
+//! a large workflow).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opsqueue_shared::config::DatabaseConfig;
+use opsqueue_shared::names::Label;
 use opsqueue_shared::store::{self, rusqlite};
 use opsqueue_shared::time::{from_db, now};
+use opsqueue_shared::workflow::WorkflowBody;
 use opsqueue_shared::{Action, OperationRequest, Store};
 use opsqueue_tests::{Cluster, Proc};
 use serde_json::json;
@@ -30,6 +34,11 @@ struct Sizes {
     pickup_ops: usize,
     idle_secs: f64,
     history_rows: usize,
+    /// Section 8: the chain's length, how many workflows of ten steps, and
+    /// the steps of the workflow whose enqueue is timed.
+    chain_steps: usize,
+    workflows: usize,
+    big_workflow: usize,
     /// Runs behind each headline figure (64-client enqueue, drain at
     /// concurrency 32, the scale pair): the median is reported, with the
     /// range, because a shared 2-core machine is noisy.
@@ -44,6 +53,9 @@ const FULL: Sizes = Sizes {
     pickup_ops: 1_000,
     idle_secs: 30.0,
     history_rows: 1_000_000,
+    chain_steps: 1_000,
+    workflows: 1_000,
+    big_workflow: 1_000,
     repeats: 3,
 };
 
@@ -55,6 +67,9 @@ const SMOKE: Sizes = Sizes {
     pickup_ops: 20,
     idle_secs: 1.0,
     history_rows: 2_000,
+    chain_steps: 20,
+    workflows: 20,
+    big_workflow: 50,
     repeats: 1,
 };
 
@@ -265,7 +280,186 @@ async fn run(sizes: Sizes, only: Vec<u32>) -> anyhow::Result<()> {
             runs_cell(full.iter().copied())
         );
     }
+
+    if wants(8) {
+        println!("\n## 8. Workflows (`diag.noop` steps, one worker at concurrency 32)\n");
+        let overhead = chain_overhead(sizes.chain_steps).await?;
+        println!(
+            "A chain of {} steps, each depending on the one before: {:.2} s in all.\n",
+            sizes.chain_steps, overhead.total_secs
+        );
+        println!(
+            "| per step (one step's start → the next one's start) | p50 ms | p99 ms | max ms |\n|---|---|---|---|"
+        );
+        let (p50, p99, max) = overhead.gaps;
+        println!("| | {p50:.2} | {p99:.2} | {max:.2} |\n");
+        let plain_ops = sizes.workflows * 10;
+        let plain = drain(plain_ops, 32, None).await?;
+        let steps = workflow_drain(sizes.workflows).await?;
+        println!(
+            "| {} workflows of 10 chained steps | steps/s | vs the plain drain of {plain_ops} operations ({plain:.0}/s) |\n|---|---|---|",
+            sizes.workflows
+        );
+        println!("| | {steps:.0} | {:.0} % |\n", steps / plain * 100.0);
+        let mut enqueue = Vec::new();
+        for _ in 0..5 {
+            enqueue.push(big_workflow_enqueue(sizes.big_workflow).await?);
+        }
+        println!(
+            "Enqueue of one workflow of {} steps (`POST /api/v1/workflows`, until the 202): median {:.1} ms, runs {}.",
+            sizes.big_workflow,
+            median(&mut enqueue),
+            runs_cell(enqueue.iter().copied())
+        );
+    }
     Ok(())
+}
+
+/// A workflow of `steps` noops; each depends on the one before when
+/// `chained`.
+fn noop_workflow(steps: usize, chained: bool) -> serde_json::Value {
+    let steps: Vec<serde_json::Value> = (0..steps)
+        .map(|i| {
+            let depends_on = if chained && i > 0 {
+                vec![format!("s{}", i - 1)]
+            } else {
+                Vec::new()
+            };
+            json!({"name": format!("s{i}"), "type": "diag.noop", "depends_on": depends_on})
+        })
+        .collect();
+    json!({"steps": steps})
+}
+
+/// Stores `workflows` straight into the database (as the API would).
+fn store_workflows(store: &Store, workflows: &[serde_json::Value]) -> anyhow::Result<()> {
+    let now = now();
+    let new: Vec<_> = workflows
+        .iter()
+        .map(|w| {
+            let body = WorkflowBody::from_json(w.clone()).map_err(|r| anyhow::anyhow!("{r:?}"))?;
+            let request = body
+                .parse(Label::api())
+                .map_err(|r| anyhow::anyhow!("{r:?}"))?;
+            Ok(request.prepare(now))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    store.write(|tx| {
+        for workflow in &new {
+            store::workflow_insert(tx, workflow)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Waits until no workflow is left running; returns the steps' first start
+/// and last finish.
+async fn wait_workflows(cluster: &Cluster) -> anyhow::Result<(String, String)> {
+    let db = cluster.sqlite();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let active: i64 = db.query_row(
+            "SELECT count(*) FROM workflows WHERE phase <> 'ended'",
+            [],
+            |r| r.get(0),
+        )?;
+        if active == 0 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the workflows did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(db.query_row(
+        "SELECT min(started_at), max(finished_at) FROM operations WHERE parent_id IS NOT NULL",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
+}
+
+struct ChainOverhead {
+    total_secs: f64,
+    gaps: (f64, f64, f64),
+}
+
+/// One chain of `steps` noops: the time from each step's start to the next
+/// one's (the step itself does nothing, so this is what running a step of a
+/// chain costs: its finish, the release of the next, its claim).
+async fn chain_overhead(steps: usize) -> anyhow::Result<ChainOverhead> {
+    let mut cluster = quiet_cluster();
+    cluster.set_env("OPSQUEUE_WORKER__CONCURRENCY", 32);
+    let store = Store::open(&DatabaseConfig {
+        path: cluster.db_path(),
+        ..Default::default()
+    })?;
+    store_workflows(&store, &[noop_workflow(steps, true)])?;
+    cluster.start_worker(&[]);
+    let (first, last) = wait_workflows(&cluster).await?;
+    let db = cluster.sqlite();
+    let mut stmt = db.prepare(
+        "SELECT started_at, finished_at FROM operations WHERE parent_id IS NOT NULL ORDER BY id",
+    )?;
+    let times: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut gaps: Vec<Duration> = times
+        .windows(2)
+        .map(|w| {
+            let gap = from_db(&w[1].0)? - from_db(&w[0].0)?;
+            Ok(gap.to_std().unwrap_or_default())
+        })
+        .collect::<anyhow::Result<_>>()?;
+    gaps.sort();
+    let total = (from_db(&last)? - from_db(&first)?)
+        .num_microseconds()
+        .unwrap_or(0) as f64
+        / 1e6;
+    Ok(ChainOverhead {
+        total_secs: total,
+        gaps: percentiles(&gaps),
+    })
+}
+
+/// `workflows` chains of ten steps stored first, then one worker drains
+/// them; steps per second from the first start to the last finish.
+async fn workflow_drain(workflows: usize) -> anyhow::Result<f64> {
+    let mut cluster = quiet_cluster();
+    cluster.set_env("OPSQUEUE_WORKER__CONCURRENCY", 32);
+    let store = Store::open(&DatabaseConfig {
+        path: cluster.db_path(),
+        ..Default::default()
+    })?;
+    let all: Vec<serde_json::Value> = (0..workflows).map(|_| noop_workflow(10, true)).collect();
+    for chunk in all.chunks(100) {
+        store_workflows(&store, chunk)?;
+    }
+    cluster.start_worker(&[]);
+    let (first, last) = wait_workflows(&cluster).await?;
+    let span = (from_db(&last)? - from_db(&first)?)
+        .num_microseconds()
+        .unwrap_or(0) as f64
+        / 1e6;
+    Ok((workflows * 10) as f64 / span.max(1e-6))
+}
+
+/// Milliseconds from sending `POST /api/v1/workflows` with `steps` steps to
+/// its 202.
+async fn big_workflow_enqueue(steps: usize) -> anyhow::Result<f64> {
+    let mut cluster = quiet_cluster();
+    cluster.set_env("OPSQUEUE_API__BODY_LIMIT_BYTES", 4 * 1024 * 1024);
+    cluster.start_api();
+    // A first request warms the API's connections up.
+    cluster.get("/api/v1/workflows").await;
+    let body = noop_workflow(steps, true);
+    let started = Instant::now();
+    let response = cluster.post("/api/v1/workflows", body).await;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(
+        response.status == reqwest::StatusCode::ACCEPTED,
+        "the workflow was refused: {:?}",
+        response.body
+    );
+    Ok(elapsed.as_secs_f64() * 1000.0)
 }
 
 /// The machine, disk, SQLite and date the figures come from.
