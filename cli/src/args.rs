@@ -93,6 +93,16 @@ Examples:
         #[command(subcommand)]
         command: OpsCommand,
     },
+    /// Workflows: fire one from a file (checked here first with the API's rules), follow its steps
+    #[command(after_help = "\
+Examples:
+  opsqueue workflow run deploy.toml --follow
+  opsqueue workflow ls
+  opsqueue workflow retry 01920b6c-… --follow")]
+    Workflow {
+        #[command(subcommand)]
+        command: WorkflowCommand,
+    },
     /// The targets and the workers serving them
     Targets {
         #[command(subcommand)]
@@ -228,6 +238,76 @@ impl StatusFilter {
             StatusFilter::Cancelled => "cancelled",
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// Check a workflow file (TOML or JSON) with the API's rules, fire it, and wait or follow it
+    #[command(after_help = "\
+A workflow: {name?, on_failure? (compensate|stop), steps: [{name, type, payload?,
+depends_on?, compensate?: {type, payload?}, target?, timeout_secs?, max_attempts?}]}.
+
+Examples:
+  opsqueue workflow run deploy.toml
+  opsqueue workflow run deploy.json --follow --timeout 30m
+  opsqueue workflow run deploy.toml --target web-2 --idempotency-key deploy-42 --wait")]
+    Run(WorkflowRunArgs),
+    /// Show a workflow: its steps as a tree, and its compensations
+    #[command(after_help = "\
+Examples:
+  opsqueue workflow get 01920b6c-…
+  opsqueue workflow get 01920b6c-… -o json | jq '.steps[] | {name, status}'")]
+    Get {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// List workflows, newest first, with their steps' states
+    #[command(after_help = "\
+Examples:
+  opsqueue workflow ls
+  opsqueue workflow ls -o json | jq -r '.items[].id'")]
+    Ls,
+    /// Cancel a workflow: steps not started are cancelled, running ones stopped, completed ones undone
+    #[command(after_help = "\
+Examples:
+  opsqueue workflow cancel 01920b6c-…
+  opsqueue workflow cancel 01920b6c-… --no-compensate")]
+    Cancel {
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Leave the completed steps as they are
+        #[arg(long)]
+        no_compensate: bool,
+    },
+    /// Run a failed or cancelled workflow again (completed steps stay completed)
+    #[command(after_help = "\
+Examples:
+  opsqueue workflow retry 01920b6c-…
+  opsqueue workflow retry 01920b6c-… --follow")]
+    Retry {
+        #[arg(value_name = "ID")]
+        id: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct WorkflowRunArgs {
+    /// The workflow file: TOML (by its .toml extension) or JSON
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The steps' default target (default: local)
+    #[arg(long, value_name = "TARGET")]
+    pub target: Option<String>,
+    /// Who asks (default: the key's source, else api)
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<String>,
+    /// A replay with the same key returns the first workflow instead of firing twice
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 #[derive(Debug, Subcommand)]

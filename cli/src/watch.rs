@@ -75,7 +75,7 @@ impl Interrupt {
             .map_err(|e| CliError::usage(format!("cannot catch Ctrl-C: {e}")))
     }
 
-    async fn recv(&mut self) {
+    pub async fn recv(&mut self) {
         self.0.recv().await;
     }
 }

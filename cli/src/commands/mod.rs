@@ -4,8 +4,6 @@
 //!
 //! Every command that fires an operation goes through [`fire`], so `run`,
 //! the family shortcuts and `ops retry` print, wait and follow alike.
-//! (A `workflow` module for `opsqueue workflow run FILE` slots in beside
-//! these once the API's workflows land.)
 
 mod caddy;
 mod fire;
@@ -16,6 +14,7 @@ mod pm2;
 mod proxmox;
 mod run;
 mod systemd;
+mod workflow;
 
 use clap::CommandFactory as _;
 use serde_json::Value;
@@ -52,6 +51,7 @@ pub async fn dispatch(cli: Cli, ui: Ui) -> Result<Exit, CliError> {
             match command {
                 Command::Run(args) => run::run(&ctx, args).await,
                 Command::Ops { command } => ops::ops(&ctx, command).await,
+                Command::Workflow { command } => workflow::workflow(&ctx, command).await,
                 Command::Targets { command } => lists::targets(&ctx, command).await,
                 Command::Schedules { command } => lists::schedules(&ctx, command).await,
                 Command::Pm2 { command } => pm2::pm2(&ctx, command).await,

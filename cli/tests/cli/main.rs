@@ -16,3 +16,4 @@ mod outcomes;
 mod shortcuts;
 mod terminal;
 mod tls;
+mod workflows;
