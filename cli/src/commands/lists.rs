@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::args::{SchedulesCommand, TargetsCommand};
 use crate::client::Request;
-use crate::commands::Ctx;
+use crate::commands::{Ctx, ago, print_list};
 use crate::error::CliError;
 use crate::exit::Exit;
 use crate::output::{age, text};
@@ -66,33 +66,21 @@ pub async fn targets(ctx: &Ctx, command: TargetsCommand) -> Result<Exit, CliErro
 pub async fn schedules(ctx: &Ctx, command: SchedulesCommand) -> Result<Exit, CliError> {
     let SchedulesCommand::Ls = command;
     let list = ctx.client.json(&Request::get(&["schedules"])).await?;
-    if ctx.ui.json() {
-        ctx.ui.print_json(&list);
-        return Ok(Exit::Completed);
-    }
-    let items = list["items"].as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
-        eprintln!("no schedules");
-        return Ok(Exit::Completed);
-    }
-    let mut table = ctx
-        .ui
-        .table(&["NAME", "CRON", "TYPE", "TARGET", "ENABLED", "LAST FIRED"]);
-    for schedule in &items {
-        let fired = age(&schedule["last_fire_at"]);
-        table.add_row(vec![
-            Cell::new(text(&schedule["name"])),
-            Cell::new(text(&schedule["cron"])),
-            Cell::new(text(&schedule["type"])),
-            Cell::new(text(&schedule["target"])),
-            Cell::new(text(&schedule["enabled"])),
-            Cell::new(if fired.is_empty() {
-                "never".to_owned()
-            } else {
-                format!("{fired} ago")
-            }),
-        ]);
-    }
-    ctx.ui.print_table(table);
+    print_list(
+        ctx,
+        &list,
+        "no schedules",
+        &["NAME", "CRON", "TYPE", "TARGET", "ENABLED", "LAST FIRED"],
+        |schedule| {
+            vec![
+                Cell::new(text(&schedule["name"])),
+                Cell::new(text(&schedule["cron"])),
+                Cell::new(text(&schedule["type"])),
+                Cell::new(text(&schedule["target"])),
+                Cell::new(text(&schedule["enabled"])),
+                Cell::new(ago(&schedule["last_fire_at"])),
+            ]
+        },
+    );
     Ok(Exit::Completed)
 }
