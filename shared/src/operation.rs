@@ -111,7 +111,7 @@ pub struct Progress {
 }
 
 /// An operation as stored.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Operation {
     #[schema(value_type = String, format = Uuid)]
     pub id: OperationId,
@@ -170,7 +170,7 @@ impl Operation {
 
 /// What every write about a running operation is conditional on: the row is
 /// still `running`, claimed by this worker, in this attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Fence {
     pub id: OperationId,
     pub worker_id: String,

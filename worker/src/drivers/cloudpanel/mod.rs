@@ -28,9 +28,10 @@ use opsqueue_shared::families::cloudpanel::{
 };
 use opsqueue_shared::names::Domain;
 use opsqueue_shared::store::StateEffect;
-use opsqueue_shared::{Config, Store};
+use opsqueue_shared::Config;
 
 use crate::context::Context;
+use crate::link::Link;
 use crate::drivers::driver::{AnyDriver, Driver, DriverError, Outcome};
 use crate::runner::{CommandOutput, CommandSpec};
 
@@ -324,7 +325,7 @@ fn listed_users(table: &str) -> Vec<String> {
 }
 
 /// The family's driver, as the registry builds it when `[cloudpanel]` is enabled.
-pub fn driver(config: &Config, _store: &Store) -> std::io::Result<AnyDriver> {
+pub fn driver(config: &Config, _link: &Link) -> std::io::Result<AnyDriver> {
     Ok(AnyDriver::plain(Cloudpanel::new(config)))
 }
 

@@ -27,10 +27,11 @@ use std::path::PathBuf;
 
 use opsqueue_shared::Action;
 use opsqueue_shared::families::script::{Run, ScriptAction, ScriptName};
-use opsqueue_shared::{Config, Store};
+use opsqueue_shared::Config;
 use serde_json::{Value, json};
 
 use crate::context::Context;
+use crate::link::Link;
 use crate::drivers::driver::{AnyDriver, Driver, DriverError, Outcome};
 use crate::runner::CommandSpec;
 
@@ -165,7 +166,7 @@ fn answer(stdout: &str) -> Outcome {
 }
 
 /// The family's driver, as the registry builds it when `[scripts]` is enabled.
-pub fn driver(config: &Config, _store: &Store) -> std::io::Result<AnyDriver> {
+pub fn driver(config: &Config, _link: &Link) -> std::io::Result<AnyDriver> {
     Ok(AnyDriver::plain(Scripts::new(config)))
 }
 
