@@ -136,6 +136,15 @@ impl StoppingAgents {
         self.changes.bump();
     }
 
+    /// A worker registered (again, under an id it used before): it claims
+    /// as usual.
+    pub fn forget(&self, worker_id: &str) {
+        self.ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(worker_id);
+    }
+
     pub fn is_stopping(&self, worker_id: &str) -> bool {
         self.ids
             .lock()

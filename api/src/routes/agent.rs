@@ -155,6 +155,12 @@ pub async fn agent_writes(
     }
     if batch.stopping {
         state.stopping_agents.mark(&worker.id);
+    } else if batch
+        .writes
+        .iter()
+        .any(|w| matches!(w, WorkerWrite::Register { .. }))
+    {
+        state.stopping_agents.forget(&worker.id);
     }
     let answers = if batch.writes.is_empty() {
         Vec::new()

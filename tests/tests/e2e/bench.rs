@@ -23,6 +23,7 @@ fn the_benchmark_runs_every_section_and_reports_numbers() {
         "## 5. Pickup",
         "## 6. Cost",
         "## 7. Scale",
+        "## 8. One remote worker",
     ] {
         let body = stdout
             .split(section)
