@@ -12,9 +12,13 @@
 //!   them as a local worker's would; a write refused by its fence answers
 //!   `409 claim_lost` in its place, a batch refused as a whole `403`;
 //! - `claim` claims and, when there is nothing, waits (long poll) until
-//!   work for the worker's targets is committed, a cancel request it does
-//!   not know yet is there, the wait ends, the worker says it is stopping,
-//!   or the server stops;
+//!   work may be there (a commit woke the workers), a cancel request it
+//!   does not know yet is there, the wait ends, the worker says it is
+//!   stopping, or the server stops. It claims only when the request
+//!   arrives, never after waiting: an answer held for seconds may find its
+//!   worker gone (a cut link), and operations claimed for nobody would
+//!   wait for their lease. After a wake-up it answers with no operations,
+//!   and the worker claims at once in a fresh request;
 //! - `managed` reads the objects opsqueue manages on one of the key's
 //!   targets (what a driver checks before it acts).
 //!
@@ -184,9 +188,10 @@ pub async fn agent_writes(
 /// Claims up to `limit` operations for the worker's targets and reads its
 /// cancel requests. When nothing was claimed and no cancel request is news
 /// (every one is of an operation in `stopping`), holds the answer until
-/// work is committed, a new cancel request is made, `wait_secs` (capped by
-/// `max_wait_secs`) passed, the worker said it is stopping, or the server
-/// stops. The claimed operations carry their secrets.
+/// work may be there (then it answers with no operations: claim again),
+/// a new cancel request is made, `wait_secs` (capped by `max_wait_secs`)
+/// passed, the worker said it is stopping, or the server stops. The
+/// claimed operations carry their secrets.
 #[utoipa::path(
     tag = "agent",
     request_body = AgentClaim,
@@ -218,6 +223,8 @@ pub async fn agent_claim(
     );
     let deadline = Instant::now() + wait;
     let known: HashSet<_> = claim.stopping.iter().copied().collect();
+    // Claims on arrival only; after a wake-up, reads cancel requests only.
+    let mut limit = claim.limit;
     loop {
         // Subscribe before claiming: work committed meanwhile still bumps.
         let mut work = state.work.subscribe();
@@ -227,12 +234,13 @@ pub async fn agent_claim(
             key_targets: key.targets.clone(),
             worker: worker.clone(),
             writes: vec![WorkerWrite::Claim {
-                limit: claim.limit,
+                limit,
                 cancels: true,
             }],
             stopping: false,
         };
         let answer = apply(&state, job).await?.pop().ok_or(ApiError::Internal)?;
+        let woken = limit == 0 && claim.limit > 0;
         let news = match &answer {
             WorkerWritten::Claimed {
                 operations,
@@ -241,6 +249,7 @@ pub async fn agent_claim(
             _ => true,
         };
         if news
+            || woken
             || Instant::now() >= deadline
             || state.stopping.is_cancelled()
             || state.stopping_agents.is_stopping(&worker.id)
@@ -248,7 +257,7 @@ pub async fn agent_claim(
             return Ok(HttpResponse::Ok().json(answer));
         }
         tokio::select! {
-            _ = work.changed() => {}
+            _ = work.changed() => limit = 0,
             _ = stopping.changed() => {}
             () = tokio::time::sleep_until(deadline) => {}
             () = state.stopping.cancelled() => {}

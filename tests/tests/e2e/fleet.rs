@@ -22,11 +22,14 @@ fn time(op: &Value, field: &str) -> DateTime<Utc> {
         .unwrap()
 }
 
-/// A cluster whose API serves HTTPS on loopback with a fresh self-signed
+/// A cluster whose API serves HTTPS on `bind` with a fresh self-signed
 /// certificate; the API and a monitor are started. Returns the cluster and
-/// the certificate's path (what remote workers pin).
+/// the certificate's path (what remote workers pin). The API accepts
+/// `script.run` (a family is enabled on the API, which accepts its
+/// operations, and on the workers that run them).
 fn tls_cluster(bind: &str) -> (Cluster, std::path::PathBuf) {
     let mut cluster = Cluster::new();
+    cluster.set_env("OPSQUEUE_SCRIPTS__ENABLED", "true");
     let (cert, key) = self_signed(cluster.dir.path(), &["localhost", "127.0.0.1", "10.77.0.1"]);
     cluster.use_tls(&cert, &key);
     cluster.set_env("OPSQUEUE_API__BIND", bind);
@@ -37,16 +40,11 @@ fn tls_cluster(bind: &str) -> (Cluster, std::path::PathBuf) {
     (cluster, cert)
 }
 
-async fn target(cluster: &Cluster, name: &str) -> Value {
-    let response = cluster.get(&format!("/api/v1/targets/{name}")).await;
-    assert_eq!(response.status, StatusCode::OK, "{:#}", response.body);
-    response.body
-}
-
 async fn wait_target_status(cluster: &Cluster, name: &str, status: &str) -> Value {
     let deadline = std::time::Instant::now() + DEADLINE;
     loop {
-        let found = target(cluster, name).await;
+        // Not known yet (404) until its first worker registers.
+        let found = cluster.get(&format!("/api/v1/targets/{name}")).await.body;
         if found["status"] == status {
             return found;
         }
