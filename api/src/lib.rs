@@ -106,8 +106,9 @@ impl Application {
                     std::fs::read(path)
                         .with_context(|| format!("cannot read api.{what} {}", path.display()))
                 };
-                let server = opsqueue_tls::server_config(&read(cert, "tls_cert")?, &read(key, "tls_key")?)
-                    .map_err(|e| anyhow::anyhow!("api.tls_cert and api.tls_key: {e}"))?;
+                let server =
+                    opsqueue_tls::server_config(&read(cert, "tls_cert")?, &read(key, "tls_key")?)
+                        .map_err(|e| anyhow::anyhow!("api.tls_cert and api.tls_key: {e}"))?;
                 Some(server)
             }
             _ => None,

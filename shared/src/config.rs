@@ -335,7 +335,9 @@ impl Config {
         if self.worker.api_url.is_none()
             && (self.worker.token_file.is_some() || self.worker.ca_cert.is_some())
         {
-            return fail("worker.token_file and worker.ca_cert are for remote mode: set worker.api_url");
+            return fail(
+                "worker.token_file and worker.ca_cert are for remote mode: set worker.api_url",
+            );
         }
         if self.api.tls_cert.is_some() != self.api.tls_key.is_some() {
             return fail("api.tls_cert and api.tls_key go together");
@@ -430,6 +432,32 @@ mod tests {
         let config = Config::load(Some(&file)).unwrap();
         assert!(config.pm2.enabled);
         assert_eq!(config.pm2.bin, ["sudo", "pm2"]);
+    }
+
+    #[test]
+    fn remote_mode_and_https_are_checked_for_the_settings_they_need() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("opsqueue.toml");
+        std::fs::write(
+            &file,
+            "[worker]\napi_url = \"https://control:8443\"\ntoken_file = \"/etc/opsqueue/agent.key\"\n\
+             ca_cert = \"/etc/opsqueue/control.pem\"\ntargets = [\"web-2\"]\n\
+             [api]\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert!(config.worker.is_remote());
+        assert_eq!(config.worker.data_paths, [PathBuf::from("/")]);
+        assert!(!Config::load(None).unwrap().worker.is_remote());
+        for bad in [
+            "[worker]\napi_url = \"https://control:8443\"\n",
+            "[worker]\ntoken_file = \"/etc/opsqueue/agent.key\"\n",
+            "[api]\ntls_cert = \"/c.pem\"\n",
+            "[api]\ntls_key = \"/k.pem\"\n",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            assert!(Config::load(Some(&file)).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

@@ -104,7 +104,10 @@ impl Agent {
                 "OPSQUEUE_DATABASE__PATH",
                 self.no_database.display().to_string(),
             ),
-            ("OPSQUEUE_DIAG__RECORD_PATH", self.record.display().to_string()),
+            (
+                "OPSQUEUE_DIAG__RECORD_PATH",
+                self.record.display().to_string(),
+            ),
             ("OPSQUEUE_SCRIPTS__ENABLED", "true".to_owned()),
             (
                 "OPSQUEUE_SCRIPTS__DIR",
@@ -234,6 +237,8 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["link", "del", &self.outer_if])
             .output();
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }

@@ -237,11 +237,7 @@ impl Loop {
                 .map(|task| task.fence.id)
                 .collect(),
         });
-        let claim = writer.claim(
-            self.free_slots(),
-            cancels && !self.running.is_empty(),
-            wait,
-        );
+        let claim = writer.claim(self.free_slots(), cancels && !self.running.is_empty(), wait);
         let answers = answers.clone();
         tokio::spawn(async move {
             let _ = answers.send(claim.await);

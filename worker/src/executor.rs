@@ -368,7 +368,9 @@ pub(crate) async fn hand_back(worker: &Shared, op: Operation) {
         duration_secs: 0.0,
     });
     match record(worker, &done, false).await {
-        Ok(_) => tracing::info!(operation = %op.id, "claimed while stopping: handed back untouched"),
+        Ok(_) => {
+            tracing::info!(operation = %op.id, "claimed while stopping: handed back untouched")
+        }
         Err(e) => {
             tracing::warn!(operation = %op.id, error = %e, "cannot hand back an operation claimed while stopping; the monitor reaps it when its lease expires")
         }

@@ -117,8 +117,7 @@ impl Worker {
     /// Registers a worker with the drivers its configuration enables.
     pub async fn start(config: Config, link: impl Into<Link>) -> anyhow::Result<Worker> {
         let link = link.into();
-        let drivers =
-            Registry::from_config(&config, &link).context("cannot set up the drivers")?;
+        let drivers = Registry::from_config(&config, &link).context("cannot set up the drivers")?;
         Self::with_drivers(config, link, drivers).await
     }
 

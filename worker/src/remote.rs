@@ -183,7 +183,10 @@ impl Agent {
     }
 
     /// Objects opsqueue manages on one of this agent's targets.
-    pub async fn managed_list(&self, query: &ManagedQuery) -> Result<Vec<ManagedObject>, StoreError> {
+    pub async fn managed_list(
+        &self,
+        query: &ManagedQuery,
+    ) -> Result<Vec<ManagedObject>, StoreError> {
         #[derive(serde::Deserialize)]
         struct Items {
             items: Vec<ManagedObject>,
@@ -234,7 +237,10 @@ mod tests {
             "http://[2001:db8::1]/",
             "ftp://control/",
         ] {
-            assert!(check_url(&Url::parse(bad).unwrap()).is_err(), "{bad} accepted");
+            assert!(
+                check_url(&Url::parse(bad).unwrap()).is_err(),
+                "{bad} accepted"
+            );
         }
     }
 }

@@ -245,7 +245,9 @@ async fn send_batches(remote: Arc<Remote>, mut jobs: mpsc::UnboundedReceiver<Job
         };
         match remote.agent.writes(&batch).await {
             Ok(answers) => {
-                for ((reply, write), answer) in replies.into_iter().zip(&batch.writes).zip(answers.answers) {
+                for ((reply, write), answer) in
+                    replies.into_iter().zip(&batch.writes).zip(answers.answers)
+                {
                     if let (Some(code), Some(fence)) = (&answer.code, write.fence()) {
                         tracing::warn!(
                             operation = %fence.id,

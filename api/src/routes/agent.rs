@@ -62,7 +62,10 @@ const MAX_CLAIM: usize = 1024;
 /// Most writes in one batch.
 const MAX_WRITES: usize = 4096;
 
-fn field<T>(name: &str, parsed: Result<T, opsqueue_shared::names::NameError>) -> Result<T, ApiError> {
+fn field<T>(
+    name: &str,
+    parsed: Result<T, opsqueue_shared::names::NameError>,
+) -> Result<T, ApiError> {
     parsed.map_err(|e| ApiError::invalid_field(name, e.to_string()))
 }
 
@@ -300,7 +303,11 @@ pub async fn agent_managed(
     field("target", Label::parse(&query.target))?;
     field("family", Label::parse(&query.family))?;
     field("kind", Label::parse(&query.kind))?;
-    if query.name.as_ref().is_some_and(|n| n.is_empty() || n.len() > 255) {
+    if query
+        .name
+        .as_ref()
+        .is_some_and(|n| n.is_empty() || n.len() > 255)
+    {
         return Err(ApiError::InvalidQuery("name: 1 to 255 bytes".into()));
     }
     if !caller.key().serves(&query.target) {

@@ -10,12 +10,12 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
+use opsqueue_shared::store::TargetStatus;
 use opsqueue_shared::store::{
     Cancel, Counters, ListFilter, LogEntry, Retry, counters_apply, family_label, names,
     operation_cancel, operation_get, operation_list, operation_log_list, operation_log_note,
     operation_retry, target_online,
 };
-use opsqueue_shared::store::TargetStatus;
 use opsqueue_shared::wake::Role;
 use opsqueue_shared::{Operation, OperationId, Status};
 use serde::{Deserialize, Serialize};

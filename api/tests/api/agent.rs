@@ -83,8 +83,14 @@ async fn an_agent_key_can_do_nothing_but_its_own_targets_work() {
     let app = spawn_app().await;
     let (_, agent_a) = agent_key(&app, "web-a", &["a"]);
     let (_, agent_b) = agent_key(&app, "web-b", &["b"]);
-    let on_a = id_of(&app.enqueue_ok(json!({"type": "diag.noop", "target": "a"})).await);
-    let on_b = id_of(&app.enqueue_ok(json!({"type": "diag.noop", "target": "b"})).await);
+    let on_a = id_of(
+        &app.enqueue_ok(json!({"type": "diag.noop", "target": "a"}))
+            .await,
+    );
+    let on_b = id_of(
+        &app.enqueue_ok(json!({"type": "diag.noop", "target": "b"}))
+            .await,
+    );
 
     // Everything outside the agent protocol is refused, whatever it names.
     let forbidden = [
@@ -126,7 +132,13 @@ async fn an_agent_key_can_do_nothing_but_its_own_targets_work() {
     assert_problem(response, StatusCode::FORBIDDEN, "forbidden").await;
 
     // An agent key acts for its own targets only.
-    let response = writes(&app, &agent_a, &worker("wa", &["b"]), json!([{"write": "register"}])).await;
+    let response = writes(
+        &app,
+        &agent_a,
+        &worker("wa", &["b"]),
+        json!([{"write": "register"}]),
+    )
+    .await;
     assert_problem(response, StatusCode::FORBIDDEN, "forbidden").await;
     let response = app
         .post_as(
@@ -152,7 +164,12 @@ async fn an_agent_key_can_do_nothing_but_its_own_targets_work() {
     assert_eq!(response.status(), StatusCode::OK);
     // Names are parsed at the edge.
     let response = writes(&app, &agent_a, &worker("-rf", &["a"]), json!([])).await;
-    assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    assert_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    )
+    .await;
 
     // Each worker claims only its target's operation.
     let wa = worker("wa", &["a"]);
@@ -169,7 +186,13 @@ async fn an_agent_key_can_do_nothing_but_its_own_targets_work() {
     // fence names another worker), nor as b's worker (the id is b's key's).
     let response = writes(&app, &agent_a, &wa, json!([finish(&claimed_b[0], "wb")])).await;
     assert_problem(response, StatusCode::FORBIDDEN, "forbidden").await;
-    let response = writes(&app, &agent_a, &worker("wb", &["a"]), json!([finish(&claimed_b[0], "wb")])).await;
+    let response = writes(
+        &app,
+        &agent_a,
+        &worker("wb", &["a"]),
+        json!([finish(&claimed_b[0], "wb")]),
+    )
+    .await;
     assert_problem(response, StatusCode::FORBIDDEN, "forbidden").await;
     assert_eq!(app.operation(&on_b).await["status"], "running");
     // A finish that misstates its operation is refused too.
@@ -223,7 +246,8 @@ async fn a_claimed_operation_carries_its_secrets_to_its_agent_only() {
 }
 
 #[tokio::test]
-async fn a_waiting_claim_answers_when_work_is_committed_or_its_worker_stops_and_claims_only_on_arrival() {
+async fn a_waiting_claim_answers_when_work_is_committed_or_its_worker_stops_and_claims_only_on_arrival()
+ {
     let app = spawn_app().await;
     let (_, agent) = agent_key(&app, "web-w", &["w"]);
     let ww = worker("ww", &["w"]);
@@ -244,9 +268,18 @@ async fn a_waiting_claim_answers_when_work_is_committed_or_its_worker_stops_and_
     let waiting = claim(&app, agent.clone(), ww.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiting.is_finished(), "the claim did not wait");
-    let id = id_of(&app.enqueue_ok(json!({"type": "diag.noop", "target": "w"})).await);
-    let (took, body) = tokio::time::timeout(PATIENCE, waiting).await.unwrap().unwrap();
-    assert!(took < Duration::from_secs(40), "answered only when its wait ended");
+    let id = id_of(
+        &app.enqueue_ok(json!({"type": "diag.noop", "target": "w"}))
+            .await,
+    );
+    let (took, body) = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        took < Duration::from_secs(40),
+        "answered only when its wait ended"
+    );
     // It claims nothing after waiting (its worker may be gone by then):
     // the worker claims again, in a fresh request, and gets the work.
     assert_eq!(body["answer"], "claimed");
@@ -256,7 +289,11 @@ async fn a_waiting_claim_answers_when_work_is_committed_or_its_worker_stops_and_
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(body["operations"][0]["operation"]["id"], id.as_str(), "{body}");
+    assert_eq!(
+        body["operations"][0]["operation"]["id"],
+        id.as_str(),
+        "{body}"
+    );
 
     // A cancel request of what it runs answers a waiting claim too, once.
     let waiting = claim(&app, agent.clone(), ww.clone());
@@ -264,7 +301,10 @@ async fn a_waiting_claim_answers_when_work_is_committed_or_its_worker_stops_and_
     let cancel = format!("/api/v1/operations/{id}/cancel");
     let cancelled = app.post_as(&cancel, &app.write, &json!({})).await;
     assert_eq!(cancelled.status(), StatusCode::ACCEPTED);
-    let (_, body) = tokio::time::timeout(PATIENCE, waiting).await.unwrap().unwrap();
+    let (_, body) = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(body["cancels"][0]["id"], id.as_str(), "{body}");
 
     // A worker that says it is stopping gets its waiting claim back at once.
@@ -273,9 +313,13 @@ async fn a_waiting_claim_answers_when_work_is_committed_or_its_worker_stops_and_
         .post(app.url("/api/v1/agent/claim"))
         .bearer_auth(&agent)
         .json(&json!({"worker": ww, "limit": 4, "wait_secs": 50, "stopping": [id]}));
-    let waiting = tokio::spawn(async move { request.send().await.unwrap().json::<Value>().await.unwrap() });
+    let waiting =
+        tokio::spawn(async move { request.send().await.unwrap().json::<Value>().await.unwrap() });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiting.is_finished(), "a known cancel answered the claim again");
+    assert!(
+        !waiting.is_finished(),
+        "a known cancel answered the claim again"
+    );
     let response = app
         .post_as(
             "/api/v1/agent/writes",
@@ -284,7 +328,10 @@ async fn a_waiting_claim_answers_when_work_is_committed_or_its_worker_stops_and_
         )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
-    let body = tokio::time::timeout(PATIENCE, waiting).await.unwrap().unwrap();
+    let body = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(body["operations"], json!([]));
 }
 
@@ -292,7 +339,10 @@ async fn a_waiting_claim_answers_when_work_is_committed_or_its_worker_stops_and_
 async fn the_targets_registry_shows_status_agents_facts_and_counts_and_takes_descriptions() {
     let app = spawn_app().await;
     let (_, agent) = agent_key(&app, "web-t", &["t"]);
-    let pending = id_of(&app.enqueue_ok(json!({"type": "diag.noop", "target": "t"})).await);
+    let pending = id_of(
+        &app.enqueue_ok(json!({"type": "diag.noop", "target": "t"}))
+            .await,
+    );
     app.enqueue_ok(json!({"type": "diag.noop", "target": "never-seen"}))
         .await;
 
@@ -315,7 +365,13 @@ async fn the_targets_registry_shows_status_agents_facts_and_counts_and_takes_des
     let facts = json!({"os": "Debian GNU/Linux 12 (bookworm)", "kernel": "6.1.0", "cpus": 2,
         "load": [0.5, 0.25, 0.1], "memory_total_bytes": 1024, "memory_used_bytes": 512,
         "disks": [{"path": "/", "free_bytes": 10, "total_bytes": 20}], "uptime_secs": 99.5});
-    writes_ok(&app, &agent, &wt, json!([{"write": "register", "facts": facts}])).await;
+    writes_ok(
+        &app,
+        &agent,
+        &wt,
+        json!([{"write": "register", "facts": facts}]),
+    )
+    .await;
     let target: Value = app.get("/api/v1/targets/t").await.json().await.unwrap();
     assert_eq!(target["status"], "online", "{target}");
     assert_eq!(target["agents"][0]["worker_id"], "wt");
@@ -326,7 +382,10 @@ async fn the_targets_registry_shows_status_agents_facts_and_counts_and_takes_des
     assert_eq!(app.operation(&pending).await["target_status"], "online");
     claim_now(&app, &agent, &wt).await;
     let target: Value = app.get("/api/v1/targets/t").await.json().await.unwrap();
-    assert_eq!((target["pending"].as_i64(), target["running"].as_i64()), (Some(0), Some(1)));
+    assert_eq!(
+        (target["pending"].as_i64(), target["running"].as_i64()),
+        (Some(0), Some(1))
+    );
     assert_eq!(target["agents"][0]["running"], 1);
 
     // Described by a person.
@@ -372,7 +431,13 @@ async fn the_targets_registry_shows_status_agents_facts_and_counts_and_takes_des
     assert_eq!(target["status"], "offline", "{target}");
     let stored: String = app
         .store
-        .read(|c| Ok(c.query_row("SELECT status FROM targets WHERE name = 't'", [], |r| r.get(0))?))
+        .read(|c| {
+            Ok(
+                c.query_row("SELECT status FROM targets WHERE name = 't'", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
         .unwrap();
     assert_eq!(stored, "offline");
 }

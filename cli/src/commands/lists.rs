@@ -36,7 +36,14 @@ pub async fn targets(ctx: &Ctx, command: TargetsCommand) -> Result<Exit, CliErro
         return Ok(Exit::Completed);
     }
     let mut table = ctx.ui.table(&[
-        "TARGET", "STATUS", "WORKERS", "DRIVERS", "HEARTBEAT", "PENDING", "RUNNING", "ROLE",
+        "TARGET",
+        "STATUS",
+        "WORKERS",
+        "DRIVERS",
+        "HEARTBEAT",
+        "PENDING",
+        "RUNNING",
+        "ROLE",
     ]);
     for target in &items {
         let agents = target["agents"].as_array().cloned().unwrap_or_default();

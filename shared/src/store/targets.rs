@@ -197,11 +197,11 @@ fn stored(conn: &Connection, name: Option<&str>) -> Result<BTreeMap<String, Stor
     Ok(found)
 }
 
+/// Operations per (target, status) and running ones per worker.
+type Counts = (BTreeMap<(String, String), i64>, BTreeMap<String, i64>);
+
 /// Pending and running operations per target, and running ones per worker.
-fn counts(
-    conn: &Connection,
-    name: Option<&str>,
-) -> Result<(BTreeMap<(String, String), i64>, BTreeMap<String, i64>)> {
+fn counts(conn: &Connection, name: Option<&str>) -> Result<Counts> {
     let mut by_target = BTreeMap::new();
     let mut stmt = conn.prepare_cached(
         "SELECT target, status, count(*) FROM operations

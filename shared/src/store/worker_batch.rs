@@ -50,7 +50,10 @@ pub enum WorkerWrite {
     Stop,
     /// Claims up to `limit` operations; with `cancels`, also reads this
     /// worker's cancel requests.
-    Claim { limit: usize, cancels: bool },
+    Claim {
+        limit: usize,
+        cancels: bool,
+    },
     /// Renews the worker row (with its host's facts) and the leases of
     /// `fences`; reads cancel requests.
     Heartbeat {
@@ -66,8 +69,14 @@ pub enum WorkerWrite {
         done: Arc<FinishWrite>,
         claim_next: bool,
     },
-    Log { fence: Fence, lines: Vec<LogLine> },
-    Progress { fence: Fence, progress: Progress },
+    Log {
+        fence: Fence,
+        lines: Vec<LogLine>,
+    },
+    Progress {
+        fence: Fence,
+        progress: Progress,
+    },
 }
 
 impl WorkerWrite {
@@ -159,14 +168,18 @@ pub enum WorkerWritten {
         lost: Vec<Fence>,
         cancels: Vec<Fence>,
     },
-    Cancels { cancels: Vec<Fence> },
+    Cancels {
+        cancels: Vec<Fence>,
+    },
     /// Whether the fenced finish applied, and the slot's next operation.
     Finished {
         applied: bool,
         next: Option<Box<Claimed>>,
     },
     /// Whether a fenced write applied.
-    Applied { applied: bool },
+    Applied {
+        applied: bool,
+    },
 }
 
 impl WorkerWritten {
@@ -311,8 +324,7 @@ pub fn worker_batch_apply(
                 }
                 let applied = operation_finish(tx, &done.fence, &done.finish, now)?;
                 if applied {
-                    if matches!(done.finish, Finish::Completed { .. }) && !done.effects.is_empty()
-                    {
+                    if matches!(done.finish, Finish::Completed { .. }) && !done.effects.is_empty() {
                         state_apply(tx, &done.target, done.fence.id, &done.effects, now)?;
                     }
                     tally(&mut counters, done);

@@ -144,7 +144,11 @@ async fn run(sizes: Sizes, only: Vec<u32>) -> anyhow::Result<()> {
             let runs = if concurrency == 32 { sizes.repeats } else { 1 };
             let mut rates = Vec::new();
             for _ in 0..runs {
-                rates.push(drain(sizes.drain_ops, concurrency, None, Mode::Local).await?.rate);
+                rates.push(
+                    drain(sizes.drain_ops, concurrency, None, Mode::Local)
+                        .await?
+                        .rate,
+                );
             }
             let rate = median(&mut rates);
             if concurrency == 32 {
@@ -255,7 +259,11 @@ async fn run(sizes: Sizes, only: Vec<u32>) -> anyhow::Result<()> {
         let (mut empty, mut full) = (Vec::new(), Vec::new());
         for _ in 0..sizes.repeats {
             empty.push(drain(sizes.drain_ops, 32, None, Mode::Local).await?.rate);
-            full.push(drain(sizes.drain_ops, 32, Some(&template), Mode::Local).await?.rate);
+            full.push(
+                drain(sizes.drain_ops, 32, Some(&template), Mode::Local)
+                    .await?
+                    .rate,
+            );
         }
         let (empty_rate, full_rate) = (median(&mut empty), median(&mut full));
         println!(
@@ -340,7 +348,9 @@ fn start_measured_worker(cluster: &mut Cluster, mode: Mode) {
             let url = cluster.api_url.clone();
             let mut env = agent.env(&url, Some(&cert), &["local"]);
             // Measure the queue, not the record file and JSON logs.
-            env.retain(|(k, _)| !matches!(*k, "OPSQUEUE_DIAG__RECORD_PATH" | "OPSQUEUE_LOG__FORMAT"));
+            env.retain(|(k, _)| {
+                !matches!(*k, "OPSQUEUE_DIAG__RECORD_PATH" | "OPSQUEUE_LOG__FORMAT")
+            });
             cluster.start_worker(&env);
         }
     }

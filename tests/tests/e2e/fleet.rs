@@ -35,7 +35,11 @@ fn tls_cluster(bind: &str) -> (Cluster, std::path::PathBuf) {
     cluster.set_env("OPSQUEUE_API__BIND", bind);
     cluster.start_api();
     cluster.api_url = cluster.api_url.replace("0.0.0.0", "127.0.0.1");
-    assert!(cluster.api_url.starts_with("https://"), "{}", cluster.api_url);
+    assert!(
+        cluster.api_url.starts_with("https://"),
+        "{}",
+        cluster.api_url
+    );
     cluster.start_monitor();
     (cluster, cert)
 }
@@ -102,12 +106,20 @@ async fn three_remote_workers_over_https_each_run_only_their_own_targets_operati
             let noop = cluster
                 .enqueue(json!({"type": "diag.noop", "payload": {}, "target": agent.name}))
                 .await;
-            fired.push((agent.name.clone(), "diag.noop", noop["id"].as_str().unwrap().to_owned()));
+            fired.push((
+                agent.name.clone(),
+                "diag.noop",
+                noop["id"].as_str().unwrap().to_owned(),
+            ));
             if round % 3 == 0 {
                 let script = cluster
                     .enqueue(json!({"type": "script.run", "payload": {"name": "whoami"}, "target": agent.name}))
                     .await;
-                fired.push((agent.name.clone(), "script.run", script["id"].as_str().unwrap().to_owned()));
+                fired.push((
+                    agent.name.clone(),
+                    "script.run",
+                    script["id"].as_str().unwrap().to_owned(),
+                ));
             }
         }
     }
@@ -129,7 +141,11 @@ async fn three_remote_workers_over_https_each_run_only_their_own_targets_operati
             .filter(|(name, kind, _)| *name == agent.name && *kind == "diag.noop")
             .map(|(_, _, id)| id.clone())
             .collect();
-        assert_eq!(ran, own, "worker {} ran other operations than its target's", agent.name);
+        assert_eq!(
+            ran, own,
+            "worker {} ran other operations than its target's",
+            agent.name
+        );
         assert!(
             !agent.no_database.exists() && !agent.no_database.parent().unwrap().exists(),
             "a remote worker touched a database"
@@ -177,10 +193,21 @@ async fn three_remote_workers_over_https_each_run_only_their_own_targets_operati
         let worker = &found["agents"][0];
         assert_eq!(worker["worker_id"], format!("remote-{}", agent.name));
         assert_eq!(worker["remote"], true);
-        assert!(worker["drivers"].as_array().unwrap().contains(&json!("script")));
-        assert!(found["facts"]["cpus"].as_u64().is_some_and(|n| n >= 1), "{found:#}");
+        assert!(
+            worker["drivers"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("script"))
+        );
+        assert!(
+            found["facts"]["cpus"].as_u64().is_some_and(|n| n >= 1),
+            "{found:#}"
+        );
         assert!(found["facts"]["kernel"].is_string(), "{found:#}");
-        assert!(found["facts"]["memory_total_bytes"].as_u64().is_some(), "{found:#}");
+        assert!(
+            found["facts"]["memory_total_bytes"].as_u64().is_some(),
+            "{found:#}"
+        );
         assert_eq!(found["pending"], 0);
     }
     let op = cluster.operation(&fired[0].2).await;
@@ -297,7 +324,9 @@ async fn a_partitioned_remote_worker_loses_its_claim_and_its_late_finish_is_refu
         .as_str()
         .unwrap()
         .to_owned();
-    cluster.wait_until(&id, |op| op["status"] == "running").await;
+    cluster
+        .wait_until(&id, |op| op["status"] == "running")
+        .await;
     netns.cut();
 
     // The lease runs out; the operation is safe to re-run, so it is pending
@@ -319,22 +348,26 @@ async fn a_partitioned_remote_worker_loses_its_claim_and_its_late_finish_is_refu
     // The link comes back: the isolated worker, its sleep long over, sends
     // the finish of attempt 1, and the API refuses it.
     netns.heal();
-    eventually("the isolated worker's late finish was refused with 409", || {
-        cluster.workers[isolated].log_events().iter().any(|e| {
-            e["operation"] == id.as_str()
-                && e["status"] == 409
-                && e["code"] == "claim_lost"
-        })
-    })
+    eventually(
+        "the isolated worker's late finish was refused with 409",
+        || {
+            cluster.workers[isolated].log_events().iter().any(|e| {
+                e["operation"] == id.as_str() && e["status"] == 409 && e["code"] == "claim_lost"
+            })
+        },
+    )
     .await;
     let after = cluster.operation(&id).await;
     assert_eq!(after["status"], "completed");
     assert_eq!(after["attempt"], 2);
-    assert_eq!(after["finished_at"], done["finished_at"], "the late finish overwrote the outcome");
+    assert_eq!(
+        after["finished_at"], done["finished_at"],
+        "the late finish overwrote the outcome"
+    );
     assert_eq!(after["result"], done["result"]);
     // Attempt 1 ran beyond the cut, attempt 2 on this side.
-    assert_eq!(far.executed(), [id.clone()]);
-    assert_eq!(near.executed(), [id.clone()]);
+    assert_eq!(far.executed(), std::slice::from_ref(&id));
+    assert_eq!(near.executed(), std::slice::from_ref(&id));
     // Healed, the isolated worker heartbeats again.
     assert!(process_alive(cluster.workers[isolated].pid()));
     wait_target_status(&cluster, "p", "online").await;
@@ -352,7 +385,9 @@ async fn cancelling_a_remote_running_operation_kills_its_process_group() {
         .as_str()
         .unwrap()
         .to_owned();
-    cluster.wait_until(&id, |op| op["status"] == "running").await;
+    cluster
+        .wait_until(&id, |op| op["status"] == "running")
+        .await;
     let pid = child_pid(&cluster, &id).await;
     assert!(process_alive(pid));
     let response = cluster

@@ -34,19 +34,19 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use opsqueue_shared::Action;
+use opsqueue_shared::Config;
 use opsqueue_shared::families::caddy::CaddyConfig;
 use opsqueue_shared::families::caddy::{
     CaddyAction, FAMILY, SITE_KIND, SiteRef, SiteSpec, site_id,
 };
 use opsqueue_shared::names::Domain;
 use opsqueue_shared::store::StateEffect;
-use opsqueue_shared::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::context::Context;
-use crate::link::Link;
 use crate::drivers::driver::{AnyDriver, Driver, DriverError, Outcome, Probe};
+use crate::link::Link;
 pub use admin::codes as admin_codes;
 use admin::{Admin, refusal};
 use sites::{ObservedSite, choose_server, site_route, sites_in};

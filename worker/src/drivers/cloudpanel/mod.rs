@@ -23,16 +23,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use opsqueue_shared::Action;
+use opsqueue_shared::Config;
 use opsqueue_shared::families::cloudpanel::{
     CloudpanelAction, DbAdd, SiteAdd, SiteDelete, SiteType, UserAdd, UserDelete, UserName,
 };
 use opsqueue_shared::names::Domain;
 use opsqueue_shared::store::StateEffect;
-use opsqueue_shared::Config;
 
 use crate::context::Context;
-use crate::link::Link;
 use crate::drivers::driver::{AnyDriver, Driver, DriverError, Outcome};
+use crate::link::Link;
 use crate::runner::{CommandOutput, CommandSpec};
 
 /// Error codes of this driver.

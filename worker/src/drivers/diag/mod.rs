@@ -18,12 +18,12 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use opsqueue_shared::Action;
-use opsqueue_shared::families::diag::{DiagAction, Fail, Sleep};
 use opsqueue_shared::Config;
+use opsqueue_shared::families::diag::{DiagAction, Fail, Sleep};
 
 use crate::context::Context;
-use crate::link::Link;
 use crate::drivers::driver::{AnyDriver, Checked, Driver, DriverError, Outcome, codes};
+use crate::link::Link;
 use crate::runner::CommandSpec;
 
 pub struct Diag {

@@ -41,15 +41,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use opsqueue_shared::Action;
+use opsqueue_shared::Config;
 use opsqueue_shared::families::pm2::{Logs, Named, Pm2Action, ProcessName};
 use opsqueue_shared::names::AbsolutePath;
 use opsqueue_shared::store::StateEffect;
-use opsqueue_shared::Config;
 use serde_json::{Value, json};
 
 use crate::context::Context;
-use crate::link::Link;
 use crate::drivers::driver::{AnyDriver, Driver, DriverError, Outcome};
+use crate::link::Link;
 use crate::runner::{CommandOutput, CommandSpec};
 use view::{Listed, STOPPED};
 

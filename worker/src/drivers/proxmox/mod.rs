@@ -49,8 +49,8 @@ use guest::Located;
 use task::Upid;
 
 use crate::context::Context;
-use crate::link::Link;
 use crate::drivers::driver::{AnyDriver, Driver, DriverError, Outcome};
+use crate::link::Link;
 
 /// How long after a non-HA migration ended OK `/cluster/resources` may
 /// take to show the guest on its target.

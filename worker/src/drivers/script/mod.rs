@@ -26,13 +26,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use opsqueue_shared::Action;
-use opsqueue_shared::families::script::{Run, ScriptAction, ScriptName};
 use opsqueue_shared::Config;
+use opsqueue_shared::families::script::{Run, ScriptAction, ScriptName};
 use serde_json::{Value, json};
 
 use crate::context::Context;
-use crate::link::Link;
 use crate::drivers::driver::{AnyDriver, Driver, DriverError, Outcome};
+use crate::link::Link;
 use crate::runner::CommandSpec;
 
 /// Error codes of this driver.

@@ -38,16 +38,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use opsqueue_shared::Action;
+use opsqueue_shared::Config;
 use opsqueue_shared::families::systemd::{
     self as actions, FAMILY, Logs, SystemdAction, UNIT_KIND, UnitName, UnitSpec, UnitVerb,
 };
 use opsqueue_shared::families::systemd::{SystemdConfig, SystemdScope};
 use opsqueue_shared::store::StateEffect;
-use opsqueue_shared::Config;
 
 use crate::context::Context;
-use crate::link::Link;
 use crate::drivers::driver::{AnyDriver, Driver, DriverError, Outcome, Probe};
+use crate::link::Link;
 use crate::runner::{CommandOutput, CommandSpec, RunError};
 use parse::{SHOW_PROPERTIES, UnitState};
 pub use unit_file::{HEADER, render};
