@@ -10,11 +10,12 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
+use opsqueue_shared::store::TargetStatus;
 use opsqueue_shared::store::rusqlite::Connection;
 use opsqueue_shared::store::{
     Cancel, Counters, ListFilter, LogEntry, Retry, counters_apply, family_label, names,
     operation_cancel, operation_get, operation_list, operation_log_list, operation_log_note,
-    operation_retry,
+    operation_retry, target_online,
 };
 use opsqueue_shared::time::Timestamp;
 use opsqueue_shared::wake::Role;
@@ -86,7 +87,7 @@ pub struct GetQuery {
     tag = "operations",
     params(("id" = String, Path, description = "Operation id (UUID)"), GetQuery),
     responses(
-        (status = 200, description = "The operation (terminal, or as it was when the wait ended)", body = Operation),
+        (status = 200, description = "The operation (terminal, or as it was when the wait ended), with `target_status`", body = OperationView),
         (status = 400, description = "Malformed id or query", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such operation", body = Problem, content_type = "application/problem+json"),
     ),
@@ -102,7 +103,29 @@ pub async fn get_operation(
     let operation = wait_until_terminal(&state.store, &state.notifier, id, wait, &state.stopping)
         .await?
         .ok_or_else(|| not_found(id))?;
-    Ok(HttpResponse::Ok().json(operation))
+    let target = operation.target.clone();
+    let online = state
+        .store
+        .call(move |s| s.read(|c| target_online(c, &target, opsqueue_shared::time::now())))
+        .await?;
+    Ok(HttpResponse::Ok().json(OperationView {
+        operation,
+        target_status: if online {
+            TargetStatus::Online
+        } else {
+            TargetStatus::Offline
+        },
+    }))
+}
+
+/// An operation, and whether anything can run it now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperationView {
+    #[serde(flatten)]
+    pub operation: Operation,
+    /// `online` while a worker serving its target heartbeats within its
+    /// lease; else `offline` (a pending operation then waits for one).
+    pub target_status: TargetStatus,
 }
 
 fn not_found(id: OperationId) -> ApiError {
