@@ -191,3 +191,127 @@ CREATE TABLE proxmox_nodes (
 DROP INDEX operations_running_worker;
 DROP INDEX operations_running_lease;
 DROP INDEX operations_finished;
+
+-- migration 4: the event stream and dashboard sessions
+
+-- What happened, in commit order, for `GET /api/v1/events` (Server-Sent
+-- Events, resumable with Last-Event-ID) and the dashboard. Rows are written
+-- by the triggers below, in the same transaction as the change they
+-- describe, whichever process made it (the API's enqueues, cancels and
+-- retries, a worker's claims, progress, logs and finishes, the monitor's
+-- reaps and schedule fires): a reader that saw event N saw every change
+-- committed before it. Ids come from one writer at a time, so they rise in
+-- commit order with no gaps; AUTOINCREMENT never hands out an id twice, even
+-- once the newest rows were pruned, so a Last-Event-ID always names one
+-- place in the stream. `data` is a small JSON object made here from a few
+-- columns: never a payload, a result, a log line or a secret. The monitor's
+-- pruner deletes rows older than `api.events_retention_secs`.
+CREATE TABLE events (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    at           TEXT NOT NULL,
+    type         TEXT NOT NULL,             -- operation.created, operation.updated, …
+    operation_id TEXT,
+    target       TEXT,
+    parent_id    TEXT,
+    data         TEXT NOT NULL              -- JSON object
+);
+
+-- The triggers are the only writers of `events`; each is one INSERT with no
+-- lookup but the last log line's seq (an index seek), because they run on
+-- the enqueue, claim and finish hot paths. `at` is the commit's clock,
+-- stored in the fixed-width form of every other time (milliseconds, then 000).
+CREATE TRIGGER events_operation_created AFTER INSERT ON operations
+BEGIN
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    VALUES (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'), 'operation.created', NEW.id, NEW.target,
+            NEW.parent_id,
+            json_object('type', NEW.type, 'status', NEW.status, 'source', NEW.source,
+                        'resource', NEW.resource, 'priority', NEW.priority, 'run_at', NEW.run_at));
+END;
+
+-- Claimed, requeued, retried (`operation.updated`) or ended (`operation.finished`).
+CREATE TRIGGER events_operation_status AFTER UPDATE OF status ON operations
+WHEN NEW.status IS NOT OLD.status
+BEGIN
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    VALUES (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'),
+            CASE WHEN NEW.finished_at IS NOT NULL THEN 'operation.finished'
+                 ELSE 'operation.updated' END,
+            NEW.id, NEW.target, NEW.parent_id,
+            json_object('type', NEW.type, 'status', NEW.status, 'previous', OLD.status,
+                        'attempt', NEW.attempt, 'max_attempts', NEW.max_attempts,
+                        'worker_id', NEW.worker_id, 'run_at', NEW.run_at,
+                        'error', NEW.error ->> '$.code'));
+END;
+
+-- Progress, new log lines (`log_seq`: the last line's seq) and cancel
+-- requests of an operation whose status stays the same.
+CREATE TRIGGER events_operation_activity
+AFTER UPDATE OF progress, log_bytes, cancel_requested_at ON operations
+WHEN NEW.status IS OLD.status
+     AND (NEW.progress IS NOT OLD.progress OR NEW.log_bytes IS NOT OLD.log_bytes
+          OR NEW.cancel_requested_at IS NOT OLD.cancel_requested_at)
+BEGIN
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    VALUES (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'), 'operation.updated', NEW.id, NEW.target,
+            NEW.parent_id,
+            json_object('type', NEW.type, 'status', NEW.status, 'attempt', NEW.attempt,
+                        'progress', json(NEW.progress), 'log_bytes', NEW.log_bytes,
+                        'log_seq', CASE WHEN NEW.log_bytes IS NOT OLD.log_bytes THEN
+                            (SELECT max(seq) FROM operation_logs WHERE operation_id = NEW.id) END,
+                        'cancel_requested', json(CASE WHEN NEW.cancel_requested_at IS NULL
+                                                      THEN 'false' ELSE 'true' END)));
+END;
+
+-- A workflow is an operation of type `workflow.run`: it also has workflow.*
+-- events, so a caller can follow workflows without the steps' traffic.
+CREATE TRIGGER events_workflow_created AFTER INSERT ON operations
+WHEN NEW.type = 'workflow.run'
+BEGIN
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    VALUES (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'), 'workflow.created', NEW.id, NEW.target,
+            NEW.parent_id, json_object('status', NEW.status, 'source', NEW.source));
+END;
+
+CREATE TRIGGER events_workflow_status AFTER UPDATE OF status ON operations
+WHEN NEW.type = 'workflow.run' AND NEW.status IS NOT OLD.status
+BEGIN
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    VALUES (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'),
+            CASE WHEN NEW.finished_at IS NOT NULL THEN 'workflow.finished'
+                 ELSE 'workflow.updated' END,
+            NEW.id, NEW.target, NEW.parent_id,
+            json_object('status', NEW.status, 'previous', OLD.status, 'attempt', NEW.attempt,
+                        'error', NEW.error ->> '$.code'));
+END;
+
+CREATE TRIGGER events_workflow_progress AFTER UPDATE OF progress ON operations
+WHEN NEW.type = 'workflow.run' AND NEW.status IS OLD.status AND NEW.progress IS NOT OLD.progress
+BEGIN
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    VALUES (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'), 'workflow.updated', NEW.id, NEW.target,
+            NEW.parent_id, json_object('status', NEW.status, 'progress', json(NEW.progress)));
+END;
+
+-- A schedule fired: its last fire time moved (the operation it enqueued
+-- has its own operation.created in the same transaction).
+CREATE TRIGGER events_schedule_fired AFTER UPDATE OF last_fire_at ON schedules
+WHEN NEW.last_fire_at IS NOT OLD.last_fire_at
+BEGIN
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    VALUES (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'), 'schedule.fired', NULL, NEW.target, NULL,
+            json_object('schedule', NEW.name, 'type', NEW.type, 'fire_at', NEW.last_fire_at));
+END;
+
+-- Dashboard sign-ins. The cookie holds a random session id; only its sha256
+-- is stored. A session acts with the key it was signed in with, so a
+-- revoked key ends its sessions at once; it lasts until `expires_at`
+-- (`api.session_secs` after sign-in) or sign-out. `csrf_token` must come
+-- with every request that changes something.
+CREATE TABLE sessions (
+    id_hash    TEXT PRIMARY KEY NOT NULL,
+    key_id     TEXT NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
+    csrf_token TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+) WITHOUT ROWID;

@@ -134,6 +134,11 @@ pub struct ApiConfig {
     /// default `<database dir>/admin.key`.
     pub admin_key_file: Option<PathBuf>,
     pub rate_limit: RateLimitConfig,
+    /// How long the event stream's rows are kept: a `Last-Event-ID` older
+    /// than this gets a `gap` event (the monitor's pruner deletes them).
+    pub events_retention_secs: u64,
+    /// How long a dashboard sign-in lasts.
+    pub session_secs: u64,
 }
 
 impl Default for ApiConfig {
@@ -146,6 +151,8 @@ impl Default for ApiConfig {
             ready_heartbeat_secs: 60,
             admin_key_file: None,
             rate_limit: RateLimitConfig::default(),
+            events_retention_secs: 6 * 3600,
+            session_secs: 8 * 3600,
         }
     }
 }
@@ -298,6 +305,12 @@ impl Config {
         }
         if self.worker.lease_secs < 3 {
             return fail("worker.lease_secs must be at least 3");
+        }
+        if self.api.events_retention_secs < 60 {
+            return fail("api.events_retention_secs must be at least 60");
+        }
+        if self.api.session_secs == 0 {
+            return fail("api.session_secs must be at least 1");
         }
         if self.database.pool_size < 2 {
             return fail("database.pool_size must be at least 2");

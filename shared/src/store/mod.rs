@@ -17,11 +17,13 @@
 
 mod batch;
 mod counters;
+mod events;
 mod keys;
 mod logs;
 mod operations;
 pub mod proxmox;
 mod schedules;
+mod sessions;
 mod state;
 mod workers;
 
@@ -34,10 +36,12 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use batch::WriteBatcher;
 pub use counters::*;
+pub use events::*;
 pub use keys::*;
 pub use logs::*;
 pub use operations::*;
 pub use schedules::*;
+pub use sessions::*;
 pub use state::*;
 pub use workers::*;
 
