@@ -12,7 +12,9 @@
 //! Modules, from the top down: `routes/*` (the hand-written handlers) and
 //! `typed` (every family's typed routes, from their tables), `openapi` (the
 //! document of both), `enqueue` (parsing a request into an operation),
-//! `observed` and `managed` (reads of observed host state), `auth` and
+//! `observed` and `managed` (reads of observed host state), `ui` (the
+//! dashboard's pages), `log_follow` and `events` (the event stream's fan-out)
+//! over `sse` (the framing), `auth` and
 //! `rate_limit` (one middleware), `long_poll`, `state` (what handlers
 //! share), `enqueuer` (group commit), `problem` (the one error type),
 //! `metrics` (Prometheus text), `admin_key` (first start) and `keys_cli`
@@ -22,7 +24,9 @@ pub mod admin_key;
 pub mod auth;
 pub mod enqueue;
 pub mod enqueuer;
+pub mod events;
 pub mod keys_cli;
+pub mod log_follow;
 pub mod long_poll;
 pub mod managed;
 pub mod metrics;
@@ -31,8 +35,10 @@ pub mod openapi;
 pub mod problem;
 pub mod rate_limit;
 pub mod routes;
+pub mod sse;
 pub mod state;
 pub mod typed;
+pub mod ui;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -47,6 +53,7 @@ use opsqueue_shared::{Config, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::enqueuer::Enqueuer;
+use crate::events::Hub;
 use crate::long_poll::Notifier;
 use crate::openapi::Document;
 use crate::rate_limit::RateLimits;
@@ -96,6 +103,7 @@ impl Application {
             enqueuer,
             waker,
             notifier: Notifier::new(),
+            events: Hub::new(),
             limits: RateLimits::new(&config.api.rate_limit),
             key_touches: Default::default(),
             config: config.clone(),
@@ -122,6 +130,7 @@ impl Application {
                 .wrap(from_fn(auth::authenticate))
                 .configure(routes::configure)
                 .configure(typed::configure)
+                .configure(ui::configure)
                 .default_service(web::to(routes::no_route))
         })
         .disable_signals()
@@ -161,6 +170,11 @@ impl Application {
             state.notifier.clone(),
             stopping.clone(),
         ));
+        let hub = tokio::spawn(state.events.clone().run(
+            state.store.clone(),
+            state.notifier.clone(),
+            stopping.clone(),
+        ));
         let forget = {
             let (state, stopping) = (state.clone(), stopping.clone());
             tokio::spawn(async move {
@@ -186,6 +200,7 @@ impl Application {
         stopping.cancel();
         stopper.abort();
         let _ = background.await;
+        let _ = hub.await;
         let _ = forget.await;
         served.context("the HTTP server failed")
     }

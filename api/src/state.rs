@@ -11,6 +11,7 @@ use opsqueue_shared::{Config, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::enqueuer::Enqueuer;
+use crate::events::Hub;
 use crate::long_poll::Notifier;
 use crate::rate_limit::RateLimits;
 
@@ -21,8 +22,11 @@ pub struct AppState {
     /// Wakes workers (new work, cancel requests) and other API processes
     /// (an operation ended).
     pub waker: Arc<Waker>,
-    /// Bumped whenever an operation may have ended; long-polls watch it.
+    /// Bumped after every wake-up (something was committed); long-polls
+    /// and the event hub watch it.
     pub notifier: Arc<Notifier>,
+    /// Reads new events once and hands them to every event stream.
+    pub events: Arc<Hub>,
     pub limits: RateLimits,
     pub key_touches: KeyTouches,
     /// The configuration: `[api]`'s limits, the log cap of the notes the

@@ -15,9 +15,11 @@
 //!   rather than once for the finishes and once more for the claims.
 //! - Counter deltas of a batch (claims, outcomes, durations) are merged and
 //!   applied once, in the batch's transaction.
-//! - After a commit that ended an operation, API processes are woken (their
-//!   long-polls re-check); after one that freed a resource or handed an
-//!   operation back, workers are woken (the next on that resource may start).
+//! - After a commit that claimed, ended or reported on an operation
+//!   (progress, log lines), API processes are woken: their long-polls
+//!   re-check and their event streams read the events the commit wrote;
+//!   after one that freed a resource or handed an operation back, workers
+//!   are woken (the next on that resource may start).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -259,6 +261,9 @@ fn apply(
             }
             Write::Claim { limit, cancels } => {
                 let ops = claim(tx, worker, *limit, now, lease_until, &mut counters)?;
+                if !ops.is_empty() {
+                    wake.fetch_or(WAKE_API, Ordering::SeqCst);
+                }
                 let cancels = if *cancels {
                     operation_cancel_requests(tx, &worker.id)?
                 } else {
@@ -286,10 +291,7 @@ fn apply(
                         state_apply(tx, &done.target, done.fence.id, &done.effects, now)?;
                     }
                     tally(&mut counters, done);
-                    let mut due = 0;
-                    if done.finish.status().is_terminal() {
-                        due |= WAKE_API;
-                    }
+                    let mut due = WAKE_API;
                     if done.has_resource || done.finish == Finish::Released {
                         due |= WAKE_WORKERS;
                     }
@@ -305,16 +307,27 @@ fn apply(
                 }
             }
             Write::Log { fence, lines } => {
-                Written::Applied(operation_log_append(tx, fence, lines, settings.log_cap)?)
+                let applied = operation_log_append(tx, fence, lines, settings.log_cap)?;
+                if applied {
+                    wake.fetch_or(WAKE_API, Ordering::SeqCst);
+                }
+                Written::Applied(applied)
             }
             Write::Progress { fence, progress } => {
-                Written::Applied(operation_progress(tx, fence, progress, now)?)
+                let applied = operation_progress(tx, fence, progress, now)?;
+                if applied {
+                    wake.fetch_or(WAKE_API, Ordering::SeqCst);
+                }
+                Written::Applied(applied)
             }
         };
         answers.push(answer);
     }
     if !wanting.is_empty() {
         let ops = claim(tx, worker, wanting.len(), now, lease_until, &mut counters)?;
+        if !ops.is_empty() {
+            wake.fetch_or(WAKE_API, Ordering::SeqCst);
+        }
         for (index, op) in wanting.into_iter().zip(ops) {
             if let Written::Finished { next, .. } = &mut answers[index] {
                 *next = Some(Box::new(op));

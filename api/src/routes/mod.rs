@@ -1,9 +1,10 @@
-//! The hand-written routes, one module per resource (operations,
+//! The hand-written routes, one module per resource (operations, events,
 //! schedules, workers, probes, Proxmox nodes and history), and the one list
 //! that both registers and documents them ([`hand_written!`]): a handler
 //! named there is served and appears in the OpenAPI document, from its own
 //! `#[utoipa::path]`. The families' typed routes are data (see `typed.rs`).
 
+pub mod events;
 pub mod health;
 pub mod operations;
 pub mod proxmox;
@@ -39,6 +40,7 @@ hand_written!(
     operations::operation_logs,
     operations::cancel_operation,
     operations::retry_operation,
+    events::follow_events,
     schedules::create_schedule,
     schedules::list_schedules,
     schedules::get_schedule,

@@ -1,5 +1,6 @@
 //! `/api/v1/operations`: enqueue, read (with long-poll), list with filters
-//! and cursor pagination, logs, cancel and retry.
+//! and cursor pagination, logs (or, with `?follow=true`, the log as
+//! Server-Sent Events until the operation ends), cancel and retry.
 //!
 //! Pagination is by id: ids are UUIDv7, so newest first is id descending,
 //! and `cursor` is the last id of the previous page (`next_cursor`, `null`
@@ -195,6 +196,10 @@ pub struct LogsQuery {
     pub after: Option<i64>,
     /// Default 1000, at most 10000.
     pub limit: Option<usize>,
+    /// Stream the log as Server-Sent Events until the operation ends: a
+    /// `line` event per line (its id is the `seq`; `Last-Event-ID` resumes
+    /// after it), then one `end` event with `{status, error}`.
+    pub follow: Option<bool>,
 }
 
 /// Log lines of an operation, oldest first.
@@ -205,12 +210,16 @@ pub struct LogPage {
     pub next_after: i64,
 }
 
-/// Read an operation's log.
+/// Read or follow an operation's log.
 #[utoipa::path(
     tag = "operations",
-    params(("id" = String, Path, description = "Operation id (UUID)"), LogsQuery),
+    params(("id" = String, Path, description = "Operation id (UUID)"), LogsQuery,
+           ("Last-Event-ID" = Option<i64>, Header, description = "With follow: resume after this seq")),
     responses(
-        (status = 200, description = "Lines after `after`", body = LogPage),
+        (status = 200, description = "Lines after `after` (JSON), or with `follow=true` the log as `text/event-stream`", content(
+            (LogPage = "application/json"),
+            (String = "text/event-stream"),
+        )),
         (status = 400, description = "Malformed id or query", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such operation", body = Problem, content_type = "application/problem+json"),
     ),
@@ -218,11 +227,32 @@ pub struct LogPage {
 #[get("/api/v1/operations/{id}/logs")]
 pub async fn operation_logs(
     state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
     id: web::Path<String>,
     query: web::Query<LogsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_operation_id(&id)?;
     let after = query.after.unwrap_or(0);
+    if query.follow == Some(true) {
+        let after = match crate::routes::events::start(&req, Some(after))? {
+            crate::events::Start::After(seq) => seq,
+            crate::events::Start::Now => after,
+        };
+        if state
+            .store
+            .call(move |s| s.read(|c| operation_get(c, id)))
+            .await?
+            .is_none()
+        {
+            return Err(not_found(id));
+        }
+        let (hub, store) = (state.events.clone(), state.store.clone());
+        let credential = caller.credential(&state.store);
+        return Ok(crate::sse::respond(&state.stopping, move |sink| {
+            crate::log_follow::follow(hub, store, id, after, credential, sink)
+        }));
+    }
     let limit = match query.limit {
         Some(0) => return Err(ApiError::InvalidQuery("limit must be at least 1".into())),
         Some(limit) => limit.min(MAX_LOG_PAGE),
@@ -301,6 +331,7 @@ pub async fn cancel_operation(
         }
         Cancel::Requested(op) => {
             state.waker.wake(Role::Worker);
+            state.waker.wake(Role::Api);
             Ok(accepted_operation(&op))
         }
         Cancel::Terminal(op) => Err(ApiError::NotCancellable(format!(
@@ -348,6 +379,7 @@ pub async fn retry_operation(
     match outcome {
         Retry::Requeued(op) => {
             state.waker.wake(Role::Worker);
+            state.waker.wake(Role::Api);
             Ok(accepted_operation(&op))
         }
         Retry::NotRetryable(op) => Err(ApiError::NotRetryable(format!(

@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod enqueue;
+mod events;
 mod keys_cli;
 mod long_poll;
 mod openapi;

@@ -40,7 +40,7 @@ pub fn session_insert(
 ) -> Result<(String, Session)> {
     let cookie = random_hex();
     let session = Session {
-        id_hash: token_hash(&cookie),
+        id_hash: session_id_hash(&cookie),
         key: key.clone(),
         csrf_token: random_hex(),
         created_at: now,
@@ -57,16 +57,20 @@ pub fn session_insert(
     Ok((cookie, session))
 }
 
-/// The session a cookie value names, if it has not expired and its key is
+/// What a cookie value is stored as.
+pub fn session_id_hash(cookie: &str) -> String {
+    token_hash(cookie)
+}
+
+/// The session stored as `id_hash`, if it has not expired and its key is
 /// not revoked.
-pub fn session_find(conn: &Connection, cookie: &str, now: Timestamp) -> Result<Option<Session>> {
-    let id_hash = token_hash(cookie);
+pub fn session_get(conn: &Connection, id_hash: &str, now: Timestamp) -> Result<Option<Session>> {
     let found: Option<(String, String, String, String)> = conn
         .prepare_cached(
             "SELECT key_id, csrf_token, created_at, expires_at FROM sessions
              WHERE id_hash = ?1 AND expires_at > ?2",
         )?
-        .query_row([&id_hash, &to_db(now)], |r| {
+        .query_row([id_hash, &to_db(now)], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .map(Some)
@@ -85,7 +89,7 @@ pub fn session_find(conn: &Connection, cookie: &str, now: Timestamp) -> Result<O
         return Ok(None);
     };
     Ok(Some(Session {
-        id_hash,
+        id_hash: id_hash.to_owned(),
         key: key_from_row(row)?,
         csrf_token,
         created_at: time_column(Some(created_at), "created_at")?.expect("some"),
@@ -112,6 +116,10 @@ pub fn session_prune(conn: &Connection, now: Timestamp) -> Result<usize> {
 mod tests {
     use super::*;
     use crate::store::{Scope, api_key_insert, api_key_revoke, testing, token_generate};
+
+    fn session_find(conn: &Connection, cookie: &str, now: Timestamp) -> Result<Option<Session>> {
+        session_get(conn, &session_id_hash(cookie), now)
+    }
 
     #[test]
     fn a_session_lives_until_it_expires_is_signed_out_or_its_key_is_revoked() {
