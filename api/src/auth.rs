@@ -382,7 +382,7 @@ pub async fn authenticate(
         .into());
     }
     if let Some(session) = caller.session()
-        && needed != Scope::Read
+        && !matches!(*req.method(), Method::GET | Method::HEAD)
     {
         check_csrf(&mut req, session).await?;
     }

@@ -298,6 +298,16 @@ pub async fn cancel_operation(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_operation_id(&id)?;
+    Ok(accepted_operation(&cancel(&state, &caller, id).await?))
+}
+
+/// Cancels `id` (at once if pending, by asking its worker if running);
+/// the operation as it is now.
+pub async fn cancel(
+    state: &AppState,
+    caller: &Caller,
+    id: OperationId,
+) -> Result<Operation, ApiError> {
     let note = format!(
         "cancel requested through the API with key {:?}",
         caller.key().name
@@ -323,16 +333,12 @@ pub async fn cancel_operation(
         })
         .await?;
     match outcome {
-        Cancel::Cancelled(op) => {
-            // Its resource may be free now; long-polls may be waiting on it.
+        Cancel::Cancelled(op) | Cancel::Requested(op) => {
+            // Its resource may be free now, or its worker must stop it;
+            // long-polls and event streams may be waiting on it.
             state.waker.wake(Role::Worker);
             state.waker.wake(Role::Api);
-            Ok(accepted_operation(&op))
-        }
-        Cancel::Requested(op) => {
-            state.waker.wake(Role::Worker);
-            state.waker.wake(Role::Api);
-            Ok(accepted_operation(&op))
+            Ok(op)
         }
         Cancel::Terminal(op) => Err(ApiError::NotCancellable(format!(
             "operation {id} already ended {}",
@@ -361,6 +367,16 @@ pub async fn retry_operation(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_operation_id(&id)?;
+    Ok(accepted_operation(&retry(&state, &caller, id).await?))
+}
+
+/// Puts a failed or cancelled `id` back to pending; the operation as it is
+/// now.
+pub async fn retry(
+    state: &AppState,
+    caller: &Caller,
+    id: OperationId,
+) -> Result<Operation, ApiError> {
     let note = format!("retried through the API with key {:?}", caller.key().name);
     let cap = state.config.database.log_cap_bytes;
     let outcome = state
@@ -380,7 +396,7 @@ pub async fn retry_operation(
         Retry::Requeued(op) => {
             state.waker.wake(Role::Worker);
             state.waker.wake(Role::Api);
-            Ok(accepted_operation(&op))
+            Ok(op)
         }
         Retry::NotRetryable(op) => Err(ApiError::NotRetryable(format!(
             "operation {id} is {}; only failed or cancelled operations can be retried",
@@ -390,7 +406,7 @@ pub async fn retry_operation(
     }
 }
 
-fn parse_operation_id(text: &str) -> Result<OperationId, ApiError> {
+pub fn parse_operation_id(text: &str) -> Result<OperationId, ApiError> {
     text.parse()
         .map_err(|e: opsqueue_shared::operation::InvalidOperationId| {
             ApiError::InvalidId(e.to_string())

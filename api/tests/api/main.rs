@@ -13,3 +13,4 @@ mod openapi;
 mod operations;
 mod schedules;
 mod telemetry;
+mod ui;
