@@ -610,7 +610,14 @@ fn the_pruner_deletes_events_past_their_retention_and_expired_sessions() {
     let key = monitor
         .store
         .write(|tx| {
-            store::api_key_insert(tx, "ui", &[store::Scope::Read], None, &store::token_generate(), now())
+            store::api_key_insert(
+                tx,
+                "ui",
+                &[store::Scope::Read],
+                None,
+                &store::token_generate(),
+                now(),
+            )
         })
         .unwrap();
     let (cookie, _) = monitor
