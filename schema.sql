@@ -201,13 +201,13 @@ DROP INDEX operations_finished;
 -- retries, a worker's claims, progress, logs and finishes, the monitor's
 -- reaps and schedule fires): a reader that saw event N saw every change
 -- committed before it. Ids come from one writer at a time, so they rise in
--- commit order with no gaps; AUTOINCREMENT never hands out an id twice, even
--- once the newest rows were pruned, so a Last-Event-ID always names one
--- place in the stream. `data` is a small JSON object made here from a few
--- columns: never a payload, a result, a log line or a secret. The monitor's
--- pruner deletes rows older than `api.events_retention_secs`.
+-- commit order with no gaps, and the pruner never deletes the newest row, so
+-- no id is handed out twice and a Last-Event-ID always names one place in
+-- the stream. `data` is a small JSON object made here from a few columns:
+-- never a payload, a result, a log line or a secret. The monitor's pruner
+-- deletes rows older than `api.events_retention_secs`.
 CREATE TABLE events (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           INTEGER PRIMARY KEY,
     at           TEXT NOT NULL,
     type         TEXT NOT NULL,             -- operation.created, operation.updated, …
     operation_id TEXT,
@@ -216,17 +216,23 @@ CREATE TABLE events (
     data         TEXT NOT NULL              -- JSON object
 );
 
--- The triggers are the only writers of `events`; each is one INSERT with no
--- lookup but the last log line's seq (an index seek), because they run on
--- the enqueue, claim and finish hot paths. `at` is the commit's clock,
--- stored in the fixed-width form of every other time (milliseconds, then 000).
+-- The triggers are the only writers of `events`. They run on the enqueue,
+-- claim and finish hot paths, so they are few (one per kind of change; a
+-- workflow's own events are a second statement of the same trigger) and
+-- lean: a handful of fields, no lookup but the last log line's seq (an
+-- index seek). `at` is the time the writer stamped the change with
+-- (`created_at`, `updated_at`), or the commit's clock where it stamped
+-- none, in the fixed-width form of every other time.
 CREATE TRIGGER events_operation_created AFTER INSERT ON operations
 BEGIN
     INSERT INTO events (at, type, operation_id, target, parent_id, data)
-    VALUES (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'), 'operation.created', NEW.id, NEW.target,
-            NEW.parent_id,
+    VALUES (NEW.created_at, 'operation.created', NEW.id, NEW.target, NEW.parent_id,
             json_object('type', NEW.type, 'status', NEW.status, 'source', NEW.source,
-                        'resource', NEW.resource, 'priority', NEW.priority, 'run_at', NEW.run_at));
+                        'resource', NEW.resource));
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    SELECT NEW.created_at, 'workflow.created', NEW.id, NEW.target,
+           NEW.parent_id, json_object('status', NEW.status, 'source', NEW.source)
+    WHERE NEW.type = 'workflow.run';
 END;
 
 -- Claimed, requeued, retried (`operation.updated`) or ended (`operation.finished`).
@@ -234,14 +240,19 @@ CREATE TRIGGER events_operation_status AFTER UPDATE OF status ON operations
 WHEN NEW.status IS NOT OLD.status
 BEGIN
     INSERT INTO events (at, type, operation_id, target, parent_id, data)
-    VALUES (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'),
+    VALUES (NEW.updated_at,
             CASE WHEN NEW.finished_at IS NOT NULL THEN 'operation.finished'
                  ELSE 'operation.updated' END,
             NEW.id, NEW.target, NEW.parent_id,
-            json_object('type', NEW.type, 'status', NEW.status, 'previous', OLD.status,
-                        'attempt', NEW.attempt, 'max_attempts', NEW.max_attempts,
-                        'worker_id', NEW.worker_id, 'run_at', NEW.run_at,
+            json_object('status', NEW.status, 'previous', OLD.status, 'attempt', NEW.attempt,
                         'error', NEW.error ->> '$.code'));
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    SELECT NEW.updated_at,
+           CASE WHEN NEW.finished_at IS NOT NULL THEN 'workflow.finished' ELSE 'workflow.updated' END,
+           NEW.id, NEW.target, NEW.parent_id,
+           json_object('status', NEW.status, 'previous', OLD.status, 'attempt', NEW.attempt,
+                       'error', NEW.error ->> '$.code')
+    WHERE NEW.type = 'workflow.run';
 END;
 
 -- Progress, new log lines (`log_seq`: the last line's seq) and cancel
@@ -255,42 +266,16 @@ BEGIN
     INSERT INTO events (at, type, operation_id, target, parent_id, data)
     VALUES (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'), 'operation.updated', NEW.id, NEW.target,
             NEW.parent_id,
-            json_object('type', NEW.type, 'status', NEW.status, 'attempt', NEW.attempt,
+            json_object('status', NEW.status, 'attempt', NEW.attempt,
                         'progress', json(NEW.progress), 'log_bytes', NEW.log_bytes,
                         'log_seq', CASE WHEN NEW.log_bytes IS NOT OLD.log_bytes THEN
                             (SELECT max(seq) FROM operation_logs WHERE operation_id = NEW.id) END,
                         'cancel_requested', json(CASE WHEN NEW.cancel_requested_at IS NULL
                                                       THEN 'false' ELSE 'true' END)));
-END;
-
--- A workflow is an operation of type `workflow.run`: it also has workflow.*
--- events, so a caller can follow workflows without the steps' traffic.
-CREATE TRIGGER events_workflow_created AFTER INSERT ON operations
-WHEN NEW.type = 'workflow.run'
-BEGIN
     INSERT INTO events (at, type, operation_id, target, parent_id, data)
-    VALUES (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'), 'workflow.created', NEW.id, NEW.target,
-            NEW.parent_id, json_object('status', NEW.status, 'source', NEW.source));
-END;
-
-CREATE TRIGGER events_workflow_status AFTER UPDATE OF status ON operations
-WHEN NEW.type = 'workflow.run' AND NEW.status IS NOT OLD.status
-BEGIN
-    INSERT INTO events (at, type, operation_id, target, parent_id, data)
-    VALUES (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'),
-            CASE WHEN NEW.finished_at IS NOT NULL THEN 'workflow.finished'
-                 ELSE 'workflow.updated' END,
-            NEW.id, NEW.target, NEW.parent_id,
-            json_object('status', NEW.status, 'previous', OLD.status, 'attempt', NEW.attempt,
-                        'error', NEW.error ->> '$.code'));
-END;
-
-CREATE TRIGGER events_workflow_progress AFTER UPDATE OF progress ON operations
-WHEN NEW.type = 'workflow.run' AND NEW.status IS OLD.status AND NEW.progress IS NOT OLD.progress
-BEGIN
-    INSERT INTO events (at, type, operation_id, target, parent_id, data)
-    VALUES (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'), 'workflow.updated', NEW.id, NEW.target,
-            NEW.parent_id, json_object('status', NEW.status, 'progress', json(NEW.progress)));
+    SELECT strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'), 'workflow.updated', NEW.id, NEW.target,
+           NEW.parent_id, json_object('status', NEW.status, 'progress', json(NEW.progress))
+    WHERE NEW.type = 'workflow.run' AND NEW.progress IS NOT OLD.progress;
 END;
 
 -- A schedule fired: its last fire time moved (the operation it enqueued

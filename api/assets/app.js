@@ -134,8 +134,8 @@
       badge.className = "badge " + data.status;
     }
     const attempt = row.querySelector("[data-attempt]");
-    if (attempt && data.attempt !== undefined && data.max_attempts !== undefined) {
-      attempt.textContent = data.attempt + "/" + data.max_attempts;
+    if (attempt && data.attempt !== undefined) {
+      attempt.textContent = data.attempt + "/" + attempt.dataset.max;
     }
     const progress = row.querySelector("[data-progress]");
     if (progress && data.progress && data.progress.percent !== undefined) {

@@ -380,11 +380,9 @@ async fn resume_point(store: &Store, after: i64) -> Result<Option<(i64, Bytes)>,
         // go on from what is there now.
         Some(latest)
     } else {
-        match oldest {
-            Some(oldest) if after + 1 < oldest => Some(oldest - 1),
-            None if after < latest => Some(latest),
-            _ => None,
-        }
+        oldest
+            .filter(|oldest| after + 1 < *oldest)
+            .map(|oldest| oldest - 1)
     };
     Ok(resumed.map(|resumed| {
         let data = json!({

@@ -577,9 +577,9 @@ fn every_change_to_an_operation_writes_its_event_in_the_same_transaction() {
     assert_eq!(
         (
             data(&seen[1])["status"].as_str(),
-            data(&seen[1])["worker_id"].as_str()
+            data(&seen[1])["attempt"].as_i64()
         ),
-        (Some("running"), Some("w1"))
+        (Some("running"), Some(1))
     );
     assert_eq!(
         data(&seen[2])["progress"],

@@ -56,8 +56,9 @@ pub struct StreamEvent {
     pub target: Option<String>,
     /// The workflow an operation is a step of.
     pub parent_id: Option<String>,
-    /// A few fields of the change (`status`, `previous`, `attempt`,
-    /// `error` (its code), `progress`, `log_seq`, `cancel_requested`, …);
+    /// A few fields of the change (`type`, `source`, `resource` when
+    /// created; `status`, `previous`, `attempt`, `error` (its code),
+    /// `progress`, `log_seq`, `cancel_requested`);
     /// never a payload, a result or a secret.
     #[schema(value_type = Object)]
     pub data: serde_json::Value,

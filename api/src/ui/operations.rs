@@ -208,7 +208,7 @@ pub fn row_markup(op: &Operation) -> Markup {
             td { (badge(op.status)) }
             td.wide { (op.target) }
             td.wide { (op.source) }
-            td data-attempt { (op.attempt) "/" (op.max_attempts) }
+            td data-attempt data-max=(op.max_attempts) { (op.attempt) "/" (op.max_attempts) }
             td.wide { (time(op.created_at)) }
             td.progress-cell data-progress {
                 @if let Some(percent) = op.progress.as_ref().and_then(|p| p.percent) {

@@ -159,21 +159,24 @@ async fn a_last_event_id_older_than_what_is_kept_gets_a_gap_event_first() {
     assert_eq!(gap.id(), 2, "a reconnect after the gap resumes after it");
     assert_eq!(stream.next().await.unwrap().id(), 3);
 
-    // Everything pruned: still a gap, not silence.
+    // Everything old pruned (the newest row stays): still a gap, not silence.
+    app.enqueue_ok(json!({"type": "diag.noop"})).await;
     app.store
         .write(|tx| event_prune(tx, opsqueue_shared::time::now(), 100))
         .unwrap();
     let mut stream = subscribe(&app, "/api/v1/events", Some(1)).await;
     let gap = stream.next().await.unwrap();
     assert_eq!((gap.event.as_str(), gap.id()), ("gap", 3));
+    assert_eq!(gap.data["missed"], 2);
+    assert_eq!(stream.next().await.unwrap().id(), 4);
 
     // An id this server never gave (another database): said, then live.
     let mut stream = subscribe(&app, "/api/v1/events", Some(999)).await;
     let gap = stream.next().await.unwrap();
     assert_eq!(gap.event, "gap");
-    assert_eq!(gap.data["resumed_after"], 3);
+    assert_eq!(gap.data["resumed_after"], 4);
     app.enqueue_ok(json!({"type": "diag.noop"})).await;
-    assert_eq!(stream.next().await.unwrap().id(), 4);
+    assert_eq!(stream.next().await.unwrap().id(), 5);
 }
 
 #[tokio::test]

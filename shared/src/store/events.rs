@@ -8,11 +8,13 @@
 //! Invariants the readers rely on:
 //! - ids rise in commit order without gaps (one writer at a time; a rolled
 //!   back insert gives its id back), so "every event after N" is exact;
-//! - an id is never handed out twice (AUTOINCREMENT), so [`event_latest_id`]
-//!   is the last id ever written even when the table is empty;
-//! - `at` rises with the id (it is the commit's clock), which lets a time be
-//!   found by a binary search over ids instead of an index on `at` that
-//!   every insert would pay for.
+//! - [`event_prune`] never deletes the newest row, so an id is never handed
+//!   out twice (a rowid is one more than the largest) and
+//!   [`event_latest_id`] is the last id ever written;
+//! - `at` rises with the id, within the few milliseconds by which two
+//!   writers' clocks can cross, which lets a time be found by a binary
+//!   search over ids instead of an index on `at` that every insert would
+//!   pay for.
 //!
 //! Event types: `operation.created`, `operation.updated` (claimed,
 //! requeued, progress, new log lines, a cancel request), `operation.finished`,
@@ -99,21 +101,15 @@ pub fn event_list_after(conn: &Connection, after: i64, limit: usize) -> Result<V
     Ok(events)
 }
 
-/// The last id ever written (0 before the first event), pruned or not.
+/// The last id written (0 before the first event).
 pub fn event_latest_id(conn: &Connection) -> Result<i64> {
-    let seq: Option<i64> = conn
-        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'events'")?
-        .query_row([], |r| r.get(0))
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
-    Ok(seq.unwrap_or(0))
+    let latest: Option<i64> = conn
+        .prepare_cached("SELECT max(id) FROM events")?
+        .query_row([], |r| r.get(0))?;
+    Ok(latest.unwrap_or(0))
 }
 
-/// The oldest id still kept; `None` when every event was pruned (or none
-/// was ever written).
+/// The oldest id still kept; `None` before the first event.
 pub fn event_oldest_id(conn: &Connection) -> Result<Option<i64>> {
     Ok(conn
         .prepare_cached("SELECT min(id) FROM events")?
@@ -149,12 +145,13 @@ pub fn event_first_at_or_after(conn: &Connection, at: Timestamp) -> Result<Optio
     Ok(probe(low)?.map(|(id, _)| id))
 }
 
-/// Deletes up to `batch` events older than `before`, oldest first; returns
-/// how many.
+/// Deletes up to `batch` events older than `before`, oldest first, but
+/// never the newest (see the module header); returns how many.
 pub fn event_prune(conn: &Connection, before: Timestamp, batch: usize) -> Result<usize> {
+    let latest = event_latest_id(conn)?;
     let boundary = match event_first_at_or_after(conn, before)? {
-        Some(id) => id,
-        None => event_latest_id(conn)? + 1,
+        Some(id) => id.min(latest),
+        None => latest,
     };
     Ok(conn
         .prepare_cached(
@@ -256,12 +253,21 @@ mod tests {
         assert_eq!(event_oldest_id(&conn).unwrap(), Some(5));
         assert_eq!(
             event_prune(&conn, time("2027-01-01T00:00:00Z"), 100).unwrap(),
-            6
+            5
         );
-        assert_eq!(event_oldest_id(&conn).unwrap(), None);
-        assert_eq!(event_latest_id(&conn).unwrap(), 10, "ids are never reused");
+        assert_eq!(
+            event_oldest_id(&conn).unwrap(),
+            Some(10),
+            "the newest row stays"
+        );
+        assert_eq!(event_latest_id(&conn).unwrap(), 10);
         add(&conn, "2026-01-02T00:00:00.000000Z", "operation.created");
-        assert_eq!(event_list_after(&conn, 0, 10).unwrap()[0].id, 11);
+        let ids: Vec<i64> = event_list_after(&conn, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, [10, 11], "ids are never reused");
     }
 
     #[test]

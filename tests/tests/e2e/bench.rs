@@ -23,6 +23,9 @@ fn the_benchmark_runs_every_section_and_reports_numbers() {
         "## 5. Pickup",
         "## 6. Cost",
         "## 7. Scale",
+        "## 8. Dashboard",
+        "## 9. Enqueue (64 clients) with",
+        "## 10. Events delivered",
     ] {
         let body = stdout
             .split(section)

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
+use opsqueue_tests::Cluster;
 use opsqueue_tests::browser::Browser;
-use opsqueue_tests::{Cluster, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -71,9 +71,6 @@ async fn signing_in_with_a_key_shows_the_overview_and_signing_out_ends_the_sessi
 
     browser.sign_in(&cluster.api_url, &cluster.token).await;
     assert_eq!(browser.text("main h1").await, "Overview");
-    browser
-        .wait_text("#live", "the page follows the event stream", |_| true)
-        .await;
     eventually_live(&browser).await;
 
     let cookie = browser.session_cookie().await;
@@ -427,7 +424,18 @@ async fn the_log_of_a_running_operation_follows_live_on_its_page() {
     browser
         .wait_text("#summary .badge", "it completes", |t| t == "completed")
         .await;
-    eventually("the log stream ends", || true).await;
+    let deadline = std::time::Instant::now() + opsqueue_tests::DEADLINE;
+    while browser
+        .eval("return document.getElementById('log').dataset.ended === 'true';")
+        .await
+        != json!(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log stream never said `end`"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(still_marked(&browser).await, "the page was reloaded");
     let text = browser.text("#log").await;
     assert_eq!(
