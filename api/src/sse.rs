@@ -44,12 +44,10 @@ pub fn message(event: &str, id: Option<String>, data: impl Into<String>) -> Byte
 }
 
 fn encode(event: Event) -> Bytes {
-    Bytes::from(
-        event
-            .into_bytestring()
-            .expect("ids and event names are plain ASCII without line breaks")
-            .into_bytes(),
-    )
+    event
+        .into_bytestring()
+        .expect("ids and event names are plain ASCII without line breaks")
+        .into_bytes()
 }
 
 /// Where a producer writes its frames.

@@ -28,6 +28,9 @@ use crate::observed::{self, ObservedList};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
+/// A column: its heading, and its cell from an observed item.
+type Column = (&'static str, fn(&Value) -> String);
+
 /// How one observed kind is shown.
 struct Table {
     family: &'static str,
@@ -37,7 +40,7 @@ struct Table {
     managed: bool,
     /// The payload field that names an object (`{"name": …}`).
     name_field: &'static str,
-    columns: &'static [(&'static str, fn(&Value) -> String)],
+    columns: &'static [Column],
     /// (label, operation type, confirmation question or "").
     actions: &'static [(&'static str, &'static str, &'static str)],
     /// The operation type that observes them all again.

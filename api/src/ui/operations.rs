@@ -386,13 +386,20 @@ fn summary_markup(op: &Operation, caller: &Caller) -> Markup {
 }
 
 fn log_markup(lines: &[LogEntry], follow: Option<&str>) -> Markup {
-    let mut attempt = 0;
+    // Where each attempt's lines begin.
+    let starts: Vec<bool> = lines
+        .iter()
+        .scan(0, |attempt, line| {
+            let starts = line.attempt != *attempt;
+            *attempt = line.attempt;
+            Some(starts)
+        })
+        .collect();
     html! {
         pre.log #log data-follow=[follow] data-attempt=(lines.last().map_or(0, |l| l.attempt)) tabindex="0" aria-label="Log" aria-live="polite" {
             @if lines.is_empty() { span.none.at { "no lines yet" } }
-            @for line in lines {
-                @if line.attempt != attempt {
-                    @let _ = { attempt = line.attempt; };
+            @for (line, starts) in lines.iter().zip(&starts) {
+                @if *starts {
                     span.attempt { "— attempt " (line.attempt) " —" }
                 }
                 span class={"line " (line.stream)} {

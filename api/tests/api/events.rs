@@ -303,7 +303,12 @@ async fn a_followed_log_streams_each_line_once_and_ends_with_the_operation() {
         };
         app.store
             .write(|tx| {
-                opsqueue_shared::store::operation_log_append(tx, &fence, &[line.clone()], 1 << 20)
+                opsqueue_shared::store::operation_log_append(
+                    tx,
+                    &fence,
+                    std::slice::from_ref(&line),
+                    1 << 20,
+                )
             })
             .unwrap();
         app.wake(opsqueue_shared::wake::Role::Api);

@@ -268,7 +268,12 @@ async fn what_an_operation_printed_is_shown_as_text_never_as_markup() {
     };
     app.store
         .write(|tx| {
-            operation_log_append(tx, &claimed[0].fence().unwrap(), &[line.clone()], 1 << 20)
+            operation_log_append(
+                tx,
+                &claimed[0].fence().unwrap(),
+                std::slice::from_ref(&line),
+                1 << 20,
+            )
         })
         .unwrap();
     let session = sign_in(&app, &app.read).await;
