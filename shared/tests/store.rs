@@ -752,3 +752,45 @@ fn a_schedule_fire_is_an_event_and_a_workflow_has_its_own() {
     kinds.sort();
     assert_eq!(kinds, ["operation.created", "workflow.created"]);
 }
+
+#[test]
+fn a_target_going_online_and_offline_writes_its_events_and_a_heartbeat_does_not() {
+    let t = test_store();
+    let web = vec!["web-2".to_owned()];
+    let seen = |at| {
+        t.store
+            .write(|tx| store::target_seen(tx, &web, at))
+            .unwrap()
+    };
+    seen(now());
+    seen(now()); // still online: no event
+    // No worker serves web-2, so the next sweep marks it offline.
+    let offline = t
+        .store
+        .write(|tx| store::target_mark_offline(tx, now()))
+        .unwrap();
+    assert_eq!(offline, web);
+    seen(now());
+    let changes: Vec<(String, serde_json::Value)> = events(&t)
+        .iter()
+        .filter(|e| e.kind == "target.status_changed")
+        .map(|e| (e.target.clone().unwrap(), data(e)))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (
+                "web-2".into(),
+                json!({"status": "online", "previous": "unknown"})
+            ),
+            (
+                "web-2".into(),
+                json!({"status": "offline", "previous": "online"})
+            ),
+            (
+                "web-2".into(),
+                json!({"status": "online", "previous": "offline"})
+            ),
+        ]
+    );
+}
