@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use opsqueue_shared::Action;
 use opsqueue_shared::families::proxmox::{
     CaCert, Connection, DEFAULT_PORT, DEFAULT_TIMEOUT_SECS, GuestType, Host, MAX_TIMEOUT_SECS,
-    NodeId, TokenId, TokenSecret, VmId,
+    NodeId, NodeName, TokenId, TokenSecret, VmId,
 };
 use opsqueue_shared::secret::MASK;
 use opsqueue_shared::store::Observation;
@@ -43,7 +43,6 @@ use crate::enqueue::{TypedQuery, enqueue_action, enqueue_typed, target_label};
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::state::AppState;
 
-pub const MAX_NAME_LEN: usize = 100;
 pub const DEFAULT_HISTORY_PAGE: usize = 100;
 pub const MAX_HISTORY_PAGE: usize = 1_000;
 
@@ -54,7 +53,8 @@ pub const MAX_HISTORY_PAGE: usize = 1_000;
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeBody {
-    /// A display name, unique among nodes.
+    /// Unique among nodes: letters, digits and `._-`, starting with a
+    /// letter or digit, at most 100 bytes.
     pub name: Option<String>,
     /// IP address or DNS name of the PVE API.
     pub host: Option<String>,
@@ -85,24 +85,6 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
     Value::deserialize(d).map(Some)
 }
 
-fn check_name(errors: &mut Vec<FieldError>, name: &str) -> String {
-    let name = name.trim();
-    if name.is_empty() {
-        errors.push(FieldError::new("name", "must not be empty"));
-    } else if name.chars().count() > MAX_NAME_LEN {
-        errors.push(FieldError::new(
-            "name",
-            format!("must be at most {MAX_NAME_LEN} characters"),
-        ));
-    } else if name.chars().any(char::is_control) {
-        errors.push(FieldError::new(
-            "name",
-            "must not contain control characters",
-        ));
-    }
-    name.to_owned()
-}
-
 impl NodeBody {
     /// The node's name and connection: `existing` with this body's fields
     /// over it (an update), or this body alone (a create).
@@ -130,7 +112,9 @@ impl NodeBody {
         }
         // A field left out keeps its old value; one given is checked.
         let name = match (self.name, old_name) {
-            (Some(name), _) => Ok(check_name(&mut errors, &name)),
+            (Some(name), _) => NodeName::parse(&name)
+                .map(String::from)
+                .map_err(|e| errors.push(FieldError::new("name", e.to_string()))),
             (None, Some(old)) => Ok(old),
             (None, None) => Err(()),
         };
@@ -208,7 +192,103 @@ impl NodeBody {
     }
 }
 
-/// The node's last observed connection state.
+/// One PVE node's figures as the last refresh saw them (PVE's `/nodes`),
+/// in the dashboard's units: percentages 0–100, bytes, seconds. An offline
+/// PVE node has only its name and status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct NodeMetrics {
+    /// CPU in use, percent of all its cores.
+    pub cpu_usage: Option<f64>,
+    pub cpu_count: Option<u64>,
+    /// Memory in use and in all, bytes.
+    pub memory_usage: Option<u64>,
+    pub memory_total: Option<u64>,
+    pub memory_percentage: Option<f64>,
+    /// Root filesystem in use and in all, bytes.
+    pub disk_usage: Option<u64>,
+    pub disk_total: Option<u64>,
+    pub disk_percentage: Option<f64>,
+    /// Seconds since it booted.
+    pub uptime: Option<u64>,
+}
+
+fn percent(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| (part as f64 * 1000.0 / whole as f64).round() / 10.0)
+}
+
+impl NodeMetrics {
+    /// From one entry of PVE's `/nodes` (`cpu` a fraction, `maxcpu`,
+    /// `mem`, `maxmem`, `disk`, `maxdisk`, `uptime`).
+    fn of_pve(entry: &Value) -> Self {
+        let number = |key: &str| entry.get(key).and_then(Value::as_u64);
+        let (memory_usage, memory_total) = (number("mem"), number("maxmem"));
+        let (disk_usage, disk_total) = (number("disk"), number("maxdisk"));
+        Self {
+            cpu_usage: entry
+                .get("cpu")
+                .and_then(Value::as_f64)
+                .map(|fraction| (fraction * 1000.0).round() / 10.0),
+            cpu_count: number("maxcpu"),
+            memory_usage,
+            memory_total,
+            memory_percentage: memory_usage
+                .zip(memory_total)
+                .and_then(|(u, t)| percent(u, t)),
+            disk_usage,
+            disk_total,
+            disk_percentage: disk_usage.zip(disk_total).and_then(|(u, t)| percent(u, t)),
+            uptime: number("uptime"),
+        }
+    }
+
+    /// The whole endpoint (a cluster's nodes together; a standalone host's
+    /// own figures): cores, memory and disk summed, CPU weighted by cores,
+    /// the shortest uptime. `None` when no node reported figures.
+    fn total(nodes: &[PveNode]) -> Option<Self> {
+        let reporting: Vec<&NodeMetrics> = nodes
+            .iter()
+            .map(|n| &n.metrics)
+            .filter(|m| m.cpu_count.is_some())
+            .collect();
+        if reporting.is_empty() {
+            return None;
+        }
+        let sum = |get: fn(&NodeMetrics) -> Option<u64>| {
+            reporting.iter().filter_map(|m| get(m)).sum::<u64>()
+        };
+        let cpu_count = sum(|m| m.cpu_count);
+        let busy: f64 = reporting
+            .iter()
+            .map(|m| m.cpu_usage.unwrap_or(0.0) * m.cpu_count.unwrap_or(0) as f64)
+            .sum();
+        let (memory_usage, memory_total) = (sum(|m| m.memory_usage), sum(|m| m.memory_total));
+        let (disk_usage, disk_total) = (sum(|m| m.disk_usage), sum(|m| m.disk_total));
+        Some(Self {
+            cpu_usage: (cpu_count > 0).then(|| (busy * 10.0 / cpu_count as f64).round() / 10.0),
+            cpu_count: Some(cpu_count),
+            memory_usage: Some(memory_usage),
+            memory_total: Some(memory_total),
+            memory_percentage: percent(memory_usage, memory_total),
+            disk_usage: Some(disk_usage),
+            disk_total: Some(disk_total),
+            disk_percentage: percent(disk_usage, disk_total),
+            uptime: reporting.iter().filter_map(|m| m.uptime).min(),
+        })
+    }
+}
+
+/// One PVE node of the registered node's cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PveNode {
+    /// Its PVE name (`pve1`).
+    pub node: String,
+    /// `online` or `offline`, as PVE says.
+    pub status: String,
+    #[serde(flatten)]
+    pub metrics: NodeMetrics,
+}
+
+/// The node's last observed connection state and figures.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct NodeStatus {
     /// `online`, `offline` or `unknown` (never tested nor refreshed).
@@ -221,9 +301,13 @@ pub struct NodeStatus {
     pub error: Option<Value>,
     /// When this was observed (null: never).
     pub last_updated: Option<DateTime<Utc>>,
-    /// The cluster's PVE nodes, as the last refresh saw them.
-    #[schema(value_type = Option<Object>)]
-    pub nodes: Option<Value>,
+    /// The figures of the whole endpoint (every PVE node together; a
+    /// standalone host's own), from the last refresh; null before one.
+    #[serde(flatten)]
+    pub metrics: NodeMetrics,
+    /// The cluster's PVE nodes with their figures, as the last refresh saw
+    /// them; null before one.
+    pub nodes: Option<Vec<PveNode>>,
 }
 
 impl NodeStatus {
@@ -235,18 +319,32 @@ impl NodeStatus {
                 version: None,
                 error: None,
                 last_updated: None,
+                metrics: NodeMetrics::default(),
                 nodes: None,
             };
         };
         let data = &observation.data;
         let connected = data["connected"].as_bool().unwrap_or(false);
+        let nodes: Option<Vec<PveNode>> = data["nodes"].as_array().map(|list| {
+            list.iter()
+                .map(|entry| PveNode {
+                    node: entry["node"].as_str().unwrap_or_default().to_owned(),
+                    status: entry["status"].as_str().unwrap_or("unknown").to_owned(),
+                    metrics: NodeMetrics::of_pve(entry),
+                })
+                .collect()
+        });
         Self {
             status: if connected { "online" } else { "offline" }.into(),
             is_connected: connected,
             version: data["version"].as_str().map(str::to_owned),
             error: data.get("error").filter(|e| !e.is_null()).cloned(),
             last_updated: Some(observation.observed_at),
-            nodes: data.get("nodes").cloned(),
+            metrics: nodes
+                .as_deref()
+                .and_then(NodeMetrics::total)
+                .unwrap_or_default(),
+            nodes,
         }
     }
 }
