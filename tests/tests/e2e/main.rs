@@ -10,6 +10,7 @@ mod proxmox;
 mod queue;
 mod scripts;
 mod sources;
+mod storage;
 mod systemd;
 mod systemd_notify;
 mod systemd_units;
