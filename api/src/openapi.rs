@@ -6,9 +6,13 @@
 //! (`Authorization: Bearer <token>`) and `api_key` (`X-API-Key`).
 //!
 //! The application builds it once at start ([`Document::build`]) from what
-//! it registers, so the document lists exactly the routes it serves.
+//! it registers, so the document lists exactly the routes it serves; the
+//! same paths answer which methods a served path takes ([`Document::allowed`],
+//! the `Allow` of a `405`).
 
+use actix_web::dev::ResourceDef;
 use opsqueue_shared::families::FAMILIES;
+use opsqueue_shared::families::route::SchemaRefs;
 use utoipa::openapi::path::Paths;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
@@ -54,17 +58,29 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// The document as JSON, rendered once per process.
+/// The document as JSON, rendered once per process, and the methods of
+/// each documented (so served) path.
 #[derive(Debug, Clone)]
-pub struct Document(pub String);
+pub struct Document {
+    pub json: String,
+    served: Vec<(ResourceDef, Vec<&'static str>)>,
+}
 
 impl Document {
     /// `hand_written` (a document holding the hand-written paths and the
     /// schemas they use) and `typed` (the typed routes' paths) under the
     /// info, tags and security of the whole API.
-    pub fn build(hand_written: utoipa::openapi::OpenApi, typed: Paths) -> Document {
+    pub fn build(
+        hand_written: utoipa::openapi::OpenApi,
+        typed: Paths,
+        typed_schemas: SchemaRefs,
+    ) -> Document {
         let mut doc = Base::openapi().merge_from(hand_written);
         doc.paths.paths.extend(typed.paths);
+        let components = doc.components.get_or_insert_with(Default::default);
+        for (name, schema) in typed_schemas {
+            components.schemas.entry(name).or_insert(schema);
+        }
         doc.info.version = opsqueue_shared::VERSION.to_owned();
         let tags: Vec<_> = FAMILIES
             .iter()
@@ -80,6 +96,47 @@ impl Document {
             })
             .collect();
         doc.tags.get_or_insert_with(Vec::new).extend(tags);
-        Document(doc.to_json().expect("the OpenAPI document serializes"))
+        let served = doc
+            .paths
+            .paths
+            .iter()
+            .map(|(path, item)| {
+                let methods = [
+                    ("GET", item.get.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                    ("OPTIONS", item.options.is_some()),
+                    ("HEAD", item.head.is_some()),
+                    ("PATCH", item.patch.is_some()),
+                    ("TRACE", item.trace.is_some()),
+                ];
+                let methods = methods
+                    .into_iter()
+                    .filter_map(|(method, served)| served.then_some(method))
+                    .collect();
+                (ResourceDef::new(path.as_str()), methods)
+            })
+            .collect();
+        Document {
+            json: doc.to_json().expect("the OpenAPI document serializes"),
+            served,
+        }
+    }
+
+    /// The methods served at `path` (by any route whose pattern matches
+    /// it), in a stable order; empty when no route serves it.
+    pub fn allowed(&self, path: &str) -> Vec<String> {
+        let mut methods: Vec<String> = Vec::new();
+        for (pattern, served) in &self.served {
+            if pattern.is_match(path) {
+                for method in served {
+                    if !methods.iter().any(|m| m == method) {
+                        methods.push((*method).to_owned());
+                    }
+                }
+            }
+        }
+        methods
     }
 }

@@ -4,7 +4,9 @@
 //! apart and shown as `"***"` in every answer, including this one. The
 //! names in paths are checked by the action's own parser.
 
-use crate::families::route::{Body, Enqueue, Kind, Method, PathParam, Route, Serves};
+use super::actions::UserName;
+use crate::families::route::{Body, Enqueue, Kind, Method, PathParam, Route, Serves, any_object};
+use crate::names::Domain;
 
 /// `POST` of a body that is the whole payload.
 const fn create(
@@ -25,6 +27,7 @@ const fn create(
             body: Some(Body {
                 description: body,
                 required: &[],
+                schema: any_object,
             }),
             query: &[],
         }),
@@ -51,6 +54,7 @@ pub const ROUTES: &[Route] = &[
             description: "The site's domain",
             field: "domain",
             parse: None,
+            schema: Domain::schema,
         }],
         "cloudpanel.site.delete",
     ),
@@ -79,6 +83,7 @@ pub const ROUTES: &[Route] = &[
             description: "The user name",
             field: "user_name",
             parse: None,
+            schema: UserName::schema,
         }],
         "cloudpanel.user.delete",
     ),
