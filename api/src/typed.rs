@@ -296,7 +296,8 @@ fn parameter(
         .schema(Some(schema))
 }
 
-fn problem(description: &str) -> ResponseBuilder {
+/// A problem+json answer, for the document.
+pub(crate) fn problem(description: &str) -> ResponseBuilder {
     ResponseBuilder::new().description(description).content(
         PROBLEM_JSON,
         ContentBuilder::new()
@@ -412,7 +413,9 @@ fn operation(family: &Family, route: &Route, refs: &mut SchemaRefs) -> Operation
                 .iter()
                 .map(|n| format!("invalid {n}, "))
                 .collect::<String>();
-            invalid.push_str("the payload does not parse, or the family is disabled");
+            invalid.push_str(
+                "an invalid target, the payload does not parse, or the family is disabled",
+            );
             operation = operation
                 .response(
                     "202",
@@ -428,7 +431,9 @@ fn operation(family: &Family, route: &Route, refs: &mut SchemaRefs) -> Operation
             }
         }
         Serves::Observed(observed) => {
-            operation = operation.response("400", problem("An unknown or malformed query field"));
+            operation = operation
+                .response("400", problem("An unknown or malformed query field"))
+                .response("422", problem("An invalid target or path parameter"));
             if named.is_empty() {
                 operation = operation.response("200", json_answer(observed.answer, "ObservedList"));
             } else {
@@ -442,8 +447,7 @@ fn operation(family: &Family, route: &Route, refs: &mut SchemaRefs) -> Operation
                                 .build(),
                         ),
                     )
-                    .response("404", problem("Not observed (absent, or never refreshed)"))
-                    .response("422", problem(&format!("Invalid {}", named.join(", "))));
+                    .response("404", problem("Not observed (absent, or never refreshed)"));
             }
         }
     }

@@ -107,6 +107,29 @@ pub fn inline(
     }
 }
 
+/// `schema`, or `null` (an `Option` field serde also takes as `null`).
+pub fn nullable(
+    schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{Schema, SchemaType};
+    use utoipa::openapi::{RefOr, Type};
+    match schema {
+        RefOr::T(Schema::Object(mut object)) => {
+            let types = match object.schema_type {
+                SchemaType::Type(t) => vec![t, Type::Null],
+                SchemaType::Array(mut types) => {
+                    types.push(Type::Null);
+                    types
+                }
+                SchemaType::AnyValue => return RefOr::T(Schema::Object(object)),
+            };
+            object.schema_type = SchemaType::Array(types);
+            RefOr::T(Schema::Object(object))
+        }
+        other => other,
+    }
+}
+
 /// Implements `utoipa::ToSchema` for a name type from its `schema()`.
 #[macro_export]
 macro_rules! name_schema {

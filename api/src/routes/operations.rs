@@ -73,13 +73,14 @@ pub async fn enqueue(
 pub struct GetQuery {
     /// Hold the request up to this many seconds (capped by the server's
     /// `max_wait_secs`) until the operation is terminal.
-    pub wait: Option<u64>,
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
+    pub wait: Option<u32>,
 }
 
 /// Read an operation, optionally waiting for it to end.
 #[utoipa::path(
     tag = "operations",
-    params(("id" = String, Path, description = "Operation id (UUID)"), GetQuery),
+    params(("id" = uuid::Uuid, Path, description = "Operation id"), GetQuery),
     responses(
         (status = 200, description = "The operation (terminal, or as it was when the wait ended)", body = Operation),
         (status = 400, description = "Malformed id or query", body = Problem, content_type = "application/problem+json"),
@@ -93,7 +94,8 @@ pub async fn get_operation(
     query: web::Query<GetQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_operation_id(&id)?;
-    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(state.config.api.max_wait_secs));
+    let wait =
+        Duration::from_secs(u64::from(query.wait.unwrap_or(0)).min(state.config.api.max_wait_secs));
     let operation = wait_until_terminal(&state.store, &state.notifier, id, wait, &state.stopping)
         .await?
         .ok_or_else(|| not_found(id))?;
@@ -120,9 +122,11 @@ pub struct ListQuery {
     pub since: Option<DateTime<Utc>>,
     /// Created before (RFC 3339).
     pub until: Option<DateTime<Utc>>,
-    /// Page size: default 50, at most 500.
-    pub limit: Option<usize>,
+    /// Page size: default 50; more than 500 gives 500.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
+    pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<uuid::Uuid>)]
     pub cursor: Option<String>,
 }
 
@@ -151,7 +155,7 @@ pub async fn list_operations(
     let query = query.into_inner();
     let limit = match query.limit {
         Some(0) => return Err(ApiError::InvalidQuery("limit must be at least 1".into())),
-        Some(limit) => limit.min(MAX_PAGE),
+        Some(limit) => (limit as usize).min(MAX_PAGE),
         None => DEFAULT_PAGE,
     };
     let before = query
@@ -193,8 +197,9 @@ pub async fn list_operations(
 pub struct LogsQuery {
     /// Only lines with a larger `seq` (the previous page's `next_after`).
     pub after: Option<i64>,
-    /// Default 1000, at most 10000.
-    pub limit: Option<usize>,
+    /// Default 1000; more than 10000 gives 10000.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
+    pub limit: Option<u32>,
 }
 
 /// Log lines of an operation, oldest first.
@@ -208,7 +213,7 @@ pub struct LogPage {
 /// Read an operation's log.
 #[utoipa::path(
     tag = "operations",
-    params(("id" = String, Path, description = "Operation id (UUID)"), LogsQuery),
+    params(("id" = uuid::Uuid, Path, description = "Operation id"), LogsQuery),
     responses(
         (status = 200, description = "Lines after `after`", body = LogPage),
         (status = 400, description = "Malformed id or query", body = Problem, content_type = "application/problem+json"),
@@ -225,7 +230,7 @@ pub async fn operation_logs(
     let after = query.after.unwrap_or(0);
     let limit = match query.limit {
         Some(0) => return Err(ApiError::InvalidQuery("limit must be at least 1".into())),
-        Some(limit) => limit.min(MAX_LOG_PAGE),
+        Some(limit) => (limit as usize).min(MAX_LOG_PAGE),
         None => DEFAULT_LOG_PAGE,
     };
     let items = state
@@ -254,7 +259,7 @@ fn accepted_operation(operation: &Operation) -> HttpResponse {
 /// (its worker kills what it started) and ends `cancelled` shortly after.
 #[utoipa::path(
     tag = "operations",
-    params(("id" = String, Path, description = "Operation id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Operation id")),
     responses(
         (status = 202, description = "Cancelled, or cancellation requested", body = Operation),
         (status = 404, description = "No such operation", body = Problem, content_type = "application/problem+json"),
@@ -316,7 +321,7 @@ pub async fn cancel_operation(
 /// It goes back to pending, due now, with at least one attempt left.
 #[utoipa::path(
     tag = "operations",
-    params(("id" = String, Path, description = "Operation id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Operation id")),
     responses(
         (status = 202, description = "Pending again", body = Operation),
         (status = 404, description = "No such operation", body = Problem, content_type = "application/problem+json"),

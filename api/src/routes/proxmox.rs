@@ -465,7 +465,7 @@ pub async fn list_nodes(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
 /// Read a node.
 #[utoipa::path(
     tag = "proxmox",
-    params(("id" = String, Path, description = "Node id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Node id")),
     responses(
         (status = 200, description = "The node", body = NodeView),
         (status = 404, description = "No such node", body = Problem, content_type = "application/problem+json"),
@@ -483,7 +483,7 @@ pub async fn get_node(
 /// Change some of a node's fields.
 #[utoipa::path(
     tag = "proxmox",
-    params(("id" = String, Path, description = "Node id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Node id")),
     request_body = NodeBody,
     responses(
         (status = 200, description = "Updated", body = NodeView),
@@ -528,7 +528,7 @@ pub async fn update_node(
 /// Forget a node and what was observed of it (its history stays).
 #[utoipa::path(
     tag = "proxmox",
-    params(("id" = String, Path, description = "Node id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Node id")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such node", body = Problem, content_type = "application/problem+json"),
@@ -554,7 +554,7 @@ pub async fn delete_node(
 /// and PVE's `version`.
 #[utoipa::path(
     tag = "proxmox",
-    params(("id" = String, Path, description = "Node id (UUID)"), TypedQuery),
+    params(("id" = uuid::Uuid, Path, description = "Node id"), TypedQuery),
     responses(
         (status = 202, description = "Accepted: the `proxmox.node.test` operation", body = opsqueue_shared::Operation),
         (status = 404, description = "No such node", body = Problem, content_type = "application/problem+json"),
@@ -615,7 +615,7 @@ pub async fn test_connection(
 /// schedule).
 #[utoipa::path(
     tag = "proxmox",
-    params(("id" = String, Path, description = "Node id (UUID)"), TypedQuery),
+    params(("id" = uuid::Uuid, Path, description = "Node id"), TypedQuery),
     responses(
         (status = 202, description = "Accepted: the `proxmox.refresh` operation", body = opsqueue_shared::Operation),
         (status = 404, description = "No such node", body = Problem, content_type = "application/problem+json"),
@@ -670,7 +670,7 @@ fn with_time(observation: Observation) -> Value {
 /// The node's VMs and containers, from the last observation.
 #[utoipa::path(
     tag = "proxmox",
-    params(("id" = String, Path, description = "Node id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Node id")),
     responses(
         (status = 200, description = "The guests as last observed", body = Resources),
         (status = 404, description = "No such node", body = Problem, content_type = "application/problem+json"),
@@ -711,7 +711,7 @@ fn vmid(text: &str) -> Result<VmId, ApiError> {
 /// One guest's figures, from the last observation.
 #[utoipa::path(
     tag = "proxmox",
-    params(("id" = String, Path, description = "Node id (UUID)"), ("vmid" = u32, Path)),
+    params(("id" = uuid::Uuid, Path, description = "Node id"), ("vmid" = u32, Path, minimum = 100, maximum = 999_999_999, description = "Guest id")),
     responses(
         (status = 200, description = "The guest as last observed, with last_updated", body = Object),
         (status = 404, description = "No such node, or the guest was never observed", body = Problem, content_type = "application/problem+json"),
@@ -737,18 +737,41 @@ pub async fn resource_metrics(
     Ok(HttpResponse::Ok().json(with_time(observed)))
 }
 
+/// The actions of `…/resources/{vmid}/{action}`.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestRoute {
+    Start,
+    Stop,
+    /// PVE's reboot.
+    Restart,
+    Reboot,
+    Shutdown,
+    Suspend,
+    Resume,
+    Migrate,
+}
+
+impl GuestRoute {
+    /// The operation type it enqueues.
+    fn kind(self) -> &'static str {
+        match self {
+            GuestRoute::Start => "proxmox.guest.start",
+            GuestRoute::Stop => "proxmox.guest.stop",
+            GuestRoute::Restart | GuestRoute::Reboot => "proxmox.guest.reboot",
+            GuestRoute::Shutdown => "proxmox.guest.shutdown",
+            GuestRoute::Suspend => "proxmox.guest.suspend",
+            GuestRoute::Resume => "proxmox.guest.resume",
+            GuestRoute::Migrate => "proxmox.guest.migrate",
+        }
+    }
+}
+
 /// The route's action and the operation type it enqueues.
 fn guest_kind(route: &str) -> Option<&'static str> {
-    Some(match route {
-        "start" => "proxmox.guest.start",
-        "stop" => "proxmox.guest.stop",
-        "restart" | "reboot" => "proxmox.guest.reboot",
-        "shutdown" => "proxmox.guest.shutdown",
-        "suspend" => "proxmox.guest.suspend",
-        "resume" => "proxmox.guest.resume",
-        "migrate" => "proxmox.guest.migrate",
-        _ => return None,
-    })
+    serde_json::from_value::<GuestRoute>(json!(route))
+        .ok()
+        .map(GuestRoute::kind)
 }
 
 /// Act on a guest: 202 + the operation. The optional JSON body takes the
@@ -758,9 +781,9 @@ fn guest_kind(route: &str) -> Option<&'static str> {
 #[utoipa::path(
     tag = "proxmox",
     params(
-        ("id" = String, Path, description = "Node id (UUID)"),
-        ("vmid" = u32, Path),
-        ("action" = String, Path, description = "start, stop, restart, shutdown, suspend, resume or migrate"),
+        ("id" = uuid::Uuid, Path, description = "Node id"),
+        ("vmid" = u32, Path, minimum = 100, maximum = 999_999_999, description = "Guest id"),
+        ("action" = inline(GuestRoute), Path, description = "start, stop, restart (PVE's reboot), shutdown, suspend, resume or migrate"),
         TypedQuery,
     ),
     request_body(content = Object, description = "Optional: the action's fields", content_type = "application/json"),
@@ -821,16 +844,45 @@ pub struct HistoryQuery {
     /// A node's name (or id).
     pub node: Option<String>,
     /// `vm`, `lxc` or `node`.
+    #[param(pattern = "^(vm|lxc|node)$")]
     pub resource_type: Option<String>,
     /// `start`, `stop`, `restart`, `shutdown`, `suspend`, `resume`,
     /// `migrate`, `test` or `refresh`.
+    #[param(pattern = "^(start|stop|restart|shutdown|suspend|resume|migrate|test|refresh)$")]
     pub operation_type: Option<String>,
     /// `success`, `failed` or `in_progress`.
+    #[param(pattern = "^(success|failed|in_progress)$")]
     pub status: Option<String>,
     /// Default 100, at most 1000.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Entries to skip (default 0).
-    pub offset: Option<usize>,
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
+    pub offset: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The history's documented filters are the ones it takes.
+    #[test]
+    fn the_history_query_documents_the_filters_it_takes() {
+        let names: Vec<&str> = HISTORY_OPERATIONS.iter().map(|(n, _)| *n).collect();
+        let params = <HistoryQuery as IntoParams>::into_params(|| None);
+        let param = |name: &str| {
+            let p = params.iter().find(|p| p.name == name).unwrap();
+            serde_json::to_value(p).unwrap()["schema"].clone()
+        };
+        assert_eq!(
+            param("operation_type")["pattern"],
+            format!("^({})$", names.join("|"))
+        );
+        assert_eq!(param("limit")["maximum"], MAX_HISTORY_PAGE);
+        for status in ["success", "failed", "in_progress"] {
+            assert!(history_statuses(status).is_some(), "{status}");
+        }
+    }
 }
 
 /// One page of the history.
@@ -882,7 +934,7 @@ impl HistoryQuery {
             types,
             statuses,
             limit,
-            offset: self.offset.unwrap_or(0),
+            offset: self.offset.unwrap_or(0) as usize,
         })
     }
 }
@@ -934,7 +986,7 @@ pub async fn all_history(
 /// One node's proxmox operations, newest first.
 #[utoipa::path(
     tag = "proxmox",
-    params(("id" = String, Path, description = "Node id (UUID)"), HistoryQuery),
+    params(("id" = uuid::Uuid, Path, description = "Node id"), HistoryQuery),
     responses(
         (status = 200, description = "One page of the node's history", body = HistoryPage),
         (status = 400, description = "A filter has an unknown value", body = Problem, content_type = "application/problem+json"),

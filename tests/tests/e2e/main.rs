@@ -5,6 +5,7 @@
 mod bench;
 mod caddy;
 mod cloudpanel;
+mod openapi_conformance;
 mod pm2;
 mod proxmox;
 mod queue;

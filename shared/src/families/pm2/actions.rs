@@ -310,6 +310,16 @@ pub const MAX_INSTANCES: u32 = 64;
 pub const MAX_LOG_LINES: u32 = 1_000;
 pub const DEFAULT_LOG_LINES: u32 = 100;
 
+/// An optional field that, when sent, holds a value: `null` is refused as
+/// the schema says (absent is the way to leave it out).
+fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -321,13 +331,25 @@ fn is_false(b: &bool) -> bool {
 pub struct Start {
     pub name: ProcessName,
     /// The program or script to run, inside `[pm2] base_dir`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub script: Option<AbsolutePath>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub interpreter: Option<Interpreter>,
     /// The working directory, inside `[pm2] base_dir`; default: the
     /// script's directory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cwd: Option<AbsolutePath>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<AppArg>,
@@ -335,13 +357,21 @@ pub struct Start {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<EnvName, String>,
     /// More than one runs the app in cluster mode (node only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instances: Option<u32>,
     /// Wait until the app signals `ready` (`process.send('ready')`), up to
     /// `listen_timeout_ms`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub wait_ready: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub listen_timeout_ms: Option<u64>,
 }
 

@@ -44,6 +44,9 @@ impl UnitName {
             value: value.chars().take(80).collect(),
             reason: reason.to_owned(),
         };
+        if value.ends_with('.') {
+            return Err(refuse("must not end with '.'"));
+        }
         let has_type = value
             .rsplit_once('.')
             .is_some_and(|(_, suffix)| UNIT_TYPES.contains(&suffix));
@@ -75,9 +78,9 @@ impl UnitName {
         const PART: &str = "(?:\\.?[A-Za-z0-9_:-])*";
         crate::names::string_schema(
             "A unit name (`web`, `web.service`, `pb@site1.service`): letters, digits and \
-             `._-@:`, a letter or digit first, no `..`, at most one `@`; without a type it \
+             `._-@:`, a letter or digit first, no `..`, no `.` last, at most one `@`; without a type it \
              gets `.service`",
-            format!("^[A-Za-z0-9]{PART}(?:\\.?@{PART})?\\.?$"),
+            format!("^[A-Za-z0-9]{PART}(?:\\.?@{PART})?$"),
             MAX_UNIT_NAME - ".service".len(),
         )
     }
