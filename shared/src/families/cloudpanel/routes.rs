@@ -5,7 +5,9 @@
 //! names in paths are checked by the action's own parser.
 
 use super::actions::UserName;
-use crate::families::route::{Body, Enqueue, Kind, Method, PathParam, Route, Serves, any_object};
+use crate::families::route::{
+    Body, Enqueue, Kind, Method, Observed, PathParam, Route, Serves, any_object,
+};
 use crate::names::Domain;
 
 /// `POST` of a body that is the whole payload.
@@ -34,7 +36,60 @@ const fn create(
     }
 }
 
+/// `GET` of every observed object of `kind` (joined with what opsqueue
+/// manages when `managed`).
+const fn list(
+    path: &'static str,
+    summary: &'static str,
+    kind: &'static str,
+    managed: bool,
+    answer: &'static str,
+) -> Route {
+    Route {
+        method: Method::Get,
+        path,
+        summary,
+        description: "",
+        params: &[],
+        serves: Serves::Observed(Observed {
+            kind,
+            managed,
+            answer,
+            how: "",
+        }),
+    }
+}
+
 pub const ROUTES: &[Route] = &[
+    list(
+        "/api/v1/cloudpanel/sites",
+        "The sites as last observed (each site user's htdocs directories), and those opsqueue added.",
+        "site",
+        true,
+        "Each site as observed ({domain, site_user, root_directory}) with observed_at, and \
+         `managed` (the spec, without its password) for the sites opsqueue added",
+    ),
+    list(
+        "/api/v1/cloudpanel/databases",
+        "The databases opsqueue added (clpctl cannot list databases).",
+        "database",
+        true,
+        "Each database opsqueue added: `managed` {domain, database_name, database_user_name}",
+    ),
+    list(
+        "/api/v1/cloudpanel/users",
+        "The panel users as `clpctl user:list` showed them when last observed.",
+        "user",
+        false,
+        "Each user as listed (user_name, and the table's other columns: email, role, …) with observed_at",
+    ),
+    Route::enqueue(
+        Method::Post,
+        "/api/v1/cloudpanel/refresh",
+        "Observe the sites and the panel users now (`cloudpanel.list`); the monitor also schedules one (`refresh-cloudpanel`).",
+        &[],
+        "cloudpanel.list",
+    ),
     create(
         "/api/v1/cloudpanel/sites",
         "Add a site (`cloudpanel.site.add`).",
