@@ -16,10 +16,10 @@ use std::process::Command;
 
 use opsqueue_tests::Cluster;
 
-/// schemathesis's virtual environment: `OPSQUEUE_SCHEMATHESIS_VENV`, else
+/// schemathesis's virtual environment: `SCHEMATHESIS_VENV`, else
 /// `.venv/schemathesis` in the workspace.
 fn schemathesis() -> PathBuf {
-    let venv = std::env::var_os("OPSQUEUE_SCHEMATHESIS_VENV")
+    let venv = std::env::var_os("SCHEMATHESIS_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join(".venv/schemathesis"));
     let st = venv.join("bin/st");
