@@ -22,14 +22,15 @@ use actix_web::{HttpRequest, HttpResponse, Resource, guard, web};
 use chrono::{DateTime, Utc};
 use opsqueue_shared::Action;
 use opsqueue_shared::families::route::{
-    Enqueue, Kind, Method, Observed, QueryParam, QueryValue, Route, Serves, VERB,
+    Body, Enqueue, Kind, Method, Observed, QueryParam, QueryValue, Route, SchemaRefs, Serves, VERB,
 };
 use opsqueue_shared::families::{FAMILIES, Family, Reach};
 use opsqueue_shared::names::Label;
 use serde_json::{Map, Value, json};
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, Paths};
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, Required, ResponseBuilder, Type};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, Required, ResponseBuilder, Type};
 
 use crate::auth::Caller;
 use crate::enqueue::enqueue_action;
@@ -127,7 +128,7 @@ fn query_fields(declared: &[QueryParam], query: Query) -> Result<QueryFields, Ap
             )));
         };
         let value = match param.value {
-            QueryValue::Count => text
+            QueryValue::Count { .. } => text
                 .parse::<u32>()
                 .map(|n| json!(n))
                 .map_err(|e| ApiError::InvalidQuery(format!("{name}: {e}")))?,
@@ -260,9 +261,11 @@ async fn serve_observed(
     Ok(HttpResponse::Ok().json(found))
 }
 
-/// The OpenAPI paths of every typed route.
-pub fn openapi_paths() -> Paths {
+/// The OpenAPI paths of every typed route, and the schemas their bodies
+/// refer to (for the document's components).
+pub fn openapi_paths() -> (Paths, SchemaRefs) {
     let mut paths = Paths::new();
+    let mut refs = SchemaRefs::new();
     for family in FAMILIES {
         for route in family.routes {
             let method = match route.method {
@@ -271,21 +274,31 @@ pub fn openapi_paths() -> Paths {
                 Method::Put => HttpMethod::Put,
                 Method::Delete => HttpMethod::Delete,
             };
-            paths.add_path_operation(route.path, vec![method], operation(family, route));
+            paths.add_path_operation(
+                route.path,
+                vec![method],
+                operation(family, route, &mut refs),
+            );
         }
     }
-    paths
+    (paths, refs)
 }
 
-fn string_parameter(name: &str, place: ParameterIn, description: &str) -> ParameterBuilder {
+fn parameter(
+    name: &str,
+    place: ParameterIn,
+    description: &str,
+    schema: RefOr<Schema>,
+) -> ParameterBuilder {
     ParameterBuilder::new()
         .name(name)
         .parameter_in(place)
         .description(Some(description))
-        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .schema(Some(schema))
 }
 
-fn problem(description: &str) -> ResponseBuilder {
+/// A problem+json answer, for the document.
+pub(crate) fn problem(description: &str) -> ResponseBuilder {
     ResponseBuilder::new().description(description).content(
         PROBLEM_JSON,
         ContentBuilder::new()
@@ -304,7 +317,7 @@ fn json_answer(description: &str, schema: &str) -> ResponseBuilder {
 }
 
 /// A route's OpenAPI operation: what it takes, what it answers.
-fn operation(family: &Family, route: &Route) -> OperationBuilder {
+fn operation(family: &Family, route: &Route, refs: &mut SchemaRefs) -> OperationBuilder {
     let operation_id = format!(
         "{}{}",
         route.method.as_str().to_ascii_lowercase(),
@@ -322,14 +335,20 @@ fn operation(family: &Family, route: &Route) -> OperationBuilder {
         .description(description);
     for param in route.params {
         operation = operation.parameter(
-            string_parameter(param.name, ParameterIn::Path, param.description)
-                .required(Required::True),
+            parameter(
+                param.name,
+                ParameterIn::Path,
+                param.description,
+                (param.schema)(),
+            )
+            .required(Required::True),
         );
     }
-    operation = operation.parameter(string_parameter(
+    operation = operation.parameter(parameter(
         "target",
         ParameterIn::Query,
         "Which host's worker runs it (default `local`).",
+        Label::schema(),
     ));
     let named: Vec<&str> = route.params.iter().map(|p| p.name).collect();
     match &route.serves {
@@ -353,9 +372,10 @@ fn operation(family: &Family, route: &Route) -> OperationBuilder {
             }
             for param in enqueue.query {
                 let schema = match param.value {
-                    QueryValue::Count => ObjectBuilder::new()
+                    QueryValue::Count { min, max } => ObjectBuilder::new()
                         .schema_type(Type::Integer)
-                        .minimum(Some(0)),
+                        .minimum(Some(min))
+                        .maximum(Some(max)),
                     QueryValue::Time => ObjectBuilder::new().schema_type(Type::String).format(
                         Some(utoipa::openapi::SchemaFormat::KnownFormat(
                             utoipa::openapi::KnownFormat::DateTime,
@@ -371,24 +391,32 @@ fn operation(family: &Family, route: &Route) -> OperationBuilder {
                 );
             }
             if let Some(body) = &enqueue.body {
-                operation = operation.request_body(Some(
-                    RequestBodyBuilder::new()
-                        .description(Some(body.description))
-                        .required(Some(Required::True))
-                        .content(
-                            "application/json",
-                            ContentBuilder::new()
-                                .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
-                                .build(),
-                        )
-                        .build(),
-                ));
+                let schema = body_schema(route, body, refs);
+                operation = operation
+                    .request_body(Some(
+                        RequestBodyBuilder::new()
+                            .description(Some(body.description))
+                            .required(Some(Required::True))
+                            .content(
+                                "application/json",
+                                ContentBuilder::new().schema(Some(schema)).build(),
+                            )
+                            .build(),
+                    ))
+                    .response(
+                        "400",
+                        problem("Malformed JSON, or an unknown or malformed query field"),
+                    )
+                    .response("413", problem("The body is over the limit"))
+                    .response("415", problem("The body is not JSON"));
             }
             let mut invalid = named
                 .iter()
                 .map(|n| format!("invalid {n}, "))
                 .collect::<String>();
-            invalid.push_str("the payload does not parse, or the family is disabled");
+            invalid.push_str(
+                "an invalid target, the payload does not parse, or the family is disabled",
+            );
             operation = operation
                 .response(
                     "202",
@@ -404,7 +432,9 @@ fn operation(family: &Family, route: &Route) -> OperationBuilder {
             }
         }
         Serves::Observed(observed) => {
-            operation = operation.response("400", problem("An unknown or malformed query field"));
+            operation = operation
+                .response("400", problem("An unknown or malformed query field"))
+                .response("422", problem("An invalid target or path parameter"));
             if named.is_empty() {
                 operation = operation.response("200", json_answer(observed.answer, "ObservedList"));
             } else {
@@ -418,12 +448,30 @@ fn operation(family: &Family, route: &Route) -> OperationBuilder {
                                 .build(),
                         ),
                     )
-                    .response("404", problem("Not observed (absent, or never refreshed)"))
-                    .response("422", problem(&format!("Invalid {}", named.join(", "))));
+                    .response("404", problem("Not observed (absent, or never refreshed)"));
             }
         }
     }
     operation
+}
+
+/// A route's body schema: its payload type's, without the fields its path
+/// parameters fill, with the fields the route requires.
+fn body_schema(route: &Route, body: &Body, refs: &mut SchemaRefs) -> RefOr<Schema> {
+    let schema = (body.schema)(refs);
+    let RefOr::T(Schema::Object(mut object)) = schema else {
+        return schema;
+    };
+    for param in route.params {
+        object.properties.remove(param.field);
+        object.required.retain(|field| field != param.field);
+    }
+    for required in body.required {
+        if !object.required.iter().any(|field| field == required.field) {
+            object.required.push(required.field.to_owned());
+        }
+    }
+    RefOr::T(Schema::Object(object))
 }
 
 /// What a 202 of this route holds.
