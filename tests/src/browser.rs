@@ -7,6 +7,7 @@
 //! Screenshots go to `target/tmp/screenshots/<name>.png`, kept after the
 //! run (a few are copied into `docs/` for the README).
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,6 +33,8 @@ const FLAGS: &[&str] = &[
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
+    "--disable-crash-reporter",
+    "--disable-breakpad",
     "--window-size=1280,900",
 ];
 
@@ -42,8 +45,13 @@ pub struct Browser {
 }
 
 impl Drop for Browser {
+    /// Ends chromedriver and every chromium it started: they share the
+    /// process group chromedriver leads (killing chromedriver alone left
+    /// the browsers running, and enough of them exhaust the inotify
+    /// instances every `systemd --user` manager of the other tests needs).
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        // SAFETY: kill(2) with a negative pid signals that process group.
+        unsafe { libc::kill(-(self.driver.id() as i32), libc::SIGKILL) };
         let _ = self.driver.wait();
     }
 }
@@ -62,6 +70,7 @@ impl Browser {
         let log = std::fs::File::create(log_dir.join("chromedriver.log")).unwrap();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
