@@ -6,6 +6,7 @@
 
 pub mod health;
 pub mod operations;
+pub mod pocketbase;
 pub mod proxmox;
 pub mod schedules;
 pub mod workers;
@@ -64,6 +65,8 @@ hand_written!(
     proxmox::guest_action,
     proxmox::all_history,
     proxmox::node_history,
+    pocketbase::system_info,
+    pocketbase::system_health,
 );
 
 /// Every request no route matched.
