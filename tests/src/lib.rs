@@ -13,6 +13,7 @@ pub mod caddy_server;
 pub mod fakepve;
 pub mod nspawn;
 pub mod pm2_home;
+pub mod pocketbase;
 pub mod user_systemd;
 
 use std::io::{BufRead, BufReader, Write};

@@ -6,6 +6,7 @@ mod bench;
 mod caddy;
 mod cloudpanel;
 mod pm2;
+mod pocketbase;
 mod proxmox;
 mod queue;
 mod scripts;
