@@ -30,7 +30,9 @@ pub fn binary() -> PathBuf {
          run scripts/install-test-deps (or set OPSQUEUE_POCKETBASE_BIN)",
         path.display()
     );
-    path
+    // Without the `..` of the manifest's path: a payload's path must be
+    // plain.
+    path.canonicalize().unwrap()
 }
 
 /// The sha256 of a file, in hex.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::families::family::{FamilySection, check_program, check_timeout};
+use crate::families::systemd::Hardening;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -26,6 +27,11 @@ pub struct PocketbaseConfig {
     /// Run each service as its user (`User=`/`Group=` in its unit). A
     /// systemd user manager cannot switch users: turn it off there.
     pub run_as_user: bool,
+    /// The sandboxing preset of each service's unit (the systemd family's:
+    /// `strict`, the default, makes the whole file system read-only but
+    /// pb_data; `basic` where the manager cannot apply strict's
+    /// `ProtectKernelTunables`, as in some containers).
+    pub hardening: Hardening,
     /// The useradd and userdel commands, argument vectors.
     pub useradd: Vec<String>,
     pub userdel: Vec<String>,
@@ -52,6 +58,7 @@ impl Default for PocketbaseConfig {
             versions_dir: PathBuf::from("/opt/pocketbase/.versions"),
             create_users: true,
             run_as_user: true,
+            hardening: Hardening::Strict,
             useradd: vec!["useradd".into()],
             userdel: vec!["userdel".into()],
             passwd_file: PathBuf::from("/etc/passwd"),

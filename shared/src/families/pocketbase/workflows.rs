@@ -92,7 +92,7 @@ fn unit_spec(config: &PocketbaseConfig, spec: &ServiceSpec) -> Value {
         "read_write_paths": [paths.data],
         "restart": "always",
         "restart_sec": RESTART_SEC,
-        "hardening": "strict",
+        "hardening": config.hardening,
         "enable": true,
     });
     if config.run_as_user {
@@ -345,6 +345,7 @@ mod tests {
         assert_eq!(with_password, ["superuser"]);
         let unit = &plan.steps[4].payload;
         assert_eq!(unit["user"], "pb-my-app");
+        assert_eq!(unit["hardening"], "strict");
         assert_eq!(
             unit["read_write_paths"],
             json!(["/opt/pocketbase/my-app/pb_data"])
