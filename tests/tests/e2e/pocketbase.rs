@@ -411,6 +411,36 @@ async fn a_service_with_a_domain_answers_through_caddy_runs_is_controlled_read_a
     );
     assert_eq!(service["caddy"], "present");
     assert_eq!(service["health"]["ok"], true);
+    // The superuser was made with the password given (PocketBase itself
+    // accepts it), and no long-lived process carries a secret in its
+    // argument vector: the service, the API, the worker, the monitor.
+    let auth = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{port}/api/collections/_superusers/auth-with-password"
+        ))
+        .json(&json!({"identity": "admin@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(auth.status(), StatusCode::OK);
+    let main_pid = service["unit"]["main_pid"].as_u64().unwrap() as i32;
+    let mut pids = vec![main_pid];
+    pids.extend(host.cluster.api.iter().map(|p| p.pid()));
+    pids.extend(host.cluster.workers.iter().map(|p| p.pid()));
+    pids.extend(host.cluster.monitors.iter().map(|p| p.pid()));
+    for pid in pids {
+        let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let argv = String::from_utf8_lossy(&argv);
+        assert!(!argv.is_empty(), "process {pid} is gone");
+        assert!(
+            !argv.contains(PASSWORD) && !argv.contains(ENV_SECRET),
+            "a secret in the argv of {pid}: {argv}"
+        );
+    }
+    assert!(
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{main_pid}/cmdline")).unwrap())
+            .contains("serve")
+    );
     let record = &service["managed"]["spec"];
     assert_eq!(record["port"], port);
     assert_eq!(record["domain"], domain);
