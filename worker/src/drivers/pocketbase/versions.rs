@@ -175,3 +175,42 @@ impl Pocketbase {
             .with("path", binary.display().to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, bytes) in entries {
+            writer
+                .start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            writer.write_all(bytes).unwrap();
+        }
+        writer.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn a_release_zip_gives_its_top_level_pocketbase_and_a_plain_file_is_the_binary() {
+        let release = archive(&[
+            ("CHANGELOG.md", b"notes"),
+            ("LICENSE.md", b"MIT"),
+            ("pocketbase", b"\x7fELF the binary"),
+        ]);
+        assert_eq!(binary_of(release).unwrap(), b"\x7fELF the binary");
+        assert_eq!(
+            binary_of(b"\x7fELF plain".to_vec()).unwrap(),
+            b"\x7fELF plain"
+        );
+        let nested = archive(&[("dir/pocketbase", b"x")]);
+        assert!(binary_of(nested).unwrap_err().contains("no `pocketbase`"));
+        let broken = b"PK\x03\x04 not really a zip".to_vec();
+        assert!(
+            binary_of(broken)
+                .unwrap_err()
+                .contains("not a readable zip")
+        );
+    }
+}
