@@ -576,6 +576,28 @@ async fn a_service_with_a_domain_answers_through_caddy_runs_is_controlled_read_a
     assert_eq!(read.status, StatusCode::OK, "{:#}", read.body);
     assert_eq!(read.body["lines"].as_array().unwrap().len(), lines.len());
 
+    // The refresh sees what changed behind opsqueue's back: the unit
+    // stopped, the Caddy route deleted.
+    assert!(host.manager.systemctl(&["stop", unit]).status.success());
+    let removed = reqwest::Client::new()
+        .delete(format!(
+            "{}/id/opsqueue-site-{domain}",
+            host.caddy.admin_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(removed.status().is_success(), "{removed:?}");
+    let op = host
+        .cluster
+        .accepted(Method::POST, "/api/v1/pocketbase/refresh", None)
+        .await;
+    completed(&op);
+    let service = host.service("my-app").await;
+    assert_eq!(service["status"], "inactive", "{service:#}");
+    assert_eq!(service["caddy"], "missing", "{service:#}");
+    assert_eq!(service["health"]["ok"], false, "{service:#}");
+
     // Unknown services are 404 on every route.
     for (method, path) in [
         (Method::GET, "/api/v1/pocketbase/services/nope"),
