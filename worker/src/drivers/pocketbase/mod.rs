@@ -48,7 +48,7 @@ use serde_json::{Value, json};
 
 use crate::context::Context;
 use crate::drivers::caddy::admin::Admin;
-use crate::drivers::driver::{AnyDriver, Checked, Driver, DriverError, Outcome, Probe};
+use crate::drivers::driver::{AnyDriver, Checked, Driver, DriverError, Outcome};
 use crate::drivers::systemd::Systemd;
 use crate::runner::CommandSpec;
 use files::Marker;
@@ -707,18 +707,5 @@ impl Driver for Pocketbase {
             PocketbaseAction::VersionInstall(source) => self.version_install(ctx, source).await,
             PocketbaseAction::Refresh(_) => self.refresh(ctx).await,
         }
-    }
-}
-
-impl Probe for Pocketbase {
-    /// The versions in the cache.
-    async fn probe(&self, _ctx: &Context) -> Result<String, DriverError> {
-        let versions = versions::cached(&self.config.versions_dir);
-        Ok(format!(
-            "{} cached version(s) in {}: {}",
-            versions.len(),
-            self.config.versions_dir.display(),
-            versions.join(", ")
-        ))
     }
 }

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Pocketbase, codes, file_error, files};
 use crate::context::Context;
-use crate::drivers::driver::{DriverError, Outcome};
+use crate::drivers::driver::{DriverError, Outcome, Probe};
 
 /// The largest download or file accepted (PocketBase's binary is ~35 MB).
 const MAX_BYTES: usize = 256 * 1024 * 1024;
@@ -173,6 +173,19 @@ impl Pocketbase {
         Ok(Outcome::changed()
             .with("version", &source.version)
             .with("path", binary.display().to_string()))
+    }
+}
+
+impl Probe for Pocketbase {
+    /// The worker's start-up look at the family: the versions in the cache.
+    async fn probe(&self, _ctx: &Context) -> Result<String, DriverError> {
+        let versions = cached(&self.config.versions_dir);
+        Ok(format!(
+            "{} cached version(s) in {}: {}",
+            versions.len(),
+            self.config.versions_dir.display(),
+            versions.join(", ")
+        ))
     }
 }
 
