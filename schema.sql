@@ -303,3 +303,39 @@ CREATE TABLE workflow_compensations (
     timeout_secs INTEGER NOT NULL CHECK (timeout_secs >= 1),
     max_attempts INTEGER NOT NULL CHECK (max_attempts >= 1)
 ) WITHOUT ROWID;
+
+-- migration 5: the fleet: agent keys, remote workers, host facts, targets
+
+-- An agent key (scope `agent`) runs the work of these targets and nothing
+-- else: a JSON array of target names; NULL for every other key.
+ALTER TABLE api_keys ADD COLUMN targets TEXT;
+
+-- The agent key a remote worker registered with through the API; NULL for
+-- a worker beside the database. The reaper checks the process of local
+-- workers on its own host only; remote workers are judged by their lease.
+ALTER TABLE workers ADD COLUMN agent_key_id TEXT;
+-- The worker's lease: a target is online while a worker serving it
+-- heartbeated within its lease.
+ALTER TABLE workers ADD COLUMN lease_secs INTEGER NOT NULL DEFAULT 30;
+-- Host facts from the worker's last heartbeat (JSON: os, kernel, cpus,
+-- load, memory, disks, uptime).
+ALTER TABLE workers ADD COLUMN facts TEXT;
+
+-- The servers operations run on. A row appears when a worker first serves
+-- the target or someone describes it (PUT /api/v1/targets/{name}).
+-- `status` changes only on a transition (online when a worker serving it
+-- registers or heartbeats; offline when the last one stops or its lease
+-- lapses), with `status_changed_at`: the column the event stream watches.
+CREATE TABLE targets (
+    name              TEXT PRIMARY KEY NOT NULL,
+    description       TEXT,
+    labels            TEXT NOT NULL DEFAULT '{}',  -- JSON object of strings
+    role              TEXT,
+    status            TEXT NOT NULL DEFAULT 'unknown'
+                      CHECK (status IN ('unknown', 'online', 'offline')),
+    status_changed_at TEXT,
+    last_seen_at      TEXT,                        -- the last heartbeat of a worker serving it
+    created_at        TEXT NOT NULL,
+    updated_at        TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX targets_online ON targets (status) WHERE status = 'online';

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use opsqueue_shared::Store;
-use opsqueue_shared::store::{Scope, api_key_count, api_key_insert, token_generate};
+use opsqueue_shared::store::{NewKey, Scope, api_key_count, api_key_insert, token_generate};
 
 pub const FIRST_KEY_NAME: &str = "admin";
 
@@ -56,14 +56,12 @@ pub fn ensure_first_admin_key(store: &Store, file: &Path) -> anyhow::Result<Opti
         if api_key_count(tx)? > 0 {
             return Ok(false);
         }
-        api_key_insert(
-            tx,
-            FIRST_KEY_NAME,
-            &[Scope::Admin],
-            None,
-            &token,
-            opsqueue_shared::time::now(),
-        )?;
+        let key = NewKey {
+            name: FIRST_KEY_NAME,
+            scopes: &[Scope::Admin],
+            ..Default::default()
+        };
+        api_key_insert(tx, &key, &token, opsqueue_shared::time::now())?;
         Ok(true)
     });
     match created {

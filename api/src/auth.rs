@@ -14,10 +14,18 @@
 //! Bearer`. Reads (`GET`, `HEAD`) need the `read` scope, everything else
 //! `write`; scopes nest (admin ⊃ write ⊃ read). Only `/health` is open.
 //!
+//! The agent protocol (`/api/v1/agent/…`) needs the `agent` scope, and an
+//! agent key may use nothing else (`403`): it cannot enqueue, read
+//! operations or manage anything. Which targets it may act on is checked
+//! by the agent routes, write by write. Agent requests are not rate
+//! limited: a remote worker already batches its writes, and a limit would
+//! only slow the work it was given.
+//!
 //! Order of checks: per-address rate limit, token, per-key rate limit,
-//! scope. The authenticated key is left in the request's extensions for
-//! handlers to take as a [`Caller`]. `last_used_at` is written at most once a
-//! minute per key, off the request's path.
+//! scope (for the agent protocol: token, scope). The authenticated key is
+//! left in the request's extensions for handlers to take as a [`Caller`].
+//! `last_used_at` is written at most once a minute per key, off the
+//! request's path.
 
 use std::cell::RefCell;
 use std::future::{Ready, ready};
@@ -38,6 +46,9 @@ use crate::state::AppState;
 
 /// Paths served without a key.
 pub const OPEN_PATHS: &[&str] = &["/health"];
+
+/// The agent protocol's paths: agent keys only, and nothing else for them.
+pub const AGENT_PREFIX: &str = "/api/v1/agent/";
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 
@@ -163,18 +174,36 @@ pub async fn authenticate(
         .app_data::<web::Data<AppState>>()
         .expect("the app state is registered")
         .clone();
-    if let Some(peer) = req.peer_addr() {
+    let agent_protocol = req.path().starts_with(AGENT_PREFIX);
+    if !agent_protocol && let Some(peer) = req.peer_addr() {
         state.limits.check_address(peer.ip())?;
     }
     let key = find_key(&state.store, presented_token(&req)?).await?;
-    state.limits.check_key(&key.id)?;
-    let needed = required_scope(req.method());
+    if !agent_protocol {
+        state.limits.check_key(&key.id)?;
+    }
+    let needed = if agent_protocol {
+        Scope::Agent
+    } else {
+        required_scope(req.method())
+    };
     if !key.allows(needed) {
-        return Err(ApiError::Forbidden(format!(
-            "this API key lacks the {needed} scope that {} requests need",
-            req.method()
-        ))
-        .into());
+        let detail = if key.is_agent() {
+            format!(
+                "an agent key can only run its targets' work through {AGENT_PREFIX} \
+                 (claim, heartbeat, log, progress, finish); {} {} is not for it",
+                req.method(),
+                req.path()
+            )
+        } else if agent_protocol {
+            format!("only an agent key (scope agent) can use {AGENT_PREFIX}")
+        } else {
+            format!(
+                "this API key lacks the {needed} scope that {} requests need",
+                req.method()
+            )
+        };
+        return Err(ApiError::Forbidden(detail).into());
     }
     state.key_touches.touch(&state.store, &key.id);
     req.extensions_mut().insert(Caller(key));

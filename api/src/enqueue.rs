@@ -304,6 +304,7 @@ mod tests {
             name: "k".into(),
             scopes: scopes.to_vec(),
             source: source.map(str::to_owned),
+            targets: Vec::new(),
             created_at: Utc::now(),
             last_used_at: None,
             revoked_at: None,

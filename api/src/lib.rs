@@ -5,20 +5,23 @@
 //!
 //! [`Application::build`] opens the store, creates the first admin key if
 //! there is none, binds the listener (port 0 picks a free one) and starts
-//! the server; [`Application::run_until`] serves until a shutdown token is
-//! cancelled, then stops gracefully: long-polls answer at once, in-flight
-//! requests finish.
+//! the server, over HTTPS when `[api] tls_cert` and `tls_key` are set
+//! (remote workers cross a network); [`Application::run_until`] serves
+//! until a shutdown token is cancelled, then stops gracefully: long-polls
+//! answer at once, in-flight requests finish.
 //!
-//! Modules, from the top down: `routes/*` (the hand-written handlers) and
-//! `typed` (every family's typed routes, from their tables), `openapi` (the
-//! document of both), `enqueue` (parsing a request into an operation),
-//! `observed` and `managed` (reads of observed host state), `auth` and
-//! `rate_limit` (one middleware), `long_poll`, `state` (what handlers
-//! share), `enqueuer` (group commit), `problem` (the one error type),
-//! `metrics` (Prometheus text), `admin_key` (first start) and `keys_cli`
-//! (`opsqueue-api keys …`).
+//! Modules, from the top down: `routes/*` (the hand-written handlers, the
+//! agent protocol and the targets registry among them) and `typed` (every
+//! family's typed routes, from their tables), `openapi` (the document of
+//! both), `enqueue` (parsing a request into an operation), `observed` and
+//! `managed` (reads of observed host state), `auth` and `rate_limit` (one
+//! middleware), `long_poll`, `state` (what handlers share), `enqueuer` and
+//! `agent_writer` (group commit of new operations, and of remote workers'
+//! batches), `problem` (the one error type), `metrics` (Prometheus text),
+//! `admin_key` (first start) and `keys_cli` (`opsqueue-api keys …`).
 
 pub mod admin_key;
+pub mod agent_writer;
 pub mod auth;
 pub mod enqueue;
 pub mod enqueuer;
@@ -47,6 +50,7 @@ use opsqueue_shared::wake::{Role, WakeListener, Waker};
 use opsqueue_shared::{Config, Store};
 use tokio_util::sync::CancellationToken;
 
+use crate::agent_writer::AgentWriter;
 use crate::enqueuer::Enqueuer;
 use crate::long_poll::Notifier;
 use crate::openapi::Document;
@@ -59,8 +63,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct Application {
     server: Server,
     address: SocketAddr,
+    tls: bool,
     state: web::Data<AppState>,
     wake_listener: WakeListener,
+    work_listener: WakeListener,
 }
 
 impl Application {
@@ -88,8 +94,26 @@ impl Application {
             })?);
         let wake_listener = WakeListener::bind(&wake_dir, Role::Api)
             .with_context(|| format!("cannot bind a wake-up socket in {}", wake_dir.display()))?;
+        // New work and cancel requests, for remote workers' waiting claims.
+        let work_listener = WakeListener::bind(&wake_dir, Role::Worker)
+            .with_context(|| format!("cannot bind a wake-up socket in {}", wake_dir.display()))?;
         let enqueuer =
             Enqueuer::spawn(&store, waker.clone()).context("cannot start the enqueue writer")?;
+        let agents = AgentWriter::spawn(&store, waker.clone(), config.database.log_cap_bytes)
+            .context("cannot start the agents' writer")?;
+        let tls = match (&config.api.tls_cert, &config.api.tls_key) {
+            (Some(cert), Some(key)) => {
+                let read = |path: &std::path::Path, what: &str| {
+                    std::fs::read(path)
+                        .with_context(|| format!("cannot read api.{what} {}", path.display()))
+                };
+                let server =
+                    opsqueue_tls::server_config(&read(cert, "tls_cert")?, &read(key, "tls_key")?)
+                        .map_err(|e| anyhow::anyhow!("api.tls_cert and api.tls_key: {e}"))?;
+                Some(server)
+            }
+            _ => None,
+        };
 
         let body_limit = config.api.body_limit_bytes;
         let state = web::Data::new(AppState {
@@ -97,6 +121,9 @@ impl Application {
             enqueuer,
             waker,
             notifier: Notifier::new(),
+            agents,
+            work: Notifier::new(),
+            stopping_agents: Default::default(),
             limits: RateLimits::new(&config.api.rate_limit),
             key_touches: Default::default(),
             config: config.clone(),
@@ -130,17 +157,30 @@ impl Application {
         if let Some(workers) = config.api.http_workers {
             server = server.workers(workers.max(1));
         }
-        let server = server.listen(listener)?.run();
+        let served_tls = tls.is_some();
+        let server = match tls {
+            Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+            None => server.listen(listener)?,
+        }
+        .run();
         Ok(Application {
             server,
             address,
+            tls: served_tls,
             state,
             wake_listener,
+            work_listener,
         })
     }
 
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// `https://ADDRESS` when serving TLS, else `http://ADDRESS`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.address)
     }
 
     pub fn port(&self) -> u16 {
@@ -154,12 +194,18 @@ impl Application {
             server,
             state,
             wake_listener,
+            work_listener,
             ..
         } = self;
         let stopping = state.stopping.clone();
         let background = tokio::spawn(long_poll::listen(
             wake_listener,
             state.notifier.clone(),
+            stopping.clone(),
+        ));
+        let work = tokio::spawn(long_poll::listen(
+            work_listener,
+            state.work.clone(),
             stopping.clone(),
         ));
         let forget = {
@@ -187,6 +233,7 @@ impl Application {
         stopping.cancel();
         stopper.abort();
         let _ = background.await;
+        let _ = work.await;
         let _ = forget.await;
         served.context("the HTTP server failed")
     }

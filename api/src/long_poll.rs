@@ -1,17 +1,24 @@
 //! Long-polling: `GET /api/v1/operations/{id}?wait=SECONDS` holds the request
 //! until the operation is terminal or the wait ends, without polling the
-//! database in a loop.
+//! database in a loop; a remote worker's claim (`POST /api/v1/agent/claim`)
+//! waits the same way for work.
 //!
-//! One [`Notifier`] per process holds a `watch` counter. [`listen`] bumps it
-//! whenever a wake-up datagram for `Role::Api` arrives (a worker, the
-//! monitor or another API process ended an operation) and, as a safety net
-//! for lost datagrams, once a second while anybody waits. A waiter
-//! subscribes *before* it reads the row, so an end that lands between the
-//! read and the wait still bumps the counter it watches; it re-reads on
-//! every bump and returns as soon as the row is terminal, when the wait
-//! ends, or when the server starts to stop.
+//! A [`Notifier`] holds a `watch` counter. [`listen`] bumps it whenever a
+//! wake-up datagram arrives and, as a safety net for lost datagrams (and
+//! for work that comes due by the clock: a retry's `run_at`), once a second
+//! while anybody waits. Each API process has two: one for `Role::Api`
+//! datagrams (a worker, the monitor or another API process ended an
+//! operation), one for `Role::Worker` datagrams (new work or a cancel
+//! request: the API listens as the workers do, for the remote workers whose
+//! claims wait here). A waiter subscribes *before* it reads, so a change
+//! that lands between the read and the wait still bumps the counter it
+//! watches; it re-reads on every bump and returns as soon as it has its
+//! answer, when the wait ends, or when the server starts to stop.
+//! [`StoppingAgents`] lets a stopping remote worker's waiting claim answer
+//! at once.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opsqueue_shared::store::operation_get;
@@ -97,5 +104,55 @@ pub async fn wait_until_terminal(
                 }
             }
         }
+    }
+}
+
+/// How long a stopping remote worker is remembered (its id is never used
+/// again: it names one process).
+const FORGET_STOPPING: Duration = Duration::from_secs(600);
+
+/// Remote workers that said they are stopping: a claim of theirs that
+/// waits answers at once, and a new one does not wait.
+pub struct StoppingAgents {
+    ids: Mutex<HashMap<String, Instant>>,
+    changes: Arc<Notifier>,
+}
+
+impl Default for StoppingAgents {
+    fn default() -> Self {
+        Self {
+            ids: Mutex::default(),
+            changes: Notifier::new(),
+        }
+    }
+}
+
+impl StoppingAgents {
+    pub fn mark(&self, worker_id: &str) {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        ids.retain(|_, at| at.elapsed() < FORGET_STOPPING);
+        ids.insert(worker_id.to_owned(), Instant::now());
+        drop(ids);
+        self.changes.bump();
+    }
+
+    /// A worker registered (again, under an id it used before): it claims
+    /// as usual.
+    pub fn forget(&self, worker_id: &str) {
+        self.ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(worker_id);
+    }
+
+    pub fn is_stopping(&self, worker_id: &str) -> bool {
+        self.ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(worker_id)
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 }

@@ -50,10 +50,10 @@ fn main() -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "opsqueue-api listening on http://{}", app.address())?;
+    writeln!(stdout, "opsqueue-api listening on {}", app.url())?;
     stdout.flush()?;
     drop(stdout);
     let shutdown = shutdown::on_signals()?;
-    systemd::ready(&format!("listening on http://{}", app.address()));
+    systemd::ready(&format!("listening on {}", app.url()));
     app.run_until(shutdown).await
 }

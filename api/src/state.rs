@@ -10,8 +10,9 @@ use opsqueue_shared::wake::Waker;
 use opsqueue_shared::{Config, Store};
 use tokio_util::sync::CancellationToken;
 
+use crate::agent_writer::AgentWriter;
 use crate::enqueuer::Enqueuer;
-use crate::long_poll::Notifier;
+use crate::long_poll::{Notifier, StoppingAgents};
 use crate::rate_limit::RateLimits;
 
 pub struct AppState {
@@ -23,6 +24,12 @@ pub struct AppState {
     pub waker: Arc<Waker>,
     /// Bumped whenever an operation may have ended; long-polls watch it.
     pub notifier: Arc<Notifier>,
+    /// Group-committing writer of remote workers' batches.
+    pub agents: AgentWriter,
+    /// Bumped whenever work may be claimable or a cancel was requested;
+    /// remote workers' waiting claims watch it.
+    pub work: Arc<Notifier>,
+    pub stopping_agents: StoppingAgents,
     pub limits: RateLimits,
     pub key_touches: KeyTouches,
     /// The configuration: `[api]`'s limits, the log cap of the notes the

@@ -412,10 +412,11 @@ pub struct LsArgs {
 #[derive(Debug, Subcommand)]
 #[command(after_help = "Example:\n  opsqueue targets ls")]
 pub enum TargetsCommand {
-    /// Every target with the workers serving it and their heartbeats
+    /// Every target with its status and the workers serving it
     ///
-    /// Until the API has GET /api/v1/targets this reads GET /api/v1/workers:
-    /// one row per target and running worker.
+    /// The registry of GET /api/v1/targets: status (online, offline,
+    /// unknown), workers and their drivers, the newest heartbeat, pending
+    /// and running counts, role.
     #[command(after_help = "\
 Examples:
   opsqueue targets ls

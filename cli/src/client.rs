@@ -10,7 +10,7 @@
 //! here.
 //!
 //! TLS is rustls with the built-in web roots; `--ca-cert` trusts the
-//! certificates of one PEM file instead (see `tls.rs`).
+//! certificates of one PEM file instead (see `opsqueue-tls`).
 
 use std::time::Duration;
 
@@ -122,7 +122,7 @@ impl Client {
         if let Some(path) = &connection.ca_cert {
             let pem = std::fs::read(path)
                 .map_err(|e| CliError::usage(format!("--ca-cert {}: {e}", path.display())))?;
-            let tls = crate::tls::pinned_config(&pem)
+            let tls = opsqueue_tls::pinned_config(&pem)
                 .map_err(|e| CliError::usage(format!("--ca-cert {}: {e}", path.display())))?;
             builder = builder.use_preconfigured_tls(tls);
         }

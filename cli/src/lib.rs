@@ -20,7 +20,6 @@ pub mod exit;
 mod feed;
 mod fields;
 mod output;
-mod tls;
 mod watch;
 
 use clap::Parser as _;

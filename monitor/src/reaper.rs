@@ -1,13 +1,18 @@
 //! The reaper: the backstop that keeps a lost claim from holding an
 //! operation forever. Each round, in one write transaction:
 //!
-//! 1. workers on this host whose process is gone (pid no longer there with
-//!    the same start time, or a different boot id) have their claims reaped
-//!    at once, without waiting for the lease, and are marked stopped;
+//! 1. workers beside the database on this host whose process is gone (pid
+//!    no longer there with the same start time, or a different boot id)
+//!    have their claims reaped at once, without waiting for the lease, and
+//!    are marked stopped. A remote worker (registered through the API with
+//!    an agent key) is never judged by its process: its pid and boot id
+//!    are another host's, even when its host name matches, so only its
+//!    lease can tell (step 2), with the same re-run rules;
 //! 2. running operations whose lease expired are reaped;
 //! 3. running operations past their timeout plus a grace are failed
 //!    `timeout` (their worker should have done it);
-//! 4. every workflow not ended is moved on as far as it can go (a backstop:
+//! 4. targets that no live worker serves any more are marked offline;
+//! 5. every workflow not ended is moved on as far as it can go (a backstop:
 //!    each step's change already moved its workflow in its transaction).
 //!
 //! "Reaped" means: cancelled if a cancel was requested; back to pending if
@@ -41,6 +46,8 @@ pub struct Reaper {
 pub struct ReapReport {
     pub dead_workers: Vec<String>,
     pub reaped: Vec<Reaped>,
+    /// Targets marked offline (their last worker's lease lapsed).
+    pub offline: Vec<String>,
 }
 
 impl Reaper {
@@ -63,7 +70,7 @@ impl crate::service::Service for Reaper {
         let report = self.store.write(|tx| {
             let mut report = ReapReport::default();
             for worker in store::worker_list_running(tx)? {
-                if liveness(&worker.identity()) == Liveness::Dead {
+                if !worker.remote && liveness(&worker.identity()) == Liveness::Dead {
                     report
                         .reaped
                         .extend(store::operation_reap_worker(tx, &worker.id, now)?);
@@ -79,6 +86,7 @@ impl crate::service::Service for Reaper {
                 now,
                 self.timeout_grace_secs,
             )?);
+            report.offline = store::target_mark_offline(tx, now)?;
 
             let mut counters = Counters::default();
             for reaped in &report.reaped {
@@ -105,6 +113,9 @@ impl crate::service::Service for Reaper {
         for reaped in &report.reaped {
             tracing::warn!(id = reaped.id, kind = reaped.kind, code = reaped.code, status = %reaped.status, "reaped");
         }
+        for target in &report.offline {
+            tracing::warn!(target, "target offline: no worker serving it heartbeats");
+        }
         if report.reaped.iter().any(|r| r.status == Status::Pending) {
             self.waker.wake(Role::Worker);
         }
@@ -117,6 +128,6 @@ impl crate::service::Service for Reaper {
     }
 
     fn is_noteworthy(report: &ReapReport) -> bool {
-        !report.reaped.is_empty() || !report.dead_workers.is_empty()
+        !report.reaped.is_empty() || !report.dead_workers.is_empty() || !report.offline.is_empty()
     }
 }

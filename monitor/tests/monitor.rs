@@ -107,9 +107,11 @@ impl TestMonitor {
             targets: vec!["local".into()],
             sources: None,
             concurrency: 1,
+            lease_secs: 30,
+            agent_key_id: None,
         };
         self.store
-            .write(|tx| store::worker_register(tx, &worker, at))
+            .write(|tx| store::worker_register(tx, &worker, None, at))
             .unwrap();
     }
 }

@@ -134,6 +134,11 @@ pub struct ApiConfig {
     /// default `<database dir>/admin.key`.
     pub admin_key_file: Option<PathBuf>,
     pub rate_limit: RateLimitConfig,
+    /// Serve HTTPS with this certificate chain (PEM, the server's own
+    /// certificate first) and `tls_key`; without them, plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -146,6 +151,8 @@ impl Default for ApiConfig {
             ready_heartbeat_secs: 60,
             admin_key_file: None,
             rate_limit: RateLimitConfig::default(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -194,6 +201,17 @@ pub struct WorkerConfig {
     pub backoff_max_ms: u64,
     /// Largest output kept in memory per command run.
     pub output_cap_bytes: usize,
+    /// Remote mode: the API to pull work from (`https://control:8443`),
+    /// instead of the database beside the worker. Plain `http://` only to
+    /// a loopback address.
+    pub api_url: Option<String>,
+    /// Remote mode: the file holding the agent key (`--scope agent`).
+    pub token_file: Option<PathBuf>,
+    /// Remote mode: trust only the certificates in this PEM file (a pinned
+    /// self-signed control host, or a private root) instead of the web's.
+    pub ca_cert: Option<PathBuf>,
+    /// Where the worker's heartbeats report free disk space.
+    pub data_paths: Vec<PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -209,7 +227,19 @@ impl Default for WorkerConfig {
             backoff_base_ms: 1_000,
             backoff_max_ms: 600_000,
             output_cap_bytes: 256 * 1024,
+            api_url: None,
+            token_file: None,
+            ca_cert: None,
+            data_paths: vec![PathBuf::from("/")],
         }
+    }
+}
+
+impl WorkerConfig {
+    /// Whether the worker pulls its work from the API (`api_url`) rather
+    /// than the database beside it.
+    pub fn is_remote(&self) -> bool {
+        self.api_url.is_some()
     }
 }
 
@@ -298,6 +328,19 @@ impl Config {
         }
         if self.worker.lease_secs < 3 {
             return fail("worker.lease_secs must be at least 3");
+        }
+        if self.worker.api_url.is_some() && self.worker.token_file.is_none() {
+            return fail("worker.api_url needs worker.token_file (an agent key)");
+        }
+        if self.worker.api_url.is_none()
+            && (self.worker.token_file.is_some() || self.worker.ca_cert.is_some())
+        {
+            return fail(
+                "worker.token_file and worker.ca_cert are for remote mode: set worker.api_url",
+            );
+        }
+        if self.api.tls_cert.is_some() != self.api.tls_key.is_some() {
+            return fail("api.tls_cert and api.tls_key go together");
         }
         if self.database.pool_size < 2 {
             return fail("database.pool_size must be at least 2");
@@ -389,6 +432,32 @@ mod tests {
         let config = Config::load(Some(&file)).unwrap();
         assert!(config.pm2.enabled);
         assert_eq!(config.pm2.bin, ["sudo", "pm2"]);
+    }
+
+    #[test]
+    fn remote_mode_and_https_are_checked_for_the_settings_they_need() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("opsqueue.toml");
+        std::fs::write(
+            &file,
+            "[worker]\napi_url = \"https://control:8443\"\ntoken_file = \"/etc/opsqueue/agent.key\"\n\
+             ca_cert = \"/etc/opsqueue/control.pem\"\ntargets = [\"web-2\"]\n\
+             [api]\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert!(config.worker.is_remote());
+        assert_eq!(config.worker.data_paths, [PathBuf::from("/")]);
+        assert!(!Config::load(None).unwrap().worker.is_remote());
+        for bad in [
+            "[worker]\napi_url = \"https://control:8443\"\n",
+            "[worker]\ntoken_file = \"/etc/opsqueue/agent.key\"\n",
+            "[api]\ntls_cert = \"/c.pem\"\n",
+            "[api]\ntls_key = \"/k.pem\"\n",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            assert!(Config::load(Some(&file)).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

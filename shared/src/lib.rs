@@ -1,9 +1,11 @@
 //! opsqueue's shared library: the operation model and its state machine, the
 //! action catalogue that parses requests into typed actions, the store (the
 //! only place SQL lives), configuration, cross-process wake-ups and
-//! telemetry. No HTTP here and no access to the host: the API links this
-//! crate too, and must never be able to change the host.
+//! telemetry, and the bodies of the agent protocol remote workers speak. No
+//! HTTP here and no access to the host: the API links this crate too, and
+//! must never be able to change the host.
 
+pub mod agent;
 pub mod config;
 pub mod cron;
 pub mod families;

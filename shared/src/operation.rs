@@ -112,7 +112,7 @@ pub struct Progress {
 }
 
 /// An operation as stored.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Operation {
     #[schema(value_type = String, format = Uuid)]
     pub id: OperationId,
@@ -153,7 +153,7 @@ pub struct Operation {
     pub compensates: Option<String>,
     /// A claimed step's inputs: the results of the steps it depends on, by
     /// step name (filled by the claim only).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schema(value_type = Object)]
     pub inputs: BTreeMap<String, Value>,
     /// Payload fields held back from every answer (see `secret_fields`).
@@ -182,7 +182,7 @@ impl Operation {
 
 /// What every write about a running operation is conditional on: the row is
 /// still `running`, claimed by this worker, in this attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Fence {
     pub id: OperationId,
     pub worker_id: String,

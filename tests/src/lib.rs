@@ -11,6 +11,7 @@
 
 pub mod caddy_server;
 pub mod fakepve;
+pub mod fleet;
 pub mod nspawn;
 pub mod pm2_home;
 pub mod pocketbase;
@@ -227,6 +228,19 @@ impl Cluster {
             .to_owned()
     }
 
+    /// Serves the API over HTTPS with this certificate and key (PEM files),
+    /// and makes this cluster's client trust exactly that certificate.
+    pub fn use_tls(&mut self, cert: &std::path::Path, key: &std::path::Path) {
+        self.set_env("OPSQUEUE_API__TLS_CERT", cert.display());
+        self.set_env("OPSQUEUE_API__TLS_KEY", key.display());
+        let pem = std::fs::read(cert).expect("the certificate");
+        let tls = opsqueue_tls::pinned_config(&pem).expect("a PEM certificate");
+        self.http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .build()
+            .expect("an HTTPS client");
+    }
+
     /// Starts the API and waits until it listens.
     pub fn start_api(&mut self) {
         if self.token.is_empty() {
@@ -264,10 +278,27 @@ impl Cluster {
 
     /// Starts a worker with extra environment; returns its index.
     pub fn start_worker(&mut self, extra_env: &[(&str, String)]) -> usize {
+        self.start_worker_in(None, extra_env)
+    }
+
+    /// Starts a worker inside the network namespace `netns` (with
+    /// `ip netns exec`, which execs the worker itself: its pid is the
+    /// worker's) or, with `None`, here; returns its index.
+    pub fn start_worker_in(&mut self, netns: Option<&str>, extra_env: &[(&str, String)]) -> usize {
         let (log, file) = self.log_file("worker");
         let err = file.try_clone().unwrap();
-        let child = self
-            .command("opsqueue-worker", extra_env)
+        let mut command = self.command("opsqueue-worker", extra_env);
+        if let Some(netns) = netns {
+            let worker = command.get_program().to_owned();
+            let envs: Vec<_> = command
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+                .collect();
+            command = Command::new("ip");
+            command.args(["netns", "exec", netns]).arg(worker);
+            command.env_clear().envs(envs).stdin(Stdio::null());
+        }
+        let child = command
             .stdout(file)
             .stderr(err)
             .spawn()

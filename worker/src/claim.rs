@@ -1,10 +1,18 @@
 //! The claim loop: keeps up to `concurrency` operations running.
 //!
-//! It claims (up to the free slots, in one transaction) when woken by a
-//! datagram (the API committed work or a cancel request), when a task frees
-//! its slot, when a retry this worker scheduled comes due, and on the slow
-//! poll (`poll_interval_ms`, the safety net for lost wake-ups). Idle, it
-//! touches the database only for that poll and the heartbeat.
+//! Beside the database, it claims (up to the free slots, in one
+//! transaction) when woken by a datagram (the API committed work or a
+//! cancel request), when a task frees its slot, when a retry this worker
+//! scheduled comes due, and on the slow poll (`poll_interval_ms`, the
+//! safety net for lost wake-ups). Idle, it touches the database only for
+//! that poll and the heartbeat. A remote worker has no datagrams: it keeps
+//! one claim waiting at the API (a long poll that answers as soon as work
+//! for its targets is committed, or a new cancel request for what it runs)
+//! and sends the next as soon as one answers; after a failure, it tries
+//! again at the slow poll. Either way the claim runs beside the loop, which
+//! goes on with heartbeats and finished slots meanwhile, and a claim is
+//! never abandoned: what one claims while the worker stops is handed back
+//! untouched.
 //!
 //! Invariants:
 //! - A slot is taken when a claim returns and freed once its task's finish
@@ -35,6 +43,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use opsqueue_shared::store::{WorkerWrite, WorkerWritten};
 use opsqueue_shared::systemd;
 use opsqueue_shared::time::{self, Timestamp};
 use opsqueue_shared::wake::{Role, WakeListener};
@@ -46,8 +55,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::context::{Stop, StopReason};
 use crate::executor;
+use crate::facts;
 use crate::state::Shared;
-use crate::writer::{Write, Written};
+use crate::writer::{Answer, Wait};
 
 /// Past the shutdown grace, the time a draining worker may take to stop
 /// what still runs and hand it back; systemd's stop timeout is extended to
@@ -55,6 +65,8 @@ use crate::writer::{Write, Written};
 const HANDBACK_MARGIN: Duration = Duration::from_secs(15);
 /// How often a draining worker renews that extension (with a status line).
 const EXTEND_EVERY: Duration = Duration::from_secs(5);
+/// How long a remote worker's claim waits at the API for work.
+const REMOTE_CLAIM_WAIT_SECS: f64 = 25.0;
 
 /// A running task, as the loop knows it.
 struct Running {
@@ -212,52 +224,95 @@ impl Loop {
         }
     }
 
-    async fn claim(&mut self, cancels: bool) {
-        let limit = self.free_slots();
-        let write = Write::Claim {
-            limit,
-            cancels: cancels && !self.running.is_empty(),
-        };
-        match self.shared.writer.submit(write).await {
-            Ok(Written::Claimed { ops, cancels }) => {
-                if !ops.is_empty() {
-                    tracing::debug!(claimed = ops.len(), limit, "claimed");
+    /// Starts a claim of up to the free slots beside the loop; its answer
+    /// arrives on `answers`.
+    fn start_claim(&self, cancels: bool, answers: &mpsc::UnboundedSender<Answer>) {
+        let writer = &self.shared.writer;
+        let wait = writer.claims_wait().then(|| Wait {
+            secs: REMOTE_CLAIM_WAIT_SECS,
+            stopping: self
+                .running
+                .values()
+                .filter(|task| task.stop.reason().is_some())
+                .map(|task| task.fence.id)
+                .collect(),
+        });
+        let claim = writer.claim(self.free_slots(), cancels && !self.running.is_empty(), wait);
+        let answers = answers.clone();
+        tokio::spawn(async move {
+            let _ = answers.send(claim.await);
+        });
+    }
+
+    /// Runs what a claim returned (or hands it back untouched when the
+    /// worker began to stop meanwhile); returns whether it went through.
+    fn claimed(&mut self, answer: Answer, draining: bool) -> bool {
+        let ok = match answer {
+            Ok(WorkerWritten::Claimed {
+                operations,
+                cancels,
+            }) => {
+                if !operations.is_empty() {
+                    tracing::debug!(claimed = operations.len(), "claimed");
                 }
-                for op in ops {
-                    self.spawn(op);
+                for claimed in operations {
+                    if draining {
+                        let shared = self.shared.clone();
+                        self.tracker
+                            .spawn(async move { executor::hand_back(&shared, claimed.0).await });
+                    } else {
+                        self.spawn(claimed.0);
+                    }
                 }
                 self.stop_each(&cancels, StopReason::Cancelled);
                 systemd::watchdog();
+                true
             }
-            Ok(other) => tracing::error!(?other, "unexpected answer to a claim"),
-            Err(e) => tracing::error!(error = %e, "claim failed; trying again at the next poll"),
-        }
+            Ok(other) => {
+                tracing::error!(answer = other.name(), "unexpected answer to a claim");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "claim failed; trying again at the next poll");
+                false
+            }
+        };
         self.shared.rounds.fetch_add(1, Ordering::SeqCst);
+        ok
     }
 
     async fn read_cancels(&mut self) {
         if self.running.is_empty() {
             return;
         }
-        match self.shared.writer.submit(Write::CancelRequests).await {
-            Ok(Written::Cancels(cancels)) => {
+        match self.shared.writer.submit(WorkerWrite::CancelRequests).await {
+            Ok(WorkerWritten::Cancels { cancels }) => {
                 self.stop_each(&cancels, StopReason::Cancelled);
                 systemd::watchdog();
             }
-            Ok(other) => tracing::error!(?other, "unexpected answer to a cancel-request read"),
+            Ok(other) => tracing::error!(
+                answer = other.name(),
+                "unexpected answer to a cancel-request read"
+            ),
             Err(e) => tracing::warn!(error = %e, "cannot read cancel requests"),
         }
     }
 
     async fn heartbeat(&mut self) {
         let fences = self.running.values().map(|r| r.fence.clone()).collect();
-        match self.shared.writer.submit(Write::Heartbeat { fences }).await {
-            Ok(Written::Beat { lost, cancels }) => {
+        let facts = Some(facts::collect(&self.shared.config.worker.data_paths));
+        match self
+            .shared
+            .writer
+            .submit(WorkerWrite::Heartbeat { fences, facts })
+            .await
+        {
+            Ok(WorkerWritten::Beat { lost, cancels }) => {
                 self.stop_each(&lost, StopReason::Lost);
                 self.stop_each(&cancels, StopReason::Cancelled);
                 systemd::watchdog();
             }
-            Ok(other) => tracing::error!(?other, "unexpected answer to a heartbeat"),
+            Ok(other) => tracing::error!(answer = other.name(), "unexpected answer to a heartbeat"),
             Err(e) => {
                 tracing::warn!(error = %e, "heartbeat failed; the monitor reaps our claims if this lasts past the lease")
             }
@@ -267,13 +322,23 @@ impl Loop {
 
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = shared.config.worker.clone();
-    let wake_dir = shared.config.database.wake_dir();
-    let listener = WakeListener::bind(&wake_dir, Role::Worker)
-        .with_context(|| format!("cannot bind a wake-up socket in {}", wake_dir.display()))?;
+    let remote = shared.writer.claims_wait();
+    // A remote worker's claims wait at the API instead.
+    let listener = if remote {
+        None
+    } else {
+        let wake_dir = shared.config.database.wake_dir();
+        Some(
+            WakeListener::bind(&wake_dir, Role::Worker).with_context(|| {
+                format!("cannot bind a wake-up socket in {}", wake_dir.display())
+            })?,
+        )
+    };
     if shared.shutdown.set(shutdown.clone()).is_err() {
         anyhow::bail!("this worker's claim loop already ran");
     }
     let (events, mut slot_events) = mpsc::unbounded_channel();
+    let (claim_answers, mut claim_answered) = mpsc::unbounded_channel();
     let mut state = Loop {
         shared: shared.clone(),
         tracker: TaskTracker::new(),
@@ -289,6 +354,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> any
     let mut next_beat = Instant::now() + beat;
     let mut want_claim = !shutdown.is_cancelled();
     let mut want_cancels = false;
+    let mut claiming = false;
     let mut draining: Option<Instant> = None;
     let mut next_extend: Option<Instant> = None;
     tracing::info!(
@@ -297,6 +363,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> any
         targets = ?config.targets,
         sources = ?config.sources,
         drivers = ?shared.drivers.families(),
+        api = config.api_url.as_deref().unwrap_or("(the database beside it)"),
         "worker started"
     );
     systemd::check_watchdog_cadence("worker.poll_interval_ms", poll.min(beat));
@@ -306,8 +373,11 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> any
     ));
 
     loop {
-        if draining.is_none() && want_claim && state.free_slots() > 0 {
-            state.claim(want_cancels).await;
+        // A remote worker keeps a claim waiting even with every slot taken:
+        // it also brings cancel requests at once.
+        if draining.is_none() && want_claim && !claiming && (remote || state.free_slots() > 0) {
+            state.start_claim(want_cancels || remote, &claim_answers);
+            claiming = true;
             want_claim = false;
             want_cancels = false;
             next_poll = Instant::now() + poll;
@@ -316,7 +386,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> any
             state.read_cancels().await;
             want_cancels = false;
         }
-        if draining.is_some() && state.running.is_empty() {
+        if draining.is_some() && state.running.is_empty() && !claiming {
             break;
         }
         let retry_due = state.retries.peek().map(|r| r.0);
@@ -327,6 +397,19 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> any
                 tracing::info!(running = state.running.len(), grace_secs = config.shutdown_grace_secs,
                     "shutting down: no new claims; running operations may finish");
                 next_extend = Some(Instant::now());
+                if claiming {
+                    // The waiting claim answers at once; what it claimed
+                    // meanwhile is handed back.
+                    let writer = shared.writer.clone();
+                    tokio::spawn(async move { writer.stopping().await });
+                }
+            }
+            Some(answer) = claim_answered.recv() => {
+                claiming = false;
+                let went_through = state.claimed(answer, draining.is_some());
+                // A remote worker waits again at once (after a failure, at
+                // the next poll).
+                want_claim |= remote && went_through;
             }
             Some(event) = slot_events.recv() => {
                 want_claim |= state.on_event(event);
@@ -334,7 +417,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> any
                     want_claim |= state.on_event(event);
                 }
             }
-            () = listener.wait() => {
+            () = wake(listener.as_ref()), if listener.is_some() => {
                 want_claim = true;
                 want_cancels = true;
             }
@@ -351,7 +434,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> any
             }
             () = sleep_until(next_poll), if draining.is_none() => {
                 want_claim = true;
-                want_cancels = true;
+                want_cancels = !remote;
                 next_poll = Instant::now() + poll;
             }
             () = sleep_until(draining.unwrap_or_else(Instant::now)), if draining.is_some() && !state.forced => {
@@ -377,9 +460,17 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> any
     state.tracker.wait().await;
     shared
         .writer
-        .submit(Write::Stop)
+        .submit(WorkerWrite::Stop)
         .await
         .context("cannot mark the worker stopped")?;
     tracing::info!(worker = %shared.id, "worker stopped");
     Ok(())
+}
+
+/// The next wake-up datagram (a worker beside the database has a socket).
+async fn wake(listener: Option<&WakeListener>) {
+    match listener {
+        Some(listener) => listener.wait().await,
+        None => std::future::pending().await,
+    }
 }

@@ -24,14 +24,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opsqueue_shared::operation::Progress;
-use opsqueue_shared::store::{LogLine, StateEffect, Stream};
+use opsqueue_shared::store::{LogLine, StateEffect, Stream, WorkerWrite, WorkerWritten};
 use opsqueue_shared::workflow::Inputs;
 use opsqueue_shared::{Config, Fence, Operation, OperationId, time};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::runner::{self, CommandOutput, CommandSpec, LineSink, RunError};
-use crate::writer::{Write, Writer, Written};
+use crate::writer::Writer;
 
 /// Why an operation was asked to stop before its driver finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -333,12 +333,12 @@ impl Context {
             percent: percent.map(|p| p.clamp(0.0, 100.0)),
             step: step.map(str::to_owned),
         };
-        let write = Write::Progress {
+        let write = WorkerWrite::Progress {
             fence: self.scope.fence.clone(),
             progress,
         };
         match writer.submit(write).await {
-            Ok(Written::Applied(true)) => true,
+            Ok(WorkerWritten::Applied { applied: true }) => true,
             Ok(_) => {
                 self.stop_with(StopReason::Lost);
                 false

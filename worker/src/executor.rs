@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use opsqueue_shared::config::WorkerConfig;
 use opsqueue_shared::operation::codes;
-use opsqueue_shared::store::{Finish, StoreError};
+use opsqueue_shared::store::{Finish, FinishWrite, StoreError, WorkerWrite, WorkerWritten};
 use opsqueue_shared::time::{self, Timestamp};
 use opsqueue_shared::{Action, Operation, OperationError, OperationId};
 use tokio::time::{Instant, sleep_until};
@@ -41,7 +41,7 @@ use crate::drivers::Registry;
 use crate::drivers::driver::{DriverError, DriverFuture, Outcome};
 use crate::runner::DEFAULT_KILL_GRACE;
 use crate::state::Shared;
-use crate::writer::{FinishWrite, Write, Writer, Written};
+use crate::writer::Writer;
 
 /// How one attempt ended, as far as this worker knows.
 #[derive(Debug, Clone, PartialEq)]
@@ -260,7 +260,7 @@ fn flush(ctx: &Context, writer: Option<&Writer>) {
     if !lines.is_empty() {
         // Ordered before the finish; a refusal (lost claim) is found by the
         // next heartbeat.
-        drop(writer.send_now(Write::Log {
+        drop(writer.send_now(WorkerWrite::Log {
             fence: ctx.fence().clone(),
             lines,
         }));
@@ -331,9 +331,9 @@ pub(crate) async fn run_attempt(
         effects,
         target: op.target.clone(),
         family: op.family().to_owned(),
-        duration_secs: started.elapsed().as_secs_f64(),
         // A workflow step's end may release steps that wait for it.
         has_resource: op.resource.is_some() || op.parent_id.is_some(),
+        duration_secs: started.elapsed().as_secs_f64(),
     });
     let (ended, next) = match record(worker, &done, claim_next).await {
         Ok((true, next)) => (Ended::Finished(done.finish.clone()), next),
@@ -350,28 +350,73 @@ pub(crate) async fn run_attempt(
     attempted(ended, retry_at, next)
 }
 
-/// Commits the finish; on a store error tries again for about a third of
-/// the lease (the operation is not heartbeated meanwhile).
+/// Hands an operation claimed while the worker began to stop back
+/// untouched: pending again at once, the attempt not counted (it never
+/// started, so this is safe whatever the action).
+pub(crate) async fn hand_back(worker: &Shared, op: Operation) {
+    let Some(fence) = op.fence() else { return };
+    let done = Arc::new(FinishWrite {
+        fence,
+        finish: Finish::Released,
+        logs: Vec::new(),
+        effects: Vec::new(),
+        target: op.target.clone(),
+        family: op.family().to_owned(),
+        has_resource: op.resource.is_some(),
+        duration_secs: 0.0,
+    });
+    match record(worker, &done, false).await {
+        Ok(_) => {
+            tracing::info!(operation = %op.id, "claimed while stopping: handed back untouched")
+        }
+        Err(e) => {
+            tracing::warn!(operation = %op.id, error = %e, "cannot hand back an operation claimed while stopping; the monitor reaps it when its lease expires")
+        }
+    }
+}
+
+/// How long a remote worker keeps sending a finish the API did not answer
+/// (its link may be down): only the API's answer says whether it counted.
+const REMOTE_FINISH_PATIENCE: Duration = Duration::from_secs(15 * 60);
+/// The longest pause between two tries.
+const MAX_FINISH_PAUSE: Duration = Duration::from_secs(5);
+
+/// Commits the finish; on a store error tries again, for about a third of
+/// the lease beside the database (the operation is not heartbeated
+/// meanwhile), or until the API answers (up to
+/// [`REMOTE_FINISH_PATIENCE`]) on a remote worker.
 async fn record(
     worker: &Shared,
     done: &Arc<FinishWrite>,
     claim_next: bool,
 ) -> Result<(bool, Option<Operation>), StoreError> {
-    let give_up = Instant::now() + Duration::from_secs(worker.config.worker.lease_secs) / 3;
+    let patience = if worker.writer.claims_wait() {
+        REMOTE_FINISH_PATIENCE
+    } else {
+        Duration::from_secs(worker.config.worker.lease_secs) / 3
+    };
+    let give_up = Instant::now() + patience;
     let mut pause = Duration::from_millis(50);
     loop {
-        let write = Write::Finish {
+        let write = WorkerWrite::Finish {
             done: done.clone(),
             claim_next,
         };
         match worker.writer.submit(write).await {
-            Ok(Written::Finished { applied, next }) => return Ok((applied, next.map(|op| *op))),
-            Ok(other) => return Err(StoreError::Task(format!("unexpected answer {other:?}"))),
+            Ok(WorkerWritten::Finished { applied, next }) => {
+                return Ok((applied, next.map(|claimed| claimed.0)));
+            }
+            Ok(other) => {
+                return Err(StoreError::Task(format!(
+                    "unexpected answer {} to a finish",
+                    other.name()
+                )));
+            }
             Err(e) if Instant::now() + pause >= give_up => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "recording a finish failed; trying again");
                 tokio::time::sleep(pause).await;
-                pause *= 2;
+                pause = (pause * 2).min(MAX_FINISH_PAUSE);
             }
         }
     }

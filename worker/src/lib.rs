@@ -1,18 +1,25 @@
 //! opsqueue's worker: claims pending operations for its targets and
 //! sources, executes them through drivers and records how each ended.
 //!
-//! - [`run`] is the whole process (open the store, register, claim loop until
-//!   the shutdown token fires, drain, mark stopped); `main.rs` only parses
-//!   the command line around it.
+//! - [`run`] is the whole process (open the store, or connect to the API in
+//!   remote mode; register, claim loop until the shutdown token fires,
+//!   drain, mark stopped); `main.rs` only parses the command line around it.
 //! - [`Worker`] is the same thing in pieces for tests: [`Worker::start`]
 //!   registers, [`Worker::run`] runs the claim loop, and [`Worker::step`]
 //!   claims one batch and runs it to the end, deterministically.
 //!
-//! Modules: `claim` (the loop: slots, wake-ups, heartbeats, cancel
-//! requests, shutdown), `executor` (one attempt and its outcome), `drivers`
-//! (the seam and one module per family), `runner` (the one command runner),
-//! `context` (what a driver gets), `writer` (group commit of every write this
-//! process makes).
+//! The same claim loop, executor, drivers and writer run beside the
+//! database (local) and on another host (remote, `[worker] api_url`): only
+//! the writer's backend and the store reads of drivers differ (`link`).
+//!
+//! Modules, from the top down: `claim` (the loop: slots, wake-ups,
+//! heartbeats, cancel requests, shutdown), `executor` (one attempt and its
+//! outcome), `drivers` (the registry and one module per family, over
+//! `drivers/driver.rs`), `context` (what a driver gets), `runner` (the one
+//! command runner), `writer` (every write this process makes, in batches),
+//! `link` (where the store is: the database, or the API), `remote` (the
+//! API's client in remote mode), `facts` (this host's facts for
+//! heartbeats); `state` holds what tasks share.
 //!
 //! Invariant: this process writes about an operation only while it holds the
 //! operation's fence `(id, worker_id, attempt, status = running)`; every such
@@ -22,17 +29,19 @@ mod claim;
 pub mod context;
 pub mod drivers;
 pub mod executor;
+mod facts;
+pub mod link;
+mod remote;
 pub mod runner;
 mod state;
 mod writer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use opsqueue_shared::process::{ProcessIdentity, hostname};
-use opsqueue_shared::store::{NewWorker, StoreError};
+use opsqueue_shared::store::{NewWorker, StoreError, WorkerWrite, WorkerWritten};
 use opsqueue_shared::wake::Waker;
 use opsqueue_shared::{Config, Store};
 use tokio_util::sync::CancellationToken;
@@ -41,13 +50,27 @@ pub use context::{Context, StopReason};
 pub use drivers::Registry;
 pub use drivers::driver::{Driver, DriverError, Outcome, Probe};
 pub use executor::{Ended, Ran};
+pub use link::Link;
 pub use runner::{CommandOutput, CommandSpec, ExitInfo, RunError};
 
 use state::Shared;
-use writer::{Settings, Write, Writer, Written};
+use writer::{Settings, Writer};
 
 /// Runs a worker until `shutdown` fires, then drains (see [`Worker::run`]).
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let link = connect(&config).await?;
+    let worker = Worker::start(config, link).await?;
+    worker.run(shutdown).await
+}
+
+/// The worker's store: the API in remote mode (`[worker] api_url`), else
+/// the database beside it.
+pub async fn connect(config: &Config) -> anyhow::Result<Link> {
+    if config.worker.is_remote() {
+        let agent = remote::Agent::from_config(&config.worker)?;
+        tracing::info!(api = %agent.base(), "remote mode: pulling work from the API");
+        return Ok(Link::Remote(Arc::new(agent)));
+    }
     let database = config.database.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&database))
         .await
@@ -58,8 +81,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 config.database.path.display()
             )
         })?;
-    let worker = Worker::start(config, store).await?;
-    worker.run(shutdown).await
+    Ok(Link::Local(store))
 }
 
 /// What [`Worker::step`] did: the attempts it claimed, in claim order.
@@ -93,23 +115,20 @@ fn default_id() -> String {
 
 impl Worker {
     /// Registers a worker with the drivers its configuration enables.
-    pub async fn start(config: Config, store: Store) -> anyhow::Result<Worker> {
-        let drivers =
-            Registry::from_config(&config, &store).context("cannot set up the drivers")?;
-        Self::with_drivers(config, store, drivers).await
+    pub async fn start(config: Config, link: impl Into<Link>) -> anyhow::Result<Worker> {
+        let link = link.into();
+        let drivers = Registry::from_config(&config, &link).context("cannot set up the drivers")?;
+        Self::with_drivers(config, link, drivers).await
     }
 
     /// Registers a worker with these drivers (tests swap in their own).
     pub async fn with_drivers(
         config: Config,
-        store: Store,
+        link: impl Into<Link>,
         drivers: Registry,
     ) -> anyhow::Result<Worker> {
         let id = config.worker.id.clone().unwrap_or_else(default_id);
         let identity = ProcessIdentity::current().context("cannot read this process's identity")?;
-        let wake_dir = config.database.wake_dir();
-        let waker = Waker::new(&wake_dir)
-            .with_context(|| format!("cannot use the wake-up directory {}", wake_dir.display()))?;
         let shutdown = Arc::new(OnceLock::new());
         let settings = Settings {
             registration: NewWorker {
@@ -120,15 +139,26 @@ impl Worker {
                 targets: config.worker.targets.clone(),
                 sources: config.worker.sources.clone(),
                 concurrency: config.worker.concurrency,
+                lease_secs: config.worker.lease_secs,
+                agent_key_id: None,
             },
-            lease: Duration::from_secs(config.worker.lease_secs),
             log_cap: config.database.log_cap_bytes,
             shutdown: shutdown.clone(),
         };
-        let writer =
-            Writer::spawn(&store, settings, Arc::new(waker)).context("cannot start the writer")?;
+        let writer = match link.into() {
+            Link::Local(store) => {
+                let wake_dir = config.database.wake_dir();
+                let waker = Waker::new(&wake_dir).with_context(|| {
+                    format!("cannot use the wake-up directory {}", wake_dir.display())
+                })?;
+                Writer::local(&store, settings, Arc::new(waker))
+                    .context("cannot start the writer")?
+            }
+            Link::Remote(agent) => Writer::remote(agent, settings),
+        };
+        let facts = Some(facts::collect(&config.worker.data_paths));
         writer
-            .submit(Write::Register)
+            .submit(WorkerWrite::Register { facts })
             .await
             .context("cannot register the worker")?;
         let config = Arc::new(config);
@@ -171,14 +201,19 @@ impl Worker {
         let ops = match self
             .shared
             .writer
-            .submit(Write::Claim {
+            .submit(WorkerWrite::Claim {
                 limit,
                 cancels: false,
             })
             .await?
         {
-            Written::Claimed { ops, .. } => ops,
-            other => return Err(StoreError::Task(format!("unexpected answer {other:?}"))),
+            WorkerWritten::Claimed { operations, .. } => operations,
+            other => {
+                return Err(StoreError::Task(format!(
+                    "unexpected answer {} to a claim",
+                    other.name()
+                )));
+            }
         };
         self.shared.rounds.fetch_add(1, Ordering::SeqCst);
         let tasks: Vec<_> = ops
@@ -186,7 +221,7 @@ impl Worker {
             .map(|op| {
                 let shared = self.shared.clone();
                 tokio::spawn(async move {
-                    executor::run_attempt(&shared, op, Arc::default(), false)
+                    executor::run_attempt(&shared, op.0, Arc::default(), false)
                         .await
                         .ran
                 })

@@ -1,121 +1,80 @@
 //! The worker's one writer: every write this process makes (claims,
-//! heartbeats, finishes, logs, progress, its `workers` row) goes through one
-//! [`WriteBatcher`] thread with one connection, so whatever queued up
-//! meanwhile is committed in one `BEGIN IMMEDIATE` transaction (one fsync)
-//! and the worker never contends with itself for SQLite's write lock.
+//! heartbeats, finishes, logs, progress, its `workers` row) goes through
+//! one [`Writer`], which sends whatever queued up meanwhile to its store as
+//! one batch ([`WorkerWrite`]s, applied by `store::worker_batch_apply`):
 //!
-//! Invariants:
-//! - Requests are applied in the order they were queued (one FIFO channel):
+//! - local: one [`WriteBatcher`] thread with one connection commits the
+//!   batch in one `BEGIN IMMEDIATE` transaction (one fsync), so the worker
+//!   never contends with itself for SQLite's write lock; after a commit
+//!   that ended an operation, API processes are woken (their long-polls
+//!   re-check), and after one that freed a resource or handed an operation
+//!   back, workers are woken (the next on that resource may start);
+//! - remote: one task sends the batch as one HTTPS request to the API,
+//!   which applies it the same way, in one transaction, and wakes whom it
+//!   must. One batch is in flight at a time, so order holds across
+//!   requests too.
+//!
+//! Invariants (both backends):
+//! - Requests are applied in the order they were queued (one FIFO queue):
 //!   an operation's log lines sent before its finish are written before it,
 //!   and a claim queued after a finish sees that operation's resource free.
 //! - Every write about an operation is fenced by the store function that does
 //!   it; a finish that was refused leaves nothing behind (no counters).
 //! - A finishing attempt may claim its slot's next operation in the same
-//!   transaction, so a busy worker commits once per round of operations
-//!   rather than once for the finishes and once more for the claims.
-//! - Counter deltas of a batch (claims, outcomes, durations) are merged and
-//!   applied once, in the batch's transaction.
-//! - After a commit that ended an operation, API processes are woken (their
-//!   long-polls re-check); after one that freed a resource or handed an
-//!   operation back, workers are woken (the next on that resource may start).
+//!   transaction, so a busy worker commits once per round of operations.
+//!
+//! A remote claim that may wait for work (the long poll) is sent on its own,
+//! beside the batches, so it never holds them up.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
 
-use opsqueue_shared::operation::Progress;
+use opsqueue_shared::agent::{AgentBatch, AgentClaim, AgentWorker};
 use opsqueue_shared::store::{
-    ClaimRequest, Counters, Finish, LogLine, NewWorker, StateEffect, StoreError, WriteBatcher,
-    counters_apply, family_label, label_value, names, operation_cancel_requests, operation_claim,
-    operation_finish, operation_heartbeat, operation_log_append, operation_progress,
-    rusqlite::Transaction, state_apply, worker_heartbeat, worker_register, worker_stop,
+    NewWorker, StoreError, Woken, WorkerSession, WorkerWrite, WorkerWritten, WriteBatcher,
+    worker_batch_apply,
 };
 use opsqueue_shared::wake::{Role, Waker};
-use opsqueue_shared::{Fence, Operation, Store, time};
+use opsqueue_shared::{OperationId, Store};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-/// The most requests committed in one transaction.
+use crate::remote::Agent;
+
+/// The most requests sent in one batch.
 const MAX_BATCH: usize = 1024;
 
 /// What the writer needs to know about its worker.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub registration: NewWorker,
-    pub lease: Duration,
     pub log_cap: u64,
     /// The shutdown token of the running claim loop: once it fired,
     /// finishes no longer claim a next operation.
     pub shutdown: Arc<OnceLock<CancellationToken>>,
 }
 
-pub(crate) enum Write {
-    /// Registers (or re-registers) the worker row.
-    Register,
-    /// Marks the worker stopped.
-    Stop,
-    /// Claims up to `limit` operations; with `cancels`, also reads this
-    /// worker's cancel requests.
-    Claim {
-        limit: usize,
-        cancels: bool,
-    },
-    /// Renews the worker row and the leases of `fences`; reads cancel
-    /// requests.
-    Heartbeat {
-        fences: Vec<Fence>,
-    },
-    CancelRequests,
-    /// Records the end of an attempt; with `claim_next`, also claims one
-    /// operation for the slot it frees, in the same transaction.
-    Finish {
-        done: Arc<FinishWrite>,
-        claim_next: bool,
-    },
-    Log {
-        fence: Fence,
-        lines: Vec<LogLine>,
-    },
-    Progress {
-        fence: Fence,
-        progress: Progress,
-    },
+impl Settings {
+    fn stopping(&self) -> bool {
+        self.shutdown.get().is_some_and(|t| t.is_cancelled())
+    }
 }
 
-/// The end of one attempt, with what it still had to log.
-pub(crate) struct FinishWrite {
-    pub fence: Fence,
-    pub finish: Finish,
-    pub logs: Vec<LogLine>,
-    /// Applied with a completion only.
-    pub effects: Vec<StateEffect>,
-    pub target: String,
-    pub family: String,
-    pub duration_secs: f64,
-    pub has_resource: bool,
-}
+pub(crate) type Answer = Result<WorkerWritten, StoreError>;
 
-#[derive(Debug)]
-pub(crate) enum Written {
-    Done,
-    Claimed {
-        ops: Vec<Operation>,
-        cancels: Vec<Fence>,
-    },
-    Beat {
-        lost: Vec<Fence>,
-        cancels: Vec<Fence>,
-    },
-    Cancels(Vec<Fence>),
-    /// Whether the fenced finish applied, and the slot's next operation.
-    Finished {
-        applied: bool,
-        next: Option<Box<Operation>>,
-    },
-    /// Whether a fenced write applied.
-    Applied(bool),
+/// A write's answer, to await (or drop).
+pub(crate) type Pending = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// A claim that may wait for work: when nothing is claimable, a remote
+/// store holds the answer up to `secs` for work or a cancel request of an
+/// operation not in `stopping`. A local store answers at once (the
+/// worker's wake-up socket tells it when to claim).
+#[derive(Debug, Clone)]
+pub(crate) struct Wait {
+    pub secs: f64,
+    pub stopping: Vec<OperationId>,
 }
 
 const WAKE_API: u8 = 1;
@@ -123,11 +82,28 @@ const WAKE_WORKERS: u8 = 2;
 
 #[derive(Clone)]
 pub(crate) struct Writer {
-    batcher: WriteBatcher<Write, Written>,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Local(WriteBatcher<WorkerWrite, WorkerWritten>),
+    Remote(Arc<Remote>),
+}
+
+type Job = (WorkerWrite, oneshot::Sender<Answer>);
+
+struct Remote {
+    agent: Arc<Agent>,
+    worker: AgentWorker,
+    settings: Settings,
+    queue: mpsc::UnboundedSender<Job>,
 }
 
 impl Writer {
-    pub(crate) fn spawn(
+    /// The writer of a worker beside the database; `waker` wakes other
+    /// processes after its commits.
+    pub(crate) fn local(
         store: &Store,
         settings: Settings,
         waker: Arc<Waker>,
@@ -138,7 +114,19 @@ impl Writer {
             store,
             "opsqueue-worker-writer",
             MAX_BATCH,
-            move |tx, requests: &[Write]| apply(tx, &settings, requests, &flags),
+            move |tx, requests: &[WorkerWrite]| {
+                let session = WorkerSession {
+                    worker: &settings.registration,
+                    log_cap: settings.log_cap,
+                    stopping: settings.stopping(),
+                };
+                let mut woken = Woken::default();
+                let answers = worker_batch_apply(tx, &session, requests, &mut woken)?;
+                let due = if woken.api { WAKE_API } else { 0 }
+                    | if woken.workers { WAKE_WORKERS } else { 0 };
+                flags.fetch_or(due, Ordering::SeqCst);
+                Ok(answers)
+            },
             move |_| {
                 let due = wake.swap(0, Ordering::SeqCst);
                 if due & WAKE_API != 0 {
@@ -149,180 +137,138 @@ impl Writer {
                 }
             },
         )?;
-        Ok(Self { batcher })
+        Ok(Self {
+            backend: Backend::Local(batcher),
+        })
+    }
+
+    /// The writer of a remote worker: batches go to the API. Must be
+    /// called inside a tokio runtime.
+    pub(crate) fn remote(agent: Arc<Agent>, settings: Settings) -> Self {
+        let (queue, jobs) = mpsc::unbounded_channel();
+        let remote = Arc::new(Remote {
+            agent,
+            worker: AgentWorker::from_registration(&settings.registration),
+            settings,
+            queue,
+        });
+        tokio::spawn(send_batches(remote.clone(), jobs));
+        Self {
+            backend: Backend::Remote(remote),
+        }
     }
 
     /// Queues a write and waits for the commit that holds it.
-    pub(crate) async fn submit(&self, write: Write) -> Result<Written, StoreError> {
-        self.batcher.submit(write).await
+    pub(crate) async fn submit(&self, write: WorkerWrite) -> Answer {
+        self.send_now(write).await
     }
 
     /// Queues a write now (so it is ordered before anything queued later)
-    /// and returns a future of its answer, which may be dropped.
-    pub(crate) fn send_now(&self, write: Write) -> Submitted {
-        let batcher = self.batcher.clone();
-        let mut answer: Pin<Box<dyn Future<Output = _> + Send>> =
-            Box::pin(async move { batcher.submit(write).await });
-        // The batcher sends on the first poll, before it waits.
-        let mut cx = TaskContext::from_waker(std::task::Waker::noop());
-        match answer.as_mut().poll(&mut cx) {
-            Poll::Ready(result) => Submitted(Err(Some(result))),
-            Poll::Pending => Submitted(Ok(answer)),
+    /// and returns the future of its answer, which may be dropped.
+    pub(crate) fn send_now(&self, write: WorkerWrite) -> Pending {
+        match &self.backend {
+            Backend::Local(batcher) => Box::pin(batcher.queue(write)),
+            Backend::Remote(remote) => {
+                let (reply, answer) = oneshot::channel();
+                let sent = remote.queue.send((write, reply));
+                Box::pin(async move {
+                    if sent.is_err() {
+                        return Err(StoreError::Remote("the writer task has stopped".into()));
+                    }
+                    answer.await.map_err(|_| {
+                        StoreError::Remote("the writer task dropped a request".into())
+                    })?
+                })
+            }
+        }
+    }
+
+    /// Claims up to `limit` operations (with `cancels`, also reads cancel
+    /// requests); with `wait`, a remote store may hold the answer until
+    /// there is something to say (see [`Wait`]).
+    pub(crate) fn claim(&self, limit: usize, cancels: bool, wait: Option<Wait>) -> Pending {
+        match (&self.backend, wait) {
+            (Backend::Remote(remote), Some(wait)) => {
+                let remote = remote.clone();
+                Box::pin(async move {
+                    let claim = AgentClaim {
+                        worker: remote.worker.clone(),
+                        limit,
+                        stopping: wait.stopping,
+                        wait_secs: wait.secs,
+                    };
+                    remote.agent.claim(&claim).await
+                })
+            }
+            _ => self.send_now(WorkerWrite::Claim { limit, cancels }),
+        }
+    }
+
+    /// Whether claims wait for work at the store (remote) rather than on
+    /// wake-up datagrams (local).
+    pub(crate) fn claims_wait(&self) -> bool {
+        matches!(self.backend, Backend::Remote(_))
+    }
+
+    /// Tells a remote store this worker is stopping, so that a waiting
+    /// claim answers at once; nothing to do locally.
+    pub(crate) async fn stopping(&self) {
+        if let Backend::Remote(remote) = &self.backend {
+            let batch = AgentBatch {
+                worker: remote.worker.clone(),
+                writes: Vec::new(),
+                stopping: true,
+            };
+            if let Err(e) = remote.agent.writes(&batch).await {
+                tracing::warn!(error = %e, "cannot tell the API this worker is stopping");
+            }
         }
     }
 }
 
-type Answer = Result<Written, StoreError>;
-
-/// A write already queued; await it for the answer.
-pub(crate) struct Submitted(Result<Pin<Box<dyn Future<Output = Answer> + Send>>, Option<Answer>>);
-
-impl Future for Submitted {
-    type Output = Answer;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Answer> {
-        match &mut self.0 {
-            Ok(answer) => answer.as_mut().poll(cx),
-            Err(ready) => Poll::Ready(
-                ready
-                    .take()
-                    .unwrap_or_else(|| Err(StoreError::Task("answer taken twice".into()))),
-            ),
+/// The remote backend's loop: one batch in flight at a time, holding
+/// whatever queued up while the previous one was on its way.
+async fn send_batches(remote: Arc<Remote>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
         }
-    }
-}
-
-fn tally(counters: &mut Counters, done: &FinishWrite) {
-    let family = family_label(&done.family);
-    match &done.finish {
-        Finish::Completed { .. } => counters.add(names::COMPLETED, &family, 1.0),
-        Finish::Failed { error } => counters.add(
-            names::FAILED,
-            &format!("{family},code=\"{}\"", label_value(&error.code)),
-            1.0,
-        ),
-        Finish::Cancelled { .. } => counters.add(names::CANCELLED, &family, 1.0),
-        Finish::Retry { .. } => counters.add(names::RETRIED, &family, 1.0),
-        Finish::Released => return,
-    }
-    counters.observe_duration(&done.family, done.duration_secs);
-}
-
-fn claim(
-    tx: &Transaction,
-    worker: &NewWorker,
-    limit: usize,
-    now: time::Timestamp,
-    lease_until: time::Timestamp,
-    counters: &mut Counters,
-) -> Result<Vec<Operation>, StoreError> {
-    let ops = operation_claim(
-        tx,
-        &ClaimRequest {
-            worker_id: &worker.id,
-            targets: &worker.targets,
-            sources: worker.sources.as_deref(),
-            limit,
-            now,
-            lease_until,
-        },
-    )?;
-    for op in &ops {
-        counters.add(names::CLAIMED, &family_label(op.family()), 1.0);
-    }
-    Ok(ops)
-}
-
-fn apply(
-    tx: &Transaction,
-    settings: &Settings,
-    requests: &[Write],
-    wake: &AtomicU8,
-) -> Result<Vec<Written>, StoreError> {
-    let now = time::now();
-    let lease_until = time::add_secs(now, settings.lease.as_secs_f64());
-    let worker = &settings.registration;
-    let mut counters = Counters::default();
-    let mut answers = Vec::with_capacity(requests.len());
-    // Finishes that want their slot's next operation: one claim for all of
-    // them, after every finish of the batch (so freed resources count).
-    let mut wanting = Vec::new();
-    for request in requests {
-        let answer = match request {
-            Write::Register => {
-                worker_register(tx, worker, now)?;
-                Written::Done
-            }
-            Write::Stop => {
-                worker_stop(tx, &worker.id, now)?;
-                Written::Done
-            }
-            Write::Claim { limit, cancels } => {
-                let ops = claim(tx, worker, *limit, now, lease_until, &mut counters)?;
-                let cancels = if *cancels {
-                    operation_cancel_requests(tx, &worker.id)?
-                } else {
-                    Vec::new()
-                };
-                Written::Claimed { ops, cancels }
-            }
-            Write::Heartbeat { fences } => {
-                if !worker_heartbeat(tx, &worker.id, now)? {
-                    tracing::warn!(worker = %worker.id, "the worker row was gone or marked stopped; registering again");
-                    worker_register(tx, worker, now)?;
-                }
-                let lost = operation_heartbeat(tx, fences, lease_until, now)?;
-                let cancels = operation_cancel_requests(tx, &worker.id)?;
-                Written::Beat { lost, cancels }
-            }
-            Write::CancelRequests => Written::Cancels(operation_cancel_requests(tx, &worker.id)?),
-            Write::Finish { done, claim_next } => {
-                if !done.logs.is_empty() {
-                    operation_log_append(tx, &done.fence, &done.logs, settings.log_cap)?;
-                }
-                let applied = operation_finish(tx, &done.fence, &done.finish, now)?;
-                if applied {
-                    if !done.effects.is_empty() {
-                        state_apply(tx, &done.target, done.fence.id, &done.effects, now)?;
-                    }
-                    tally(&mut counters, done);
-                    let mut due = 0;
-                    if done.finish.status().is_terminal() {
-                        due |= WAKE_API;
-                    }
-                    if done.has_resource || done.finish == Finish::Released {
-                        due |= WAKE_WORKERS;
-                    }
-                    wake.fetch_or(due, Ordering::SeqCst);
-                }
-                let stopping = settings.shutdown.get().is_some_and(|t| t.is_cancelled());
-                if *claim_next && !stopping {
-                    wanting.push(answers.len());
-                }
-                Written::Finished {
-                    applied,
-                    next: None,
-                }
-            }
-            Write::Log { fence, lines } => {
-                Written::Applied(operation_log_append(tx, fence, lines, settings.log_cap)?)
-            }
-            Write::Progress { fence, progress } => {
-                Written::Applied(operation_progress(tx, fence, progress, now)?)
-            }
+        let (writes, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let batch = AgentBatch {
+            worker: remote.worker.clone(),
+            writes,
+            stopping: remote.settings.stopping(),
         };
-        answers.push(answer);
-    }
-    if !wanting.is_empty() {
-        let ops = claim(tx, worker, wanting.len(), now, lease_until, &mut counters)?;
-        for (index, op) in wanting.into_iter().zip(ops) {
-            if let Written::Finished { next, .. } = &mut answers[index] {
-                *next = Some(Box::new(op));
+        match remote.agent.writes(&batch).await {
+            Ok(answers) => {
+                for ((reply, write), answer) in
+                    replies.into_iter().zip(&batch.writes).zip(answers.answers)
+                {
+                    if let (Some(code), Some(fence)) = (&answer.code, write.fence()) {
+                        tracing::warn!(
+                            operation = %fence.id,
+                            attempt = fence.attempt,
+                            status = answer.status,
+                            code,
+                            "the API refused a write about the operation: its claim no longer holds"
+                        );
+                    }
+                    let _ = reply.send(Ok(answer.answer));
+                }
+            }
+            Err(e) => {
+                let message = match e {
+                    StoreError::Remote(message) => message,
+                    other => other.to_string(),
+                };
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Remote(message.clone())));
+                }
             }
         }
     }
-    if !counters.is_empty() {
-        counters_apply(tx, &counters)?;
-    }
-    Ok(answers)
 }

@@ -1,14 +1,17 @@
 //! The hand-written routes, one module per resource (operations,
-//! schedules, workers, probes, Proxmox nodes and history), and the one list
+//! schedules, workers, targets, the agent protocol, probes, Proxmox nodes
+//! and history), and the one list
 //! that both registers and documents them ([`hand_written!`]): a handler
 //! named there is served and appears in the OpenAPI document, from its own
 //! `#[utoipa::path]`. The families' typed routes are data (see `typed.rs`).
 
+pub mod agent;
 pub mod health;
 pub mod operations;
 pub mod pocketbase;
 pub mod proxmox;
 pub mod schedules;
+pub mod targets;
 pub mod workers;
 pub mod workflows;
 
@@ -52,6 +55,12 @@ hand_written!(
     workflows::get_workflow,
     workflows::cancel_workflow,
     workflows::retry_workflow,
+    targets::list_targets,
+    targets::get_target,
+    targets::describe_target,
+    agent::agent_writes,
+    agent::agent_claim,
+    agent::agent_managed,
     proxmox::create_node,
     proxmox::list_nodes,
     proxmox::get_node,

@@ -10,13 +10,18 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
+use opsqueue_shared::store::TargetStatus;
+use opsqueue_shared::store::rusqlite::Connection;
 use opsqueue_shared::store::{
     Cancel, Counters, ListFilter, LogEntry, Retry, counters_apply, family_label, names,
     operation_cancel, operation_get, operation_list, operation_log_list, operation_log_note,
-    operation_retry,
+    operation_retry, target_online,
 };
+use opsqueue_shared::time::Timestamp;
 use opsqueue_shared::wake::Role;
-use opsqueue_shared::{Operation, OperationId, Status};
+use opsqueue_shared::{Operation, OperationId, Status, StoreError};
+
+type StoreResult<T> = Result<T, StoreError>;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -82,7 +87,7 @@ pub struct GetQuery {
     tag = "operations",
     params(("id" = String, Path, description = "Operation id (UUID)"), GetQuery),
     responses(
-        (status = 200, description = "The operation (terminal, or as it was when the wait ended)", body = Operation),
+        (status = 200, description = "The operation (terminal, or as it was when the wait ended), with `target_status`", body = OperationView),
         (status = 400, description = "Malformed id or query", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such operation", body = Problem, content_type = "application/problem+json"),
     ),
@@ -98,7 +103,29 @@ pub async fn get_operation(
     let operation = wait_until_terminal(&state.store, &state.notifier, id, wait, &state.stopping)
         .await?
         .ok_or_else(|| not_found(id))?;
-    Ok(HttpResponse::Ok().json(operation))
+    let target = operation.target.clone();
+    let online = state
+        .store
+        .call(move |s| s.read(|c| target_online(c, &target, opsqueue_shared::time::now())))
+        .await?;
+    Ok(HttpResponse::Ok().json(OperationView {
+        operation,
+        target_status: if online {
+            TargetStatus::Online
+        } else {
+            TargetStatus::Offline
+        },
+    }))
+}
+
+/// An operation, and whether anything can run it now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperationView {
+    #[serde(flatten)]
+    pub operation: Operation,
+    /// `online` while a worker serving its target heartbeats within its
+    /// lease; else `offline` (a pending operation then waits for one).
+    pub target_status: TargetStatus,
 }
 
 fn not_found(id: OperationId) -> ApiError {
@@ -286,41 +313,9 @@ pub async fn cancel_operation(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = operation_id(&id)?;
-    let note = format!(
-        "cancel requested through the API with key {:?}",
-        caller.key().name
-    );
-    let cap = state.config.database.log_cap_bytes;
-    let outcome = state
-        .store
-        .call(move |s| {
-            s.write(|tx| {
-                let now = opsqueue_shared::time::now();
-                let outcome = operation_cancel(tx, id, now)?;
-                match &outcome {
-                    Cancel::Cancelled(op) => {
-                        let mut counters = Counters::default();
-                        counters.add(names::CANCELLED, &family_label(op.family()), 1.0);
-                        counters_apply(tx, &counters)?;
-                    }
-                    Cancel::Requested(_) => operation_log_note(tx, id, &note, now, cap)?,
-                    Cancel::Terminal(_) | Cancel::NotFound => {}
-                }
-                Ok(outcome)
-            })
-        })
-        .await?;
+    let outcome = cancel_with(&state, &caller, id, operation_cancel).await?;
     match outcome {
-        Cancel::Cancelled(op) => {
-            // Its resource may be free now; long-polls may be waiting on it.
-            state.waker.wake(Role::Worker);
-            state.waker.wake(Role::Api);
-            Ok(accepted_operation(&op))
-        }
-        Cancel::Requested(op) => {
-            state.waker.wake(Role::Worker);
-            Ok(accepted_operation(&op))
-        }
+        Cancel::Cancelled(op) | Cancel::Requested(op) => Ok(accepted_operation(&op)),
         Cancel::Terminal(op) => Err(ApiError::NotCancellable(format!(
             "operation {id} already ended {}",
             op.status
@@ -348,26 +343,9 @@ pub async fn retry_operation(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = operation_id(&id)?;
-    let note = format!("retried through the API with key {:?}", caller.key().name);
-    let cap = state.config.database.log_cap_bytes;
-    let outcome = state
-        .store
-        .call(move |s| {
-            s.write(|tx| {
-                let now = opsqueue_shared::time::now();
-                let outcome = operation_retry(tx, id, now)?;
-                if let Retry::Requeued(_) = outcome {
-                    operation_log_note(tx, id, &note, now, cap)?;
-                }
-                Ok(outcome)
-            })
-        })
-        .await?;
+    let outcome = retry_with(&state, &caller, id, operation_retry).await?;
     match outcome {
-        Retry::Requeued(op) => {
-            state.waker.wake(Role::Worker);
-            Ok(accepted_operation(&op))
-        }
+        Retry::Requeued(op) => Ok(accepted_operation(&op)),
         Retry::NotRetryable(op) => Err(ApiError::NotRetryable(match op.parent_id {
             Some(workflow) => format!(
                 "operation {id} is a step of workflow {workflow}: retry the workflow \
@@ -380,4 +358,74 @@ pub async fn retry_operation(
         })),
         Retry::NotFound => Err(not_found(id)),
     }
+}
+
+/// Cancels `id` with `cancel` in one write transaction, with a note in its
+/// log (a running one's) or the counter (an ended one's), then wakes the
+/// workers (a resource may be free, a worker must stop something) and the
+/// API processes (long-polls may wait on it).
+pub(crate) async fn cancel_with(
+    state: &AppState,
+    caller: &Caller,
+    id: OperationId,
+    cancel: impl Fn(&Connection, OperationId, Timestamp) -> StoreResult<Cancel> + Send + 'static,
+) -> Result<Cancel, ApiError> {
+    let note = format!(
+        "cancel requested through the API with key {:?}",
+        caller.key().name
+    );
+    let cap = state.config.database.log_cap_bytes;
+    let outcome = state
+        .store
+        .call(move |s| {
+            s.write(|tx| {
+                let now = opsqueue_shared::time::now();
+                let outcome = cancel(tx, id, now)?;
+                match &outcome {
+                    Cancel::Cancelled(op) => {
+                        let mut counters = Counters::default();
+                        counters.add(names::CANCELLED, &family_label(op.family()), 1.0);
+                        counters_apply(tx, &counters)?;
+                    }
+                    Cancel::Requested(_) => operation_log_note(tx, id, &note, now, cap)?,
+                    Cancel::Terminal(_) | Cancel::NotFound => {}
+                }
+                Ok(outcome)
+            })
+        })
+        .await?;
+    if let Cancel::Cancelled(_) | Cancel::Requested(_) = outcome {
+        state.waker.wake(Role::Worker);
+        state.waker.wake(Role::Api);
+    }
+    Ok(outcome)
+}
+
+/// Retries `id` with `retry` in one write transaction, with a note in its
+/// log, then wakes the workers.
+pub(crate) async fn retry_with(
+    state: &AppState,
+    caller: &Caller,
+    id: OperationId,
+    retry: impl Fn(&Connection, OperationId, Timestamp) -> StoreResult<Retry> + Send + 'static,
+) -> Result<Retry, ApiError> {
+    let note = format!("retried through the API with key {:?}", caller.key().name);
+    let cap = state.config.database.log_cap_bytes;
+    let outcome = state
+        .store
+        .call(move |s| {
+            s.write(|tx| {
+                let now = opsqueue_shared::time::now();
+                let outcome = retry(tx, id, now)?;
+                if let Retry::Requeued(_) = outcome {
+                    operation_log_note(tx, id, &note, now, cap)?;
+                }
+                Ok(outcome)
+            })
+        })
+        .await?;
+    if let Retry::Requeued(_) = outcome {
+        state.waker.wake(Role::Worker);
+    }
+    Ok(outcome)
 }

@@ -15,8 +15,8 @@ use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use opsqueue_shared::store::{
     Cancel, Counters, Inserted, ListFilter, Retry, WorkflowSummary, WorkflowView, counters_apply,
-    family_label, names, operation_list, operation_log_note, workflow_cancel, workflow_get,
-    workflow_insert, workflow_retry, workflow_summaries,
+    family_label, names, operation_list, workflow_cancel, workflow_get, workflow_insert,
+    workflow_retry, workflow_summaries,
 };
 use opsqueue_shared::wake::Role;
 use opsqueue_shared::workflow::{WORKFLOW_KIND, WorkflowBody, WorkflowRequest};
@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
+use super::operations::{cancel_with, retry_with};
 use crate::auth::Caller;
 use crate::enqueue::{
     IDEMPOTENT_REPLAYED_HEADER, idempotency_key, idempotency_key_header, resolve_source,
@@ -37,6 +38,13 @@ use crate::state::AppState;
 /// Where a workflow is read.
 pub fn workflow_location(id: OperationId) -> String {
     format!("/api/v1/workflows/{id}")
+}
+
+async fn read_view(state: &AppState, id: OperationId) -> Result<Option<WorkflowView>, ApiError> {
+    Ok(state
+        .store
+        .call(move |s| s.read(|c| workflow_get(c, id)))
+        .await?)
 }
 
 fn not_found(id: OperationId) -> ApiError {
@@ -183,11 +191,7 @@ pub async fn get_workflow(
     if !wait.is_zero() {
         wait_until_terminal(&state.store, &state.notifier, id, wait, &state.stopping).await?;
     }
-    let view = state
-        .store
-        .call(move |s| s.read(|c| workflow_get(c, id)))
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let view = read_view(&state, id).await?.ok_or_else(|| not_found(id))?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -288,28 +292,13 @@ pub async fn cancel_workflow(
 ) -> Result<HttpResponse, ApiError> {
     let id = operation_id(&id)?;
     let compensate = body.and_then(|b| b.compensate).unwrap_or(true);
-    let note = format!(
-        "workflow cancel requested through the API with key {:?}",
-        caller.key().name
-    );
-    let cap = state.config.database.log_cap_bytes;
-    let (outcome, view) = state
-        .store
-        .call(move |s| {
-            s.write(|tx| {
-                let now = opsqueue_shared::time::now();
-                let outcome = workflow_cancel(tx, id, compensate, now)?;
-                if let Cancel::Requested(_) | Cancel::Cancelled(_) = &outcome {
-                    operation_log_note(tx, id, &note, now, cap)?;
-                }
-                Ok((outcome, workflow_get(tx, id)?))
-            })
-        })
-        .await?;
+    let outcome = cancel_with(&state, &caller, id, move |tx, id, now| {
+        workflow_cancel(tx, id, compensate, now)
+    })
+    .await?;
+    let view = read_view(&state, id).await?;
     match (outcome, view) {
         (Cancel::Cancelled(_) | Cancel::Requested(_), Some(view)) => {
-            state.waker.wake(Role::Worker);
-            state.waker.wake(Role::Api);
             Ok(HttpResponse::Accepted().json(view))
         }
         (Cancel::Terminal(op), _) => Err(ApiError::NotCancellable(format!(
@@ -340,29 +329,10 @@ pub async fn retry_workflow(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = operation_id(&id)?;
-    let note = format!(
-        "workflow retried through the API with key {:?}",
-        caller.key().name
-    );
-    let cap = state.config.database.log_cap_bytes;
-    let (outcome, view) = state
-        .store
-        .call(move |s| {
-            s.write(|tx| {
-                let now = opsqueue_shared::time::now();
-                let outcome = workflow_retry(tx, id, now)?;
-                if let Retry::Requeued(_) = outcome {
-                    operation_log_note(tx, id, &note, now, cap)?;
-                }
-                Ok((outcome, workflow_get(tx, id)?))
-            })
-        })
-        .await?;
+    let outcome = retry_with(&state, &caller, id, workflow_retry).await?;
+    let view = read_view(&state, id).await?;
     match (outcome, view) {
-        (Retry::Requeued(_), Some(view)) => {
-            state.waker.wake(Role::Worker);
-            Ok(HttpResponse::Accepted().json(view))
-        }
+        (Retry::Requeued(_), Some(view)) => Ok(HttpResponse::Accepted().json(view)),
         (Retry::NotRetryable(op), Some(_)) => Err(ApiError::NotRetryable(format!(
             "workflow {id} is {}; only failed or cancelled workflows can be retried",
             op.status

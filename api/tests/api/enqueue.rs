@@ -28,7 +28,10 @@ async fn an_accepted_operation_answers_202_with_location_and_retry_after_and_is_
     assert_eq!(operation["priority"], 2);
 
     assert_eq!(app.count_operations(), 1);
-    let stored = app.operation(&id_of(&operation)).await;
+    let mut stored = app.operation(&id_of(&operation)).await;
+    // A read also says whether anything serves the target (no worker here).
+    assert_eq!(stored["target_status"], "offline");
+    stored.as_object_mut().unwrap().remove("target_status");
     assert_eq!(stored, operation);
     let read = app.get(&location).await;
     assert_eq!(read.status(), StatusCode::OK);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use opsqueue_api::Application;
 use opsqueue_shared::config::RateLimitConfig;
 use opsqueue_shared::store::{
-    ApiKey, ClaimRequest, Finish, Scope, api_key_insert, operation_claim, operation_finish,
+    ApiKey, ClaimRequest, Finish, NewKey, Scope, api_key_insert, operation_claim, operation_finish,
     token_generate,
 };
 use opsqueue_shared::wake::{Role, Waker};
@@ -60,17 +60,14 @@ pub fn make_key(
     source: Option<&str>,
 ) -> (ApiKey, String) {
     let token = token_generate();
+    let new = NewKey {
+        name,
+        scopes,
+        source,
+        ..Default::default()
+    };
     let key = store
-        .write(|tx| {
-            api_key_insert(
-                tx,
-                name,
-                scopes,
-                source,
-                &token,
-                opsqueue_shared::time::now(),
-            )
-        })
+        .write(|tx| api_key_insert(tx, &new, &token, opsqueue_shared::time::now()))
         .unwrap();
     (key, token)
 }

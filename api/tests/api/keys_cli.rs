@@ -84,3 +84,43 @@ async fn keys_are_created_listed_and_revoked_with_the_binary() {
     assert!(!again.status.success(), "nothing left to revoke");
     shutdown.cancel();
 }
+
+#[test]
+fn an_agent_key_is_bound_to_its_targets_and_holds_no_other_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = test_config(dir.path()).database.path;
+    let created = stdout(&keys(
+        &database,
+        &[
+            "create", "--name", "web-2", "--scope", "agent", "--target", "web-2", "--target",
+            "web-3",
+        ],
+    ));
+    assert!(created.contains("targets web-2,web-3"), "{created}");
+    let token = created.lines().last().unwrap().trim();
+    let store = Store::open(&test_config(dir.path()).database).unwrap();
+    let key = store
+        .read(|c| api_key_find(c, token))
+        .unwrap()
+        .expect("the key is stored");
+    assert_eq!(key.scopes, [Scope::Agent]);
+    assert_eq!(key.targets, ["web-2", "web-3"]);
+    assert!(key.allows(Scope::Agent) && !key.allows(Scope::Read));
+
+    for (args, why) in [
+        (
+            vec!["--scope", "agent", "--scope", "read", "--target", "a"],
+            "stands alone",
+        ),
+        (vec!["--scope", "agent"], "needs the targets"),
+        (vec!["--scope", "write", "--target", "a"], "for agent keys"),
+        (vec!["--scope", "agent", "--target=-rf"], "--target"),
+    ] {
+        let mut all = vec!["create", "--name", "refused"];
+        all.extend(args.iter().copied());
+        let out = keys(&database, &all);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
+}

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod agent;
 mod auth;
 mod enqueue;
 mod keys_cli;

@@ -304,6 +304,8 @@ fn test_worker(id: &str) -> NewWorker {
         targets: vec!["local".into()],
         sources: None,
         concurrency: 4,
+        lease_secs: 30,
+        agent_key_id: None,
     }
 }
 
@@ -318,7 +320,7 @@ async fn running_workers_are_listed_and_make_the_api_ready() {
     );
 
     app.store
-        .write(|tx| worker_register(tx, &test_worker("w-1"), opsqueue_shared::time::now()))
+        .write(|tx| worker_register(tx, &test_worker("w-1"), None, opsqueue_shared::time::now()))
         .unwrap();
 
     let listed: Value = app.get("/api/v1/workers").await.json().await.unwrap();
@@ -336,7 +338,7 @@ async fn a_stale_worker_heartbeat_makes_the_api_not_ready_until_the_worker_beats
     let app = spawn_app().await;
     let ten_minutes_ago = opsqueue_shared::time::now() - chrono::Duration::minutes(10);
     app.store
-        .write(|tx| worker_register(tx, &test_worker("w-stale"), ten_minutes_ago))
+        .write(|tx| worker_register(tx, &test_worker("w-stale"), None, ten_minutes_ago))
         .unwrap();
 
     let stale = app.get("/ready").await;
@@ -351,7 +353,7 @@ async fn a_stale_worker_heartbeat_makes_the_api_not_ready_until_the_worker_beats
     );
 
     app.store
-        .write(|tx| worker_heartbeat(tx, "w-stale", opsqueue_shared::time::now()))
+        .write(|tx| worker_heartbeat(tx, "w-stale", None, opsqueue_shared::time::now()))
         .unwrap();
     let ready = app.get("/ready").await;
     assert_eq!(ready.status(), StatusCode::OK);

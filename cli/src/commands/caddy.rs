@@ -7,11 +7,11 @@ use serde_json::{Value, json};
 
 use crate::args::CaddyCommand;
 use crate::client::Request;
-use crate::commands::Ctx;
 use crate::commands::fire::{fire, typed};
+use crate::commands::{Ctx, ago, observed, print_list};
 use crate::error::CliError;
 use crate::exit::Exit;
-use crate::output::{age, text};
+use crate::output::text;
 
 pub async fn caddy(ctx: &Ctx, command: CaddyCommand) -> Result<Exit, CliError> {
     match command {
@@ -37,12 +37,7 @@ pub async fn caddy(ctx: &Ctx, command: CaddyCommand) -> Result<Exit, CliError> {
             .await
         }
         CaddyCommand::Ls(args) => {
-            let list = ctx
-                .client
-                .json(
-                    &Request::get(&["caddy", "sites"]).query_opt("target", args.target.as_deref()),
-                )
-                .await?;
+            let list = observed(ctx, &["caddy", "sites"], args.target.as_deref()).await?;
             list_sites(ctx, &list);
             Ok(Exit::Completed)
         }
@@ -50,34 +45,22 @@ pub async fn caddy(ctx: &Ctx, command: CaddyCommand) -> Result<Exit, CliError> {
 }
 
 fn list_sites(ctx: &Ctx, list: &Value) {
-    if ctx.ui.json() {
-        ctx.ui.print_json(list);
-        return;
-    }
-    let items = list["items"].as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
-        eprintln!("no sites observed (`opsqueue run caddy.list --wait` observes them)");
-        return;
-    }
-    let mut table = ctx
-        .ui
-        .table(&["DOMAIN", "UPSTREAMS", "MANAGED", "OBSERVED"]);
-    for site in &items {
-        let upstreams = match site["upstreams"].as_array() {
-            Some(list) => list.iter().map(text).collect::<Vec<_>>().join(", "),
-            None => text(&site["managed"]["upstream"]),
-        };
-        let observed = age(&site["observed_at"]);
-        table.add_row(vec![
-            Cell::new(text(&site["domain"])),
-            Cell::new(upstreams),
-            Cell::new(if site["managed"].is_null() { "" } else { "yes" }),
-            Cell::new(if observed.is_empty() {
-                "never".to_owned()
-            } else {
-                format!("{observed} ago")
-            }),
-        ]);
-    }
-    ctx.ui.print_table(table);
+    print_list(
+        ctx,
+        list,
+        "no sites observed (`opsqueue run caddy.list --wait` observes them)",
+        &["DOMAIN", "UPSTREAMS", "MANAGED", "OBSERVED"],
+        |site| {
+            let upstreams = match site["upstreams"].as_array() {
+                Some(list) => list.iter().map(text).collect::<Vec<_>>().join(", "),
+                None => text(&site["managed"]["upstream"]),
+            };
+            vec![
+                Cell::new(text(&site["domain"])),
+                Cell::new(upstreams),
+                Cell::new(if site["managed"].is_null() { "" } else { "yes" }),
+                Cell::new(ago(&site["observed_at"])),
+            ]
+        },
+    );
 }

@@ -1,62 +1,75 @@
 //! `opsqueue targets ls` and `opsqueue schedules ls`.
 //!
-//! Targets: the API has no `GET /api/v1/targets` yet, so the list is made
-//! from `GET /api/v1/workers`: one row per target a running worker serves,
-//! with that worker's heartbeat. `--output json` prints the workers' JSON
-//! as the API sends it. When the targets route lands, this reads it.
+//! Targets: the registry of `GET /api/v1/targets`, one row per target with
+//! its status, the workers serving it (and their drivers), the newest
+//! heartbeat, its pending and running counts and its role. `--output json`
+//! prints the API's JSON.
 
 use comfy_table::Cell;
 use serde_json::Value;
 
 use crate::args::{SchedulesCommand, TargetsCommand};
 use crate::client::Request;
-use crate::commands::Ctx;
+use crate::commands::{Ctx, ago, print_list};
 use crate::error::CliError;
 use crate::exit::Exit;
 use crate::output::{age, text};
 
+/// The texts of a JSON array's items, joined with commas.
+fn joined(values: impl Iterator<Item = String>) -> String {
+    let mut values: Vec<String> = values.filter(|v| !v.is_empty()).collect();
+    values.sort();
+    values.dedup();
+    values.join(",")
+}
+
 pub async fn targets(ctx: &Ctx, command: TargetsCommand) -> Result<Exit, CliError> {
     let TargetsCommand::Ls = command;
-    let workers = ctx.client.json(&Request::get(&["workers"])).await?;
+    let targets = ctx.client.json(&Request::get(&["targets"])).await?;
     if ctx.ui.json() {
-        ctx.ui.print_json(&workers);
+        ctx.ui.print_json(&targets);
         return Ok(Exit::Completed);
     }
-    let mut rows: Vec<(String, &Value)> = Vec::new();
-    for worker in workers["items"].as_array().into_iter().flatten() {
-        for target in worker["targets"].as_array().into_iter().flatten() {
-            rows.push((text(target), worker));
-        }
-    }
-    if rows.is_empty() {
-        eprintln!("no worker is running, so no target is served");
+    let items = targets["items"].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        eprintln!("no target is known yet: no worker served one and no operation names one");
         return Ok(Exit::Completed);
     }
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
     let mut table = ctx.ui.table(&[
         "TARGET",
-        "WORKER",
-        "HOST",
+        "STATUS",
+        "WORKERS",
         "DRIVERS",
-        "SOURCES",
         "HEARTBEAT",
+        "PENDING",
+        "RUNNING",
+        "ROLE",
     ]);
-    for (target, worker) in rows {
-        let sources = match worker["sources"].as_array() {
-            Some(sources) => sources.iter().map(text).collect::<Vec<_>>().join(","),
-            None => "all".to_owned(),
-        };
-        let drivers = worker["drivers"]
-            .as_array()
-            .map(|d| d.iter().map(text).collect::<Vec<_>>().join(","))
+    for target in &items {
+        let agents = target["agents"].as_array().cloned().unwrap_or_default();
+        let workers = joined(agents.iter().map(|a| text(&a["worker_id"])));
+        let drivers = joined(
+            agents
+                .iter()
+                .flat_map(|a| a["drivers"].as_array().cloned().unwrap_or_default())
+                .map(|d| text(&d)),
+        );
+        let newest = agents
+            .iter()
+            .map(|a| &a["heartbeat_at"])
+            .filter_map(|t| t.as_str())
+            .max()
+            .map(|t| format!("{} ago", age(&Value::String(t.to_owned()))))
             .unwrap_or_default();
         table.add_row(vec![
-            Cell::new(target),
-            Cell::new(text(&worker["id"])),
-            Cell::new(text(&worker["host"])),
+            Cell::new(text(&target["name"])),
+            Cell::new(text(&target["status"])),
+            Cell::new(workers),
             Cell::new(drivers),
-            Cell::new(sources),
-            Cell::new(format!("{} ago", age(&worker["heartbeat_at"]))),
+            Cell::new(newest),
+            Cell::new(text(&target["pending"])),
+            Cell::new(text(&target["running"])),
+            Cell::new(text(&target["role"])),
         ]);
     }
     ctx.ui.print_table(table);
@@ -66,33 +79,21 @@ pub async fn targets(ctx: &Ctx, command: TargetsCommand) -> Result<Exit, CliErro
 pub async fn schedules(ctx: &Ctx, command: SchedulesCommand) -> Result<Exit, CliError> {
     let SchedulesCommand::Ls = command;
     let list = ctx.client.json(&Request::get(&["schedules"])).await?;
-    if ctx.ui.json() {
-        ctx.ui.print_json(&list);
-        return Ok(Exit::Completed);
-    }
-    let items = list["items"].as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
-        eprintln!("no schedules");
-        return Ok(Exit::Completed);
-    }
-    let mut table = ctx
-        .ui
-        .table(&["NAME", "CRON", "TYPE", "TARGET", "ENABLED", "LAST FIRED"]);
-    for schedule in &items {
-        let fired = age(&schedule["last_fire_at"]);
-        table.add_row(vec![
-            Cell::new(text(&schedule["name"])),
-            Cell::new(text(&schedule["cron"])),
-            Cell::new(text(&schedule["type"])),
-            Cell::new(text(&schedule["target"])),
-            Cell::new(text(&schedule["enabled"])),
-            Cell::new(if fired.is_empty() {
-                "never".to_owned()
-            } else {
-                format!("{fired} ago")
-            }),
-        ]);
-    }
-    ctx.ui.print_table(table);
+    print_list(
+        ctx,
+        &list,
+        "no schedules",
+        &["NAME", "CRON", "TYPE", "TARGET", "ENABLED", "LAST FIRED"],
+        |schedule| {
+            vec![
+                Cell::new(text(&schedule["name"])),
+                Cell::new(text(&schedule["cron"])),
+                Cell::new(text(&schedule["type"])),
+                Cell::new(text(&schedule["target"])),
+                Cell::new(text(&schedule["enabled"])),
+                Cell::new(ago(&schedule["last_fire_at"])),
+            ]
+        },
+    );
     Ok(Exit::Completed)
 }

@@ -79,6 +79,46 @@ fn completions(shell: CompletionShell) -> Exit {
     Exit::Completed
 }
 
+/// A typed route's observed read (`GET /api/v1/<segments…>?target=`).
+async fn observed(ctx: &Ctx, segments: &[&str], target: Option<&str>) -> Result<Value, CliError> {
+    ctx.client
+        .json(&crate::client::Request::get(segments).query_opt("target", target))
+        .await
+}
+
+/// A list answer (`{items: […]}`) as a table: its JSON with `--output
+/// json`, `empty` on stderr when it has no items, else one row per item.
+fn print_list(
+    ctx: &Ctx,
+    list: &Value,
+    empty: &str,
+    header: &[&str],
+    row: impl Fn(&Value) -> Vec<comfy_table::Cell>,
+) {
+    if ctx.ui.json() {
+        ctx.ui.print_json(list);
+        return;
+    }
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        eprintln!("{empty}");
+        return;
+    }
+    let mut table = ctx.ui.table(header);
+    for item in &items {
+        table.add_row(row(item));
+    }
+    ctx.ui.print_table(table);
+}
+
+/// `5m ago`, or `never` for a time not set.
+fn ago(value: &Value) -> String {
+    match crate::output::age(value) {
+        age if age.is_empty() => "never".to_owned(),
+        age => format!("{age} ago"),
+    }
+}
+
 /// An object's fields as `key: value` lines (nested values as compact
 /// JSON), or the object itself with `--output json`.
 fn print_object(ui: &Ui, value: &Value) {

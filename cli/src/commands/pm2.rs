@@ -9,11 +9,11 @@ use serde_json::{Value, json};
 use crate::args::{OnName, Pm2Command};
 use crate::client::Request;
 use crate::commands::fire::{fire, fire_for_result, typed};
-use crate::commands::{Ctx, print_object};
+use crate::commands::{Ctx, ago, observed, print_list, print_object};
 use crate::error::CliError;
 use crate::exit::Exit;
 use crate::fields::object;
-use crate::output::{age, text};
+use crate::output::text;
 
 pub async fn pm2(ctx: &Ctx, command: Pm2Command) -> Result<Exit, CliError> {
     match command {
@@ -64,24 +64,12 @@ pub async fn pm2(ctx: &Ctx, command: Pm2Command) -> Result<Exit, CliError> {
             Ok(Exit::Completed)
         }
         Pm2Command::Ls(args) => {
-            let list = ctx
-                .client
-                .json(
-                    &Request::get(&["pm2", "processes"])
-                        .query_opt("target", args.target.as_deref()),
-                )
-                .await?;
+            let list = observed(ctx, &["pm2", "processes"], args.target.as_deref()).await?;
             list_apps(ctx, &list);
             Ok(Exit::Completed)
         }
         Pm2Command::Get { name, target } => {
-            let app = ctx
-                .client
-                .json(
-                    &Request::get(&["pm2", "processes", &name])
-                        .query_opt("target", target.as_deref()),
-                )
-                .await?;
+            let app = observed(ctx, &["pm2", "processes", &name], target.as_deref()).await?;
             print_object(&ctx.ui, &app);
             Ok(Exit::Completed)
         }
@@ -94,38 +82,33 @@ async fn verb(ctx: &Ctx, on: OnName, verb: &str) -> Result<Exit, CliError> {
 }
 
 fn list_apps(ctx: &Ctx, list: &Value) {
-    if ctx.ui.json() {
-        ctx.ui.print_json(list);
-        return;
-    }
-    let items = list["items"].as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
-        eprintln!("no apps observed (`opsqueue run pm2.list --wait` observes them)");
-        return;
-    }
-    let mut table = ctx.ui.table(&[
-        "NAME",
-        "STATUS",
-        "MODE",
-        "INSTANCES",
-        "CPU",
-        "MEMORY",
-        "RESTARTS",
-        "OBSERVED",
-    ]);
-    for app in &items {
-        let instances = app["instances"].as_array().cloned().unwrap_or_default();
-        let sum = |key: &str| -> f64 { instances.iter().filter_map(|i| i[key].as_f64()).sum() };
-        table.add_row(vec![
-            Cell::new(text(&app["name"])),
-            ctx.ui.status_cell(&text(&app["status"])),
-            Cell::new(text(&app["exec_mode"])),
-            Cell::new(instances.len()),
-            Cell::new(format!("{:.0}%", sum("cpu_percent"))),
-            Cell::new(format!("{:.0} MiB", sum("memory_bytes") / 1_048_576.0)),
-            Cell::new(sum("restarts") as u64),
-            Cell::new(format!("{} ago", age(&app["observed_at"]))),
-        ]);
-    }
-    ctx.ui.print_table(table);
+    print_list(
+        ctx,
+        list,
+        "no apps observed (`opsqueue run pm2.list --wait` observes them)",
+        &[
+            "NAME",
+            "STATUS",
+            "MODE",
+            "INSTANCES",
+            "CPU",
+            "MEMORY",
+            "RESTARTS",
+            "OBSERVED",
+        ],
+        |app| {
+            let instances = app["instances"].as_array().cloned().unwrap_or_default();
+            let sum = |key: &str| -> f64 { instances.iter().filter_map(|i| i[key].as_f64()).sum() };
+            vec![
+                Cell::new(text(&app["name"])),
+                ctx.ui.status_cell(&text(&app["status"])),
+                Cell::new(text(&app["exec_mode"])),
+                Cell::new(instances.len()),
+                Cell::new(format!("{:.0}%", sum("cpu_percent"))),
+                Cell::new(format!("{:.0} MiB", sum("memory_bytes") / 1_048_576.0)),
+                Cell::new(sum("restarts") as u64),
+                Cell::new(ago(&app["observed_at"])),
+            ]
+        },
+    );
 }

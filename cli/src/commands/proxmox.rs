@@ -9,12 +9,12 @@ use serde_json::{Value, json};
 
 use crate::args::{Guest, ProxmoxCommand};
 use crate::client::Request;
-use crate::commands::Ctx;
 use crate::commands::fire::{fire, typed};
+use crate::commands::{Ctx, ago, print_list};
 use crate::error::{CliError, Problem};
 use crate::exit::Exit;
 use crate::fields::object;
-use crate::output::{age, text};
+use crate::output::text;
 
 pub async fn proxmox(ctx: &Ctx, command: ProxmoxCommand) -> Result<Exit, CliError> {
     match command {
@@ -100,32 +100,20 @@ async fn node_id(ctx: &Ctx, node: &str) -> Result<String, CliError> {
 }
 
 fn list_nodes(ctx: &Ctx, list: &Value) {
-    if ctx.ui.json() {
-        ctx.ui.print_json(list);
-        return;
-    }
-    let items = list["items"].as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
-        eprintln!("no Proxmox node is registered");
-        return;
-    }
-    let mut table = ctx
-        .ui
-        .table(&["NAME", "ID", "HOST", "STATUS", "VERSION", "OBSERVED"]);
-    for node in &items {
-        let observed = age(&node["last_updated"]);
-        table.add_row(vec![
-            Cell::new(text(&node["name"])),
-            Cell::new(text(&node["id"])),
-            Cell::new(text(&node["host"])),
-            Cell::new(text(&node["status"])),
-            Cell::new(text(&node["version"])),
-            Cell::new(if observed.is_empty() {
-                "never".to_owned()
-            } else {
-                format!("{observed} ago")
-            }),
-        ]);
-    }
-    ctx.ui.print_table(table);
+    print_list(
+        ctx,
+        list,
+        "no Proxmox node is registered",
+        &["NAME", "ID", "HOST", "STATUS", "VERSION", "OBSERVED"],
+        |node| {
+            vec![
+                Cell::new(text(&node["name"])),
+                Cell::new(text(&node["id"])),
+                Cell::new(text(&node["host"])),
+                Cell::new(text(&node["status"])),
+                Cell::new(text(&node["version"])),
+                Cell::new(ago(&node["last_updated"])),
+            ]
+        },
+    );
 }

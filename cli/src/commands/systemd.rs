@@ -8,10 +8,10 @@ use serde_json::Value;
 use crate::args::{OnName, SystemdCommand};
 use crate::client::Request;
 use crate::commands::fire::{fire, fire_for_result, typed};
-use crate::commands::{Ctx, print_object};
+use crate::commands::{Ctx, ago, observed, print_list, print_object};
 use crate::error::CliError;
 use crate::exit::Exit;
-use crate::output::{age, text};
+use crate::output::text;
 
 pub async fn systemd(ctx: &Ctx, command: SystemdCommand) -> Result<Exit, CliError> {
     match command {
@@ -47,24 +47,12 @@ pub async fn systemd(ctx: &Ctx, command: SystemdCommand) -> Result<Exit, CliErro
             Ok(Exit::Completed)
         }
         SystemdCommand::Ls(args) => {
-            let list = ctx
-                .client
-                .json(
-                    &Request::get(&["systemd", "units"])
-                        .query_opt("target", args.target.as_deref()),
-                )
-                .await?;
+            let list = observed(ctx, &["systemd", "units"], args.target.as_deref()).await?;
             list_units(ctx, &list);
             Ok(Exit::Completed)
         }
         SystemdCommand::Get { unit, target } => {
-            let found = ctx
-                .client
-                .json(
-                    &Request::get(&["systemd", "units", &unit])
-                        .query_opt("target", target.as_deref()),
-                )
-                .await?;
+            let found = observed(ctx, &["systemd", "units", &unit], target.as_deref()).await?;
             print_object(&ctx.ui, &found);
             Ok(Exit::Completed)
         }
@@ -87,34 +75,22 @@ fn journal_line(line: &Value) -> String {
 }
 
 fn list_units(ctx: &Ctx, list: &Value) {
-    if ctx.ui.json() {
-        ctx.ui.print_json(list);
-        return;
-    }
-    let items = list["items"].as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
-        eprintln!("no units observed (`opsqueue run systemd.refresh --wait` observes them)");
-        return;
-    }
-    let mut table = ctx
-        .ui
-        .table(&["UNIT", "ACTIVE", "SUB", "FILE", "MANAGED", "OBSERVED"]);
-    for unit in &items {
-        let observed = age(&unit["observed_at"]);
-        table.add_row(vec![
-            Cell::new(text(&unit["unit"])),
-            Cell::new(text(&unit["active_state"])),
-            Cell::new(text(&unit["sub_state"])),
-            Cell::new(text(&unit["unit_file_state"])),
-            Cell::new(if unit["managed"].is_null() { "" } else { "yes" }),
-            Cell::new(if observed.is_empty() {
-                "never".to_owned()
-            } else {
-                format!("{observed} ago")
-            }),
-        ]);
-    }
-    ctx.ui.print_table(table);
+    print_list(
+        ctx,
+        list,
+        "no units observed (`opsqueue run systemd.refresh --wait` observes them)",
+        &["UNIT", "ACTIVE", "SUB", "FILE", "MANAGED", "OBSERVED"],
+        |unit| {
+            vec![
+                Cell::new(text(&unit["unit"])),
+                Cell::new(text(&unit["active_state"])),
+                Cell::new(text(&unit["sub_state"])),
+                Cell::new(text(&unit["unit_file_state"])),
+                Cell::new(if unit["managed"].is_null() { "" } else { "yes" }),
+                Cell::new(ago(&unit["observed_at"])),
+            ]
+        },
+    );
 }
 
 #[cfg(test)]

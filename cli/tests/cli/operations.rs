@@ -178,7 +178,7 @@ async fn ops_logs_and_wait_take_ids_of_operations_fired_elsewhere() {
 }
 
 #[test]
-fn targets_ls_shows_the_workers_and_schedules_ls_the_schedules() {
+fn targets_ls_shows_the_registry_and_schedules_ls_the_schedules() {
     let app = spawn_app();
     let deadline = std::time::Instant::now() + opsqueue_tests::DEADLINE;
     let targets = loop {
@@ -192,6 +192,7 @@ fn targets_ls_shows_the_workers_and_schedules_ls_the_schedules() {
     assert!(targets.stdout.starts_with("TARGET"), "{targets:#?}");
     assert!(targets.stdout.contains("local"), "{targets:#?}");
     assert!(targets.stdout.contains("diag"), "{targets:#?}");
+    assert!(targets.stdout.contains("online"), "{targets:#?}");
 
     let schedules = app.run(&["schedules", "ls", "-o", "json"]);
     schedules.expect_code(0);

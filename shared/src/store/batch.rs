@@ -93,13 +93,23 @@ where
 
     /// Queues a request and waits until the transaction holding it committed.
     pub async fn submit(&self, request: Req) -> Result<Resp> {
+        self.queue(request).await
+    }
+
+    /// Queues a request now, so it is ordered before anything queued later,
+    /// and returns the future of its answer (which may be dropped).
+    pub fn queue(&self, request: Req) -> impl Future<Output = Result<Resp>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
-        self.sender
+        let sent = self
+            .sender
             .send((request, reply))
-            .map_err(|_| StoreError::Task("the writer thread has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Task("the writer thread dropped a request".into()))?
+            .map_err(|_| StoreError::Task("the writer thread has stopped".into()));
+        async move {
+            sent?;
+            answer
+                .await
+                .map_err(|_| StoreError::Task("the writer thread dropped a request".into()))?
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! SQL for `api_keys`, and the tokens themselves. A token is `oq_` and 64
 //! hex digits of randomness; only its sha256 is stored (a fast hash is right
 //! for a random 256-bit secret: there is nothing to brute-force). Scopes nest:
-//! `admin` implies `write`, which implies `read`.
+//! `admin` implies `write`, which implies `read`. `agent` stands apart: it
+//! implies nothing and nothing implies it; an agent key is bound to its
+//! targets and runs their work (a worker on another host) and nothing else.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::{Result, time_column};
+use super::{Result, json_column, time_column};
 use crate::operation::hex;
 use crate::time::{Timestamp, to_db};
 
@@ -25,6 +27,9 @@ pub enum Scope {
     Read,
     Write,
     Admin,
+    /// A remote worker's key: claims, heartbeats, logs, progress, finishes
+    /// and observations for its own targets only.
+    Agent,
 }
 
 impl Scope {
@@ -33,6 +38,17 @@ impl Scope {
             Scope::Read => "read",
             Scope::Write => "write",
             Scope::Admin => "admin",
+            Scope::Agent => "agent",
+        }
+    }
+
+    /// Whether holding `self` grants `needed`: read, write and admin nest;
+    /// agent only grants agent.
+    pub fn grants(self, needed: Scope) -> bool {
+        match (self, needed) {
+            (Scope::Agent, Scope::Agent) => true,
+            (Scope::Agent, _) | (_, Scope::Agent) => false,
+            (held, needed) => held >= needed,
         }
     }
 }
@@ -51,8 +67,9 @@ impl FromStr for Scope {
             "read" => Ok(Scope::Read),
             "write" => Ok(Scope::Write),
             "admin" => Ok(Scope::Admin),
+            "agent" => Ok(Scope::Agent),
             other => Err(format!(
-                "unknown scope {other:?}: expected read, write or admin"
+                "unknown scope {other:?}: expected read, write, admin or agent"
             )),
         }
     }
@@ -65,15 +82,27 @@ pub struct ApiKey {
     pub scopes: Vec<Scope>,
     /// Operations made with this key carry this source.
     pub source: Option<String>,
+    /// An agent key's targets (empty for any other key).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
 impl ApiKey {
-    /// Whether the key grants `needed` (scopes nest: admin ⊃ write ⊃ read).
+    /// Whether the key grants `needed` (see [`Scope::grants`]).
     pub fn allows(&self, needed: Scope) -> bool {
-        self.revoked_at.is_none() && self.scopes.iter().any(|s| *s >= needed)
+        self.revoked_at.is_none() && self.scopes.iter().any(|s| s.grants(needed))
+    }
+
+    pub fn is_agent(&self) -> bool {
+        self.scopes.contains(&Scope::Agent)
+    }
+
+    /// Whether this is an agent key bound to `target`.
+    pub fn serves(&self, target: &str) -> bool {
+        self.is_agent() && self.targets.iter().any(|t| t == target)
     }
 }
 
@@ -87,7 +116,7 @@ pub fn token_hash(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 
-const KEY_COLUMNS: &str = "id, name, scopes, source, created_at, last_used_at, revoked_at";
+const KEY_COLUMNS: &str = "id, name, scopes, source, created_at, last_used_at, revoked_at, targets";
 
 fn key_from_row(row: &rusqlite::Row) -> Result<ApiKey> {
     let scopes: String = row.get(2)?;
@@ -102,29 +131,42 @@ fn key_from_row(row: &rusqlite::Row) -> Result<ApiKey> {
         created_at: time_column(Some(row.get(4)?), "created_at")?.expect("some"),
         last_used_at: time_column(row.get(5)?, "last_used_at")?,
         revoked_at: time_column(row.get(6)?, "revoked_at")?,
+        targets: json_column(row.get(7)?, "targets")?.unwrap_or_default(),
     })
+}
+
+/// What a new key may do.
+#[derive(Debug, Clone, Default)]
+pub struct NewKey<'a> {
+    pub name: &'a str,
+    pub scopes: &'a [Scope],
+    /// Operations made with the key carry this source.
+    pub source: Option<&'a str>,
+    /// An agent key's targets.
+    pub targets: &'a [String],
 }
 
 /// Stores a new key for `token` (made by [`token_generate`]).
 pub fn api_key_insert(
     conn: &Connection,
-    name: &str,
-    scopes: &[Scope],
-    source: Option<&str>,
+    key: &NewKey,
     token: &str,
     now: Timestamp,
 ) -> Result<ApiKey> {
-    let scopes_text: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    let scopes_text: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
+    let targets = (!key.targets.is_empty())
+        .then(|| serde_json::to_string(key.targets).expect("strings serialize"));
     let mut stmt = conn.prepare_cached(&format!(
-        "INSERT INTO api_keys (id, name, token_hash, scopes, source, created_at)
-         VALUES (:id, :name, :hash, :scopes, :source, :now) RETURNING {KEY_COLUMNS}"
+        "INSERT INTO api_keys (id, name, token_hash, scopes, source, targets, created_at)
+         VALUES (:id, :name, :hash, :scopes, :source, :targets, :now) RETURNING {KEY_COLUMNS}"
     ))?;
     let mut rows = stmt.query(named_params! {
         ":id": uuid::Uuid::now_v7().to_string(),
-        ":name": name,
+        ":name": key.name,
         ":hash": token_hash(token),
         ":scopes": scopes_text.join(" "),
-        ":source": source,
+        ":source": key.source,
+        ":targets": targets,
         ":now": to_db(now),
     })?;
     key_from_row(rows.next()?.expect("RETURNING gives the row"))

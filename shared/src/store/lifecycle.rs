@@ -114,7 +114,8 @@ pub fn operation_heartbeat(
 }
 
 /// How a running operation ends (or goes back to pending).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
 pub enum Finish {
     Completed {
         result: Value,

@@ -5,14 +5,14 @@
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, named_params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{Result, time_column};
 use crate::operation::{Fence, OperationId};
 use crate::time::{Timestamp, to_db};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
     /// A step message written by the worker or the monitor.
@@ -32,7 +32,7 @@ impl Stream {
 }
 
 /// One line to append.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogLine {
     pub at: DateTime<Utc>,
     pub stream: Stream,

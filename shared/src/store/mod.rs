@@ -24,6 +24,8 @@ mod operations;
 pub mod proxmox;
 mod schedules;
 mod state;
+mod targets;
+mod worker_batch;
 mod workers;
 mod workflows;
 
@@ -42,6 +44,8 @@ pub use logs::*;
 pub use operations::*;
 pub use schedules::*;
 pub use state::*;
+pub use targets::*;
+pub use worker_batch::*;
 pub use workers::*;
 pub use workflows::*;
 
@@ -76,6 +80,9 @@ pub enum StoreError {
     Busy,
     #[error("store task failed: {0}")]
     Task(String),
+    /// A remote worker's store is the API: it did not answer, or refused.
+    #[error("the API: {0}")]
+    Remote(String),
 }
 
 impl StoreError {

@@ -8,7 +8,7 @@
 //! worker's late observation cannot overwrite a newer one.
 
 use rusqlite::{Connection, named_params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Result, json_column, time_column};
@@ -16,7 +16,8 @@ use crate::operation::OperationId;
 use crate::time::{Timestamp, to_db};
 
 /// A change to what opsqueue knows about one kind of host object.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
 pub enum StateEffect {
     /// The complete list of `kind` objects as just observed: replaces every
     /// earlier observation of that kind on this target.
@@ -66,7 +67,7 @@ pub struct Observation {
 }
 
 /// One object opsqueue manages.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManagedObject {
     pub target: String,
     pub family: String,

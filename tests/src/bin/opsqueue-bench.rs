@@ -11,7 +11,8 @@
 //! idle worker; idle CPU and peak RSS of each process; drain with a million
 //! terminal operations of history; workflows (per-step overhead of a
 //! chain, steps/s of many workflows against the plain drain, the enqueue of
-//! a large workflow).
+//! a large workflow); one remote worker over HTTPS on loopback (drain at
+//! concurrency 32, the API's CPU per operation, pickup).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use opsqueue_shared::store::{self, rusqlite};
 use opsqueue_shared::time::{from_db, now};
 use opsqueue_shared::workflow::WorkflowBody;
 use opsqueue_shared::{Action, OperationRequest, Store};
+use opsqueue_tests::fleet::{Agent, self_signed};
 use opsqueue_tests::{Cluster, Proc};
 use serde_json::json;
 
@@ -103,6 +105,8 @@ async fn run(sizes: Sizes, only: Vec<u32>) -> anyhow::Result<()> {
     print_machine(scratch.path());
     let mut raw_full = f64::NAN;
     let mut rss: Vec<(String, u64)> = Vec::new();
+    // The local drain at concurrency 32 (section 3), to compare the remote one with.
+    let mut drain_local_32: Option<f64> = None;
 
     if wants(1) {
         println!("## 1. Raw SQLite limit (same disk, same PRAGMAs, the real `operations` table)\n");
@@ -155,9 +159,16 @@ async fn run(sizes: Sizes, only: Vec<u32>) -> anyhow::Result<()> {
             let runs = if concurrency == 32 { sizes.repeats } else { 1 };
             let mut rates = Vec::new();
             for _ in 0..runs {
-                rates.push(drain(sizes.drain_ops, concurrency, None).await?);
+                rates.push(
+                    drain(sizes.drain_ops, concurrency, None, Mode::Local)
+                        .await?
+                        .rate,
+                );
             }
             let rate = median(&mut rates);
+            if concurrency == 32 {
+                drain_local_32 = Some(rate);
+            }
             println!(
                 "| {concurrency} | {rate:.0} | {:.2} | {} |",
                 rate / raw_full,
@@ -210,7 +221,7 @@ async fn run(sizes: Sizes, only: Vec<u32>) -> anyhow::Result<()> {
             "\n## 5. Pickup latency, idle worker, {} operations one after another\n",
             sizes.pickup_ops
         );
-        let pickup = pickup_latency(sizes.pickup_ops).await?;
+        let pickup = pickup_latency(sizes.pickup_ops, Mode::Local).await?;
         println!("| measure | p50 ms | p99 ms | max ms |\n|---|---|---|---|");
         println!(
             "| accepted (`created_at`) → `started_at` | {:.2} | {:.2} | {:.2} |",
@@ -262,8 +273,12 @@ async fn run(sizes: Sizes, only: Vec<u32>) -> anyhow::Result<()> {
         let template = history_template(scratch.path(), sizes.history_rows)?;
         let (mut empty, mut full) = (Vec::new(), Vec::new());
         for _ in 0..sizes.repeats {
-            empty.push(drain(sizes.drain_ops, 32, None).await?);
-            full.push(drain(sizes.drain_ops, 32, Some(&template)).await?);
+            empty.push(drain(sizes.drain_ops, 32, None, Mode::Local).await?.rate);
+            full.push(
+                drain(sizes.drain_ops, 32, Some(&template), Mode::Local)
+                    .await?
+                    .rate,
+            );
         }
         let (empty_rate, full_rate) = (median(&mut empty), median(&mut full));
         println!(
@@ -294,7 +309,7 @@ async fn run(sizes: Sizes, only: Vec<u32>) -> anyhow::Result<()> {
         let (p50, p99, max) = overhead.gaps;
         println!("| | {p50:.2} | {p99:.2} | {max:.2} |\n");
         let plain_ops = sizes.workflows * 10;
-        let plain = drain(plain_ops, 32, None).await?;
+        let plain = drain(plain_ops, 32, None, Mode::Local).await?.rate;
         let steps = workflow_drain(sizes.workflows).await?;
         println!(
             "| {} workflows of 10 chained steps | steps/s | vs the plain drain of {plain_ops} operations ({plain:.0}/s) |\n|---|---|---|",
@@ -310,6 +325,47 @@ async fn run(sizes: Sizes, only: Vec<u32>) -> anyhow::Result<()> {
             sizes.big_workflow,
             median(&mut enqueue),
             runs_cell(enqueue.iter().copied())
+        );
+    }
+
+    if wants(9) {
+        println!(
+            "\n## 9. One remote worker over HTTPS on loopback (agent key, self-signed certificate pinned)\n"
+        );
+        println!(
+            "Drain: {} `diag.noop` enqueued first, the worker at concurrency 32, every claim and finish through the API.\n",
+            sizes.drain_ops
+        );
+        println!(
+            "| operations/s | vs local (section 3) | API CPU µs per operation | runs (operations/s) |\n|---|---|---|---|"
+        );
+        let mut drains = Vec::new();
+        for _ in 0..sizes.repeats {
+            drains.push(drain(sizes.drain_ops, 32, None, Mode::Remote).await?);
+        }
+        drains.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+        let middle = &drains[drains.len() / 2];
+        let local = drain_local_32.unwrap_or(f64::NAN);
+        println!(
+            "| {:.0} | {:.0} % | {:.0} | {} |",
+            middle.rate,
+            middle.rate / local * 100.0,
+            middle.api_cpu_us_per_op,
+            runs_cell(drains.iter().map(|d| d.rate))
+        );
+        let pickup = pickup_latency(sizes.pickup_ops, Mode::Remote).await?;
+        println!(
+            "\nPickup, the remote worker idle (its claim waiting at the API), {} operations one after another:\n",
+            sizes.pickup_ops
+        );
+        println!("| measure | p50 ms | p99 ms | max ms |\n|---|---|---|---|");
+        println!(
+            "| accepted (`created_at`) → `started_at` | {:.2} | {:.2} | {:.2} |",
+            pickup.start.0, pickup.start.1, pickup.start.2
+        );
+        println!(
+            "| 202 received → long-poll sees `completed` | {:.2} | {:.2} | {:.2} |",
+            pickup.seen.0, pickup.seen.1, pickup.seen.2
         );
     }
     Ok(())
@@ -460,6 +516,38 @@ async fn big_workflow_enqueue(steps: usize) -> anyhow::Result<f64> {
         response.body
     );
     Ok(elapsed.as_secs_f64() * 1000.0)
+}
+
+/// Where the measured worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Beside the database.
+    Local,
+    /// Remote: through the API over HTTPS on loopback, with an agent key.
+    Remote,
+}
+
+/// Starts the worker of `mode` (and, for a remote one, the API it pulls
+/// from, serving HTTPS with a fresh self-signed certificate).
+fn start_measured_worker(cluster: &mut Cluster, mode: Mode) {
+    match mode {
+        Mode::Local => {
+            cluster.start_worker(&[]);
+        }
+        Mode::Remote => {
+            let (cert, key) = self_signed(cluster.dir.path(), &["127.0.0.1"]);
+            cluster.use_tls(&cert, &key);
+            cluster.start_api();
+            let agent = Agent::new(cluster, "bench", &["local"]);
+            let url = cluster.api_url.clone();
+            let mut env = agent.env(&url, Some(&cert), &["local"]);
+            // Measure the queue, not the record file and JSON logs.
+            env.retain(|(k, _)| {
+                !matches!(*k, "OPSQUEUE_DIAG__RECORD_PATH" | "OPSQUEUE_LOG__FORMAT")
+            });
+            cluster.start_worker(&env);
+        }
+    }
 }
 
 /// The machine, disk, SQLite and date the figures come from.
@@ -678,10 +766,21 @@ fn history_template(dir: &Path, rows: usize) -> anyhow::Result<std::path::PathBu
     Ok(path)
 }
 
+struct Drained {
+    rate: f64,
+    /// The API's CPU time over the drain, per operation (remote mode).
+    api_cpu_us_per_op: f64,
+}
+
 /// Enqueues `ops` noops straight into the database (a copy of `history`,
-/// when given), then starts one worker and measures from the first start to
-/// the last finish.
-async fn drain(ops: usize, concurrency: usize, history: Option<&Path>) -> anyhow::Result<f64> {
+/// when given), then starts one worker (beside it, or remote through the
+/// API) and measures from the first start to the last finish.
+async fn drain(
+    ops: usize,
+    concurrency: usize,
+    history: Option<&Path>,
+    mode: Mode,
+) -> anyhow::Result<Drained> {
     let mut cluster = quiet_cluster();
     cluster.set_env("OPSQUEUE_WORKER__CONCURRENCY", concurrency);
     let config = DatabaseConfig {
@@ -702,7 +801,9 @@ async fn drain(ops: usize, concurrency: usize, history: Option<&Path>) -> anyhow
             Ok(())
         })?;
     }
-    cluster.start_worker(&[]);
+    drop(store);
+    start_measured_worker(&mut cluster, mode);
+    let api_ticks = cluster.api.as_ref().map(|api| cpu_ticks(api.pid()));
     let db = cluster.sqlite();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -727,7 +828,17 @@ async fn drain(ops: usize, concurrency: usize, history: Option<&Path>) -> anyhow
         .num_microseconds()
         .unwrap_or(0) as f64
         / 1e6;
-    Ok(ops as f64 / span.max(1e-6))
+    let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let api_cpu_us_per_op = match (&cluster.api, api_ticks) {
+        (Some(api), Some(before)) => {
+            (cpu_ticks(api.pid()) - before) as f64 / ticks_per_sec * 1e6 / ops as f64
+        }
+        _ => f64::NAN,
+    };
+    Ok(Drained {
+        rate: ops as f64 / span.max(1e-6),
+        api_cpu_us_per_op,
+    })
 }
 
 struct Pickup {
@@ -735,9 +846,15 @@ struct Pickup {
     seen: (f64, f64, f64),
 }
 
-async fn pickup_latency(ops: usize) -> anyhow::Result<Pickup> {
+async fn pickup_latency(ops: usize, mode: Mode) -> anyhow::Result<Pickup> {
     let mut cluster = quiet_cluster();
-    cluster.start_all();
+    match mode {
+        Mode::Local => cluster.start_all(),
+        Mode::Remote => {
+            start_measured_worker(&mut cluster, mode);
+            cluster.start_monitor();
+        }
+    }
     // Let the worker settle into idle.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut seen = Vec::new();

@@ -23,6 +23,8 @@ fn the_benchmark_runs_every_section_and_reports_numbers() {
         "## 5. Pickup",
         "## 6. Cost",
         "## 7. Scale",
+        "## 8. Workflows",
+        "## 9. One remote worker",
     ] {
         let body = stdout
             .split(section)

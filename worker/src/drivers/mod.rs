@@ -1,7 +1,7 @@
 //! The driver registry: which family's driver runs an operation.
 //!
 //! A driver serves one family (`diag`, `pm2`, `systemd`, …), one folder per
-//! family under `drivers/`, each with a `driver(config, store)` that builds
+//! family under `drivers/`, each with a `driver(config, link)` that builds
 //! it. The [`Registry`] holds the drivers a worker's configuration enables,
 //! driven by the one list of families (`opsqueue_shared::families!`); the
 //! worker registers the families it has in `workers.drivers`. An operation
@@ -21,9 +21,10 @@ pub mod systemd;
 use std::collections::BTreeMap;
 
 use opsqueue_shared::families::FamilySection;
-use opsqueue_shared::{Action, Config, Store};
+use opsqueue_shared::{Action, Config};
 
 use crate::context::Context;
+use crate::link::Link;
 use driver::{AnyDriver, Driver, DriverError, DriverFuture, Probe};
 
 /// Builds the registry of the families a configuration enables, from the
@@ -32,12 +33,12 @@ macro_rules! registry_from_config {
     ($($module:ident: $variant:ident($action:ident, $section:ident) [$field:ident]),+ $(,)?) => {
         impl Registry {
             /// The drivers this worker's configuration enables (`diag`
-            /// always). Drivers that check what opsqueue manages read `store`
-            /// (never write it).
-            pub fn from_config(config: &Config, store: &Store) -> std::io::Result<Self> {
+            /// always). Drivers that check what opsqueue manages read it
+            /// through `link` (never write it).
+            pub fn from_config(config: &Config, link: &Link) -> std::io::Result<Self> {
                 let mut registry = Self::new();
                 $(if config.$field.enabled() {
-                    registry.add($module::driver(config, store)?);
+                    registry.add($module::driver(config, link)?);
                 })+
                 Ok(registry)
             }

@@ -890,3 +890,70 @@ async fn what_a_driver_observed_is_stored_with_its_completion_and_dropped_when_i
         "a failed operation's effects were stored"
     );
 }
+
+/// A driver that completes with what its context holds as inputs.
+struct Echo;
+
+impl Driver for Echo {
+    type Action = DiagAction;
+    const FAMILY: &'static str = "diag";
+
+    fn select(action: &Action) -> Option<&DiagAction> {
+        #[allow(unreachable_patterns)]
+        match action {
+            Action::Diag(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    async fn execute(&self, _: &DiagAction, ctx: &Context) -> Result<Outcome, DriverError> {
+        Ok(Outcome::changed()
+            .with("step_id", ctx.id().to_string())
+            .with("inputs", ctx.inputs()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_step_reads_the_results_of_the_steps_it_depends_on() {
+    let app = TestApp::new();
+    let body = opsqueue_shared::workflow::WorkflowBody::from_json(json!({"steps": [
+        {"name": "port", "type": "diag.noop"},
+        {"name": "path", "type": "diag.noop"},
+        {"name": "deploy", "type": "diag.noop", "depends_on": ["port", "path"]},
+    ]}))
+    .unwrap();
+    let new = body
+        .parse(opsqueue_shared::names::Label::api())
+        .unwrap()
+        .prepare(time::now());
+    let parent = new.parent.id;
+    app.store
+        .write(|tx| opsqueue_shared::store::workflow_insert(tx, &new))
+        .unwrap();
+    let mut drivers = Registry::new();
+    drivers.register(Echo);
+    let worker = app.worker_with(drivers).await;
+    // The first round claims the two independent steps; the second the one
+    // they released.
+    assert_eq!(worker.step().await.unwrap().ran.len(), 2);
+    assert_eq!(worker.step().await.unwrap().ran.len(), 1);
+    let view = app
+        .store
+        .read(|c| opsqueue_shared::store::workflow_get(c, parent))
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.operation.status, Status::Completed);
+    let result = |name: &str| {
+        view.steps
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .result
+            .clone()
+            .unwrap()
+    };
+    let inputs = &result("deploy")["inputs"];
+    assert_eq!(inputs["port"]["step_id"], result("port")["step_id"]);
+    assert_eq!(inputs["path"]["step_id"], result("path")["step_id"]);
+    assert_eq!(result("port")["inputs"], json!({}));
+}

@@ -34,18 +34,19 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use opsqueue_shared::Action;
+use opsqueue_shared::Config;
 use opsqueue_shared::families::caddy::CaddyConfig;
 use opsqueue_shared::families::caddy::{
     CaddyAction, FAMILY, SITE_KIND, SiteRef, SiteSpec, site_id,
 };
 use opsqueue_shared::names::Domain;
-use opsqueue_shared::store::{StateEffect, managed_list};
-use opsqueue_shared::{Config, Store};
+use opsqueue_shared::store::StateEffect;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::context::Context;
 use crate::drivers::driver::{AnyDriver, Driver, DriverError, Outcome, Probe};
+use crate::link::Link;
 pub use admin::codes as admin_codes;
 use admin::{Admin, refusal};
 use sites::{ObservedSite, choose_server, site_route, sites_in};
@@ -71,7 +72,7 @@ const SERVERS_PATH: &str = "/config/apps/http/servers";
 
 pub struct Caddy {
     config: CaddyConfig,
-    store: Store,
+    link: Link,
     admin: Admin,
 }
 
@@ -92,7 +93,7 @@ fn observation(site: &ObservedSite) -> Value {
 }
 
 impl Caddy {
-    pub fn new(config: &Config, store: &Store) -> Self {
+    pub fn new(config: &Config, link: &Link) -> Self {
         let caddy = config.caddy.clone();
         let admin = Admin::new(
             &caddy.admin_url,
@@ -100,7 +101,7 @@ impl Caddy {
         );
         Self {
             config: caddy,
-            store: store.clone(),
+            link: link.clone(),
             admin,
         }
     }
@@ -204,12 +205,10 @@ impl Caddy {
 
     /// Whether opsqueue still manages `domain` on this target.
     async fn is_managed(&self, ctx: &Context, domain: &Domain) -> Result<bool, DriverError> {
-        let (target, name) = (ctx.target().to_owned(), domain.to_string());
+        let name = domain.to_string();
         let rows = self
-            .store
-            .call(move |store| {
-                store.read(|c| managed_list(c, &target, FAMILY, SITE_KIND, Some(&name)))
-            })
+            .link
+            .managed_list(ctx.target(), FAMILY, SITE_KIND, Some(&name))
             .await
             .map_err(|e| DriverError::retryable(codes::STORE, e.to_string()))?;
         Ok(!rows.is_empty())
@@ -217,10 +216,9 @@ impl Caddy {
 
     /// The specs of the sites opsqueue manages on this target.
     async fn managed_sites(&self, ctx: &Context) -> Result<Vec<SiteSpec>, DriverError> {
-        let target = ctx.target().to_owned();
         let rows = self
-            .store
-            .call(move |store| store.read(|c| managed_list(c, &target, FAMILY, SITE_KIND, None)))
+            .link
+            .managed_list(ctx.target(), FAMILY, SITE_KIND, None)
             .await
             .map_err(|e| DriverError::retryable(codes::STORE, e.to_string()))?;
         let mut specs = Vec::with_capacity(rows.len());
@@ -390,8 +388,8 @@ impl Caddy {
 }
 
 /// The family's driver, as the registry builds it when `[caddy]` is enabled.
-pub fn driver(config: &Config, store: &Store) -> std::io::Result<AnyDriver> {
-    Ok(AnyDriver::probed(Caddy::new(config, store)))
+pub fn driver(config: &Config, link: &Link) -> std::io::Result<AnyDriver> {
+    Ok(AnyDriver::probed(Caddy::new(config, link)))
 }
 
 impl Driver for Caddy {

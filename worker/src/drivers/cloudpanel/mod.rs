@@ -23,15 +23,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use opsqueue_shared::Action;
+use opsqueue_shared::Config;
 use opsqueue_shared::families::cloudpanel::{
     CloudpanelAction, DbAdd, SiteAdd, SiteDelete, SiteType, UserAdd, UserDelete, UserName,
 };
 use opsqueue_shared::names::Domain;
 use opsqueue_shared::store::StateEffect;
-use opsqueue_shared::{Config, Store};
 
 use crate::context::Context;
 use crate::drivers::driver::{AnyDriver, Driver, DriverError, Outcome};
+use crate::link::Link;
 use crate::runner::{CommandOutput, CommandSpec};
 
 /// Error codes of this driver.
@@ -324,7 +325,7 @@ fn listed_users(table: &str) -> Vec<String> {
 }
 
 /// The family's driver, as the registry builds it when `[cloudpanel]` is enabled.
-pub fn driver(config: &Config, _store: &Store) -> std::io::Result<AnyDriver> {
+pub fn driver(config: &Config, _link: &Link) -> std::io::Result<AnyDriver> {
     Ok(AnyDriver::plain(Cloudpanel::new(config)))
 }
 

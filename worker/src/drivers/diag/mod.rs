@@ -18,11 +18,12 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use opsqueue_shared::Action;
+use opsqueue_shared::Config;
 use opsqueue_shared::families::diag::{DiagAction, Fail, Sleep};
-use opsqueue_shared::{Config, Store};
 
 use crate::context::Context;
 use crate::drivers::driver::{AnyDriver, Checked, Driver, DriverError, Outcome, codes};
+use crate::link::Link;
 use crate::runner::CommandSpec;
 
 pub struct Diag {
@@ -88,7 +89,7 @@ fn fail(fail: &Fail) -> DriverError {
 }
 
 /// The family's driver, as the registry builds it when `[diag]` is enabled.
-pub fn driver(config: &Config, _store: &Store) -> std::io::Result<AnyDriver> {
+pub fn driver(config: &Config, _link: &Link) -> std::io::Result<AnyDriver> {
     Ok(AnyDriver::plain(Diag::new(config)?))
 }
 

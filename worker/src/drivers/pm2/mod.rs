@@ -41,14 +41,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use opsqueue_shared::Action;
+use opsqueue_shared::Config;
 use opsqueue_shared::families::pm2::{Logs, Named, Pm2Action, ProcessName};
 use opsqueue_shared::names::AbsolutePath;
 use opsqueue_shared::store::StateEffect;
-use opsqueue_shared::{Config, Store};
 use serde_json::{Value, json};
 
 use crate::context::Context;
 use crate::drivers::driver::{AnyDriver, Driver, DriverError, Outcome};
+use crate::link::Link;
 use crate::runner::{CommandOutput, CommandSpec};
 use view::{Listed, STOPPED};
 
@@ -391,7 +392,7 @@ fn tail_lines(path: &Path, lines: usize) -> std::io::Result<Vec<String>> {
 }
 
 /// The family's driver, as the registry builds it when `[pm2]` is enabled.
-pub fn driver(config: &Config, _store: &Store) -> std::io::Result<AnyDriver> {
+pub fn driver(config: &Config, _link: &Link) -> std::io::Result<AnyDriver> {
     Ok(AnyDriver::plain(Pm2::new(config)))
 }
 

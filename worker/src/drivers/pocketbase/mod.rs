@@ -35,6 +35,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use opsqueue_shared::Action;
+use opsqueue_shared::Config;
 use opsqueue_shared::families::pocketbase::{
     BinaryInstall, FAMILY, HomeRemove, LOGS_KIND, Logs, PocketbaseAction, PocketbaseConfig,
     SERVICE_KIND, ServiceName, ServicePaths, ServiceSpec, ServiceVerb, Superuser,
@@ -42,14 +43,14 @@ use opsqueue_shared::families::pocketbase::{
 use opsqueue_shared::families::systemd::{
     self as systemd_family, SystemdAction, UnitRef, UnitVerb,
 };
-use opsqueue_shared::store::{ManagedObject, StateEffect, managed_list};
-use opsqueue_shared::{Config, Store};
+use opsqueue_shared::store::{ManagedObject, StateEffect};
 use serde_json::{Value, json};
 
 use crate::context::Context;
 use crate::drivers::caddy::admin::Admin;
 use crate::drivers::driver::{AnyDriver, Checked, Driver, DriverError, Outcome};
 use crate::drivers::systemd::Systemd;
+use crate::link::Link;
 use crate::runner::CommandSpec;
 use files::Marker;
 
@@ -85,7 +86,8 @@ pub mod codes {
 
 pub struct Pocketbase {
     config: PocketbaseConfig,
-    store: Store,
+    /// The store, beside the worker or through the API.
+    link: Link,
     systemd: Systemd,
     /// Caddy's admin API, when the caddy family is enabled.
     caddy: Option<Admin>,
@@ -97,7 +99,7 @@ fn file_error(what: &str, path: &Path, e: std::io::Error) -> DriverError {
 }
 
 impl Pocketbase {
-    pub fn new(config: &Config, store: &Store) -> Self {
+    pub fn new(config: &Config, link: &Link) -> Self {
         let caddy = config.caddy.enabled.then(|| {
             Admin::new(
                 &config.caddy.admin_url,
@@ -113,8 +115,8 @@ impl Pocketbase {
             .expect("a plain HTTP client builds");
         Self {
             config: config.pocketbase.clone(),
-            store: store.clone(),
-            systemd: Systemd::new(config, store),
+            link: link.clone(),
+            systemd: Systemd::new(config, link),
             caddy,
             http,
         }
@@ -136,10 +138,8 @@ impl Pocketbase {
         kind: &'static str,
         name: Option<&str>,
     ) -> Result<Vec<ManagedObject>, DriverError> {
-        let target = ctx.target().to_owned();
-        let name = name.map(str::to_owned);
-        self.store
-            .call(move |s| s.read(|c| managed_list(c, &target, FAMILY, kind, name.as_deref())))
+        self.link
+            .managed_list(ctx.target(), FAMILY, kind, name)
             .await
             .map_err(|e| DriverError::retryable(codes::STORE, e.to_string()))
     }
@@ -663,13 +663,13 @@ impl Pocketbase {
 
 /// The family's driver, as the registry builds it when `[pocketbase]` is
 /// enabled: it runs the systemd driver's actions, so it needs `[systemd]`.
-pub fn driver(config: &Config, store: &Store) -> std::io::Result<AnyDriver> {
+pub fn driver(config: &Config, link: &Link) -> std::io::Result<AnyDriver> {
     if !config.systemd.enabled {
         return Err(std::io::Error::other(
             "the pocketbase family needs the systemd family: set [systemd] enabled = true",
         ));
     }
-    Ok(AnyDriver::probed(Pocketbase::new(config, store)))
+    Ok(AnyDriver::probed(Pocketbase::new(config, link)))
 }
 
 impl Driver for Pocketbase {

@@ -211,7 +211,7 @@ impl Pocketbase {
     }
 
     /// The CPU share since the previous observation, from its cumulative
-    /// CPU time and when it was taken.
+    /// CPU time and when it was taken (`None` on a remote worker).
     async fn cpu_percent(
         &self,
         ctx: &Context,
@@ -220,8 +220,11 @@ impl Pocketbase {
     ) -> Option<f64> {
         let cpu_nsec = cpu_nsec?;
         let (target, name) = (ctx.target().to_owned(), name.to_string());
+        // The previous observation is read from a store beside the worker;
+        // a remote worker (the store behind the API) reports no share.
         let previous = self
-            .store
+            .link
+            .store()?
             .call(move |s| {
                 s.read(|c| observation_list(c, &target, FAMILY, SERVICE_KIND, Some(&name)))
             })

@@ -50,6 +50,7 @@ use task::Upid;
 
 use crate::context::Context;
 use crate::drivers::driver::{AnyDriver, Driver, DriverError, Outcome};
+use crate::link::Link;
 
 /// How long after a non-HA migration ended OK `/cluster/resources` may
 /// take to show the guest on its target.
@@ -617,7 +618,15 @@ async fn post(
 }
 
 /// The family's driver, as the registry builds it when `[proxmox]` is enabled.
-pub fn driver(config: &Config, store: &Store) -> std::io::Result<AnyDriver> {
+/// Proxmox runs on a worker beside the database only: the nodes' token
+/// secrets stay on the control host (a remote worker is refused at start).
+pub fn driver(config: &Config, link: &Link) -> std::io::Result<AnyDriver> {
+    let Some(store) = link.store() else {
+        return Err(std::io::Error::other(
+            "the proxmox family runs on a worker beside the database only (its nodes' \
+             token secrets stay on the control host); turn [proxmox] off on a remote worker",
+        ));
+    };
     Ok(AnyDriver::plain(Proxmox::new(config, store)))
 }
 

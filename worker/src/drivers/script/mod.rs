@@ -26,12 +26,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use opsqueue_shared::Action;
+use opsqueue_shared::Config;
 use opsqueue_shared::families::script::{Run, ScriptAction, ScriptName};
-use opsqueue_shared::{Config, Store};
 use serde_json::{Value, json};
 
 use crate::context::Context;
 use crate::drivers::driver::{AnyDriver, Driver, DriverError, Outcome};
+use crate::link::Link;
 use crate::runner::CommandSpec;
 
 /// Error codes of this driver.
@@ -165,7 +166,7 @@ fn answer(stdout: &str) -> Outcome {
 }
 
 /// The family's driver, as the registry builds it when `[scripts]` is enabled.
-pub fn driver(config: &Config, _store: &Store) -> std::io::Result<AnyDriver> {
+pub fn driver(config: &Config, _link: &Link) -> std::io::Result<AnyDriver> {
     Ok(AnyDriver::plain(Scripts::new(config)))
 }
 

@@ -38,15 +38,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use opsqueue_shared::Action;
+use opsqueue_shared::Config;
 use opsqueue_shared::families::systemd::{
     self as actions, FAMILY, Logs, SystemdAction, UNIT_KIND, UnitName, UnitSpec, UnitVerb,
 };
 use opsqueue_shared::families::systemd::{SystemdConfig, SystemdScope};
-use opsqueue_shared::store::{StateEffect, managed_list};
-use opsqueue_shared::{Config, Store};
+use opsqueue_shared::store::StateEffect;
 
 use crate::context::Context;
 use crate::drivers::driver::{AnyDriver, Driver, DriverError, Outcome, Probe};
+use crate::link::Link;
 use crate::runner::{CommandOutput, CommandSpec, RunError};
 use parse::{SHOW_PROPERTIES, UnitState};
 pub use unit_file::{HEADER, render};
@@ -97,7 +98,7 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Systemd {
     config: SystemdConfig,
-    store: Store,
+    link: Link,
 }
 
 /// Why the driver may touch a unit.
@@ -198,10 +199,10 @@ fn write_atomically(dir: &Path, name: &str, content: &str) -> Result<(), DriverE
 }
 
 impl Systemd {
-    pub fn new(config: &Config, store: &Store) -> Self {
+    pub fn new(config: &Config, link: &Link) -> Self {
         Self {
             config: config.systemd.clone(),
-            store: store.clone(),
+            link: link.clone(),
         }
     }
 
@@ -295,13 +296,10 @@ impl Systemd {
         ctx: &Context,
         unit: Option<&UnitName>,
     ) -> Result<Vec<String>, DriverError> {
-        let target = ctx.target().to_owned();
         let name = unit.map(UnitName::to_string);
         let rows = self
-            .store
-            .call(move |store| {
-                store.read(|conn| managed_list(conn, &target, FAMILY, UNIT_KIND, name.as_deref()))
-            })
+            .link
+            .managed_list(ctx.target(), FAMILY, UNIT_KIND, name.as_deref())
             .await
             .map_err(|e| DriverError::retryable(codes::STORE, e.to_string()))?;
         Ok(rows.into_iter().map(|row| row.name).collect())
@@ -717,8 +715,8 @@ impl Systemd {
 }
 
 /// The family's driver, as the registry builds it when `[systemd]` is enabled.
-pub fn driver(config: &Config, store: &Store) -> std::io::Result<AnyDriver> {
-    Ok(AnyDriver::probed(Systemd::new(config, store)))
+pub fn driver(config: &Config, link: &Link) -> std::io::Result<AnyDriver> {
+    Ok(AnyDriver::probed(Systemd::new(config, link)))
 }
 
 impl Driver for Systemd {

@@ -1,4 +1,5 @@
-//! `--ca-cert`: which servers the client trusts. The PEM file holds one or
+//! Which servers a client trusts (the `opsqueue` command's `--ca-cert`, a
+//! remote worker's `[worker] ca_cert`). The PEM file holds one or
 //! more certificates, and a server is trusted when
 //!
 //! - the certificate it presents *is* one of them, byte for byte (a pinned
@@ -8,7 +9,7 @@
 //! - its chain leads to one of them as a root and names the host, the
 //!   ordinary web PKI check (a private CA such as Caddy's internal one).
 //!
-//! The built-in roots are not used at all once `--ca-cert` is given. The
+//! The built-in roots are not used at all once such a file is given. The
 //! handshake's signatures are always checked with the server's key, so
 //! only the holder of the pinned certificate's private key passes.
 
