@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::config::PocketbaseConfig;
 use super::names::{Email, HttpsUrl, Password, SecretValue, ServiceName, Sha256Hex, Version};
 use crate::families::family::{ActionError, ActionInfo, FamilyAction, Reach, payload};
-use crate::families::systemd::{Description, EnvName};
+use crate::families::systemd::{DEFAULT_LOG_LINES, Description, EnvName, MAX_LOG_LINES};
 use crate::names::{AbsolutePath, Domain, Port};
 
 pub const FAMILY: &str = "pocketbase";
@@ -226,10 +226,7 @@ pub struct Verify {
     pub domain: Domain,
 }
 
-pub const MAX_LOG_LINES: u32 = 10_000;
-pub const DEFAULT_LOG_LINES: u32 = 100;
-
-/// `pocketbase.logs`.
+/// `pocketbase.logs`: the unit's journal, with the systemd family's bounds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Logs {
