@@ -668,11 +668,16 @@ async fn an_upgrade_that_fails_its_health_check_rolls_back_to_the_old_binary_and
     host.install_version(VERSION, &binary()).await;
     host.install_broken_versions().await;
     let port = free_port();
+    // A password that looks like an option of PocketBase's command line is
+    // the password, and points PocketBase at no other directory.
+    let elsewhere = host.manager.dir().join("elsewhere");
+    let option_like = format!("--dir={}", elsewhere.display());
     let view = host
         .create(json!({"name": "up", "port": port, "version": VERSION,
-                       "superuser_email": "admin@example.com", "superuser_password": PASSWORD}))
+                       "superuser_email": "admin@example.com", "superuser_password": option_like}))
         .await;
     assert_eq!(view["status"], "completed", "{view:#}");
+    assert!(!elsewhere.exists());
     let home = host.base_dir.join("up");
     let binary_before = sha256(&home.join("pocketbase"));
     let data_before = sha256(&home.join("pb_data/data.db"));
@@ -721,6 +726,16 @@ async fn an_upgrade_that_fails_its_health_check_rolls_back_to_the_old_binary_and
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The restored data holds the superuser, with the option-like password.
+    let auth = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{port}/api/collections/_superusers/auth-with-password"
+        ))
+        .json(&json!({"identity": "admin@example.com", "password": option_like}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(auth.status(), StatusCode::OK);
     let op = host
         .cluster
         .accepted(Method::POST, "/api/v1/pocketbase/services/up/status", None)

@@ -482,14 +482,12 @@ impl Pocketbase {
         superuser: &Superuser,
     ) -> Result<Outcome, DriverError> {
         let paths = self.paths(&superuser.name);
+        // `--` ends the options: a password such as `--dir=/etc` is the
+        // password, never an option of PocketBase's command line.
         let spec = CommandSpec::new(&paths.binary)
-            .args([
-                "superuser",
-                "upsert",
-                superuser.email.as_str(),
-                superuser.password.expose(),
-            ])
+            .args(["superuser", "upsert"])
             .arg(format!("--dir={}", paths.data.display()))
+            .args(["--", superuser.email.as_str(), superuser.password.expose()])
             .redact(superuser.password.expose())
             .timeout(self.command_timeout());
         let output = ctx.run(spec).await?;
