@@ -44,6 +44,37 @@ pub fn sha256(path: &Path) -> String {
         .collect()
 }
 
+/// A release archive as PocketBase publishes them
+/// (`pocketbase_X_linux_amd64.zip`: the binary at the top beside its
+/// changelog and licence), made at `path` from the real binary.
+pub fn release_zip(path: &Path) -> PathBuf {
+    use std::io::Write as _;
+    let file = std::fs::File::create(path).unwrap();
+    let mut archive = zip::ZipWriter::new(file);
+    // Stored, not deflated: quick to make in a debug build.
+    let executable = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .unix_permissions(0o755);
+    for (name, bytes, options) in [
+        (
+            "CHANGELOG.md",
+            b"# changes".to_vec(),
+            zip::write::SimpleFileOptions::default(),
+        ),
+        (
+            "LICENSE.md",
+            b"MIT".to_vec(),
+            zip::write::SimpleFileOptions::default(),
+        ),
+        ("pocketbase", std::fs::read(binary()).unwrap(), executable),
+    ] {
+        archive.start_file(name, options).unwrap();
+        archive.write_all(&bytes).unwrap();
+    }
+    archive.finish().unwrap();
+    path.to_owned()
+}
+
 /// Writes an executable script at `path` (a stand-in "version").
 pub fn script(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use opsqueue_tests::caddy_server::{CaddyServer, NO_SITE};
-use opsqueue_tests::pocketbase::{UserDb, binary, script, sha256};
+use opsqueue_tests::pocketbase::{UserDb, binary, release_zip, script, sha256};
 use opsqueue_tests::user_systemd::UserSystemd;
 use opsqueue_tests::{Cluster, DEADLINE, completed};
 use reqwest::{Method, StatusCode};
@@ -1059,7 +1059,16 @@ async fn the_system_is_validated_on_the_host_and_its_health_and_info_answer_at_o
     );
     assert_eq!(health.body["healthy"], false);
 
-    host.install_version(VERSION, &binary()).await;
+    // The version comes from a release archive, as published: the cache
+    // keeps the binary inside it, and the same install again changes
+    // nothing.
+    let zip = release_zip(&host.manager.dir().join("pocketbase_linux_amd64.zip"));
+    assert_eq!(host.install_version(VERSION, &zip).await["changed"], true);
+    assert_eq!(
+        sha256(&host.versions_dir.join(VERSION).join("pocketbase")),
+        sha256(&binary())
+    );
+    assert_eq!(host.install_version(VERSION, &zip).await["changed"], false);
     host.cluster
         .accepted(Method::POST, "/api/v1/pocketbase/validate/system", None)
         .await;
