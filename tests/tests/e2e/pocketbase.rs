@@ -460,6 +460,13 @@ async fn a_service_with_a_domain_answers_through_caddy_runs_is_controlled_read_a
         .await
         .body;
     assert_eq!(none["total"], 0, "{none:#}");
+    let past = host
+        .cluster
+        .get("/api/v1/pocketbase/services?limit=1&offset=1")
+        .await
+        .body;
+    assert_eq!(past["total"], 1, "{past:#}");
+    assert_eq!(past["items"], json!([]), "{past:#}");
 
     // Validation on the host: the name, the port and the domain are taken
     // (by this service for the same name, by another for a new one).
@@ -575,6 +582,15 @@ async fn a_service_with_a_domain_answers_through_caddy_runs_is_controlled_read_a
         .await;
     assert_eq!(read.status, StatusCode::OK, "{:#}", read.body);
     assert_eq!(read.body["lines"].as_array().unwrap().len(), lines.len());
+    let op = host
+        .cluster
+        .accepted(
+            Method::POST,
+            "/api/v1/pocketbase/services/my-app/logs?since=2099-01-01T00:00:00Z",
+            None,
+        )
+        .await;
+    assert_eq!(completed(&op)["count"], 0, "{op:#}");
 
     // The refresh sees what changed behind opsqueue's back: the unit
     // stopped, the Caddy route deleted.
