@@ -280,7 +280,14 @@ async fn everything_shown(cluster: &Cluster) -> String {
             text.push_str(&line.to_string());
         }
     }
-    text.push_str(&cluster.get("/api/v1/workflows").await.body.to_string());
+    let workflows = cluster.get("/api/v1/workflows").await.body;
+    text.push_str(&workflows.to_string());
+    for workflow in workflows["items"].as_array().unwrap() {
+        let id = workflow["id"].as_str().unwrap();
+        let view = cluster.get(&format!("/api/v1/workflows/{id}")).await.body;
+        assert_eq!(view["id"], id, "{view:#}");
+        text.push_str(&view.to_string());
+    }
     text.push_str(
         &cluster
             .get("/api/v1/pocketbase/services")
@@ -640,6 +647,13 @@ async fn a_service_with_a_domain_answers_through_caddy_runs_is_controlled_read_a
         "the superuser password was shown"
     );
     assert!(!shown.contains(ENV_SECRET), "the environment was shown");
+    // What was read holds the steps' payloads (the superuser's e-mail,
+    // the masked secrets), so the two checks above look where they could
+    // have been.
+    assert!(shown.contains("admin@example.com"));
+    for masked in [r#""password":"***""#, r#""env":"***""#] {
+        assert!(shown.contains(masked), "{masked} is not in what was read");
+    }
 
     // Delete, keeping the data (the default): unit, site, directory and
     // user gone, pb_data in the trash.
