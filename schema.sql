@@ -339,3 +339,131 @@ CREATE TABLE targets (
     updated_at        TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX targets_online ON targets (status) WHERE status = 'online';
+
+-- migration 6: the event stream and dashboard sessions
+
+-- What happened, in commit order, for `GET /api/v1/events` (Server-Sent
+-- Events, resumable with Last-Event-ID) and the dashboard. Rows are written
+-- by the triggers below, in the same transaction as the change they
+-- describe, whichever process made it (the API's enqueues, cancels and
+-- retries, a worker's claims, progress, logs and finishes, the monitor's
+-- reaps and schedule fires): a reader that saw event N saw every change
+-- committed before it. Ids come from one writer at a time, so they rise in
+-- commit order with no gaps, and the pruner never deletes the newest row, so
+-- no id is handed out twice and a Last-Event-ID always names one place in
+-- the stream. `data` is a small JSON object made here from a few columns:
+-- never a payload, a result, a log line or a secret. The monitor's pruner
+-- deletes rows older than `api.events_retention_secs`.
+CREATE TABLE events (
+    id           INTEGER PRIMARY KEY,
+    at           TEXT NOT NULL,
+    type         TEXT NOT NULL,             -- operation.created, operation.updated, …
+    operation_id TEXT,
+    target       TEXT,
+    parent_id    TEXT,
+    data         TEXT NOT NULL              -- JSON object
+);
+
+-- The triggers are the only writers of `events`. They run on the enqueue,
+-- claim and finish hot paths, so they are few (one per kind of change; a
+-- workflow's own events are a second statement of the same trigger) and
+-- lean: a handful of fields, no lookup but the last log line's seq (an
+-- index seek). `at` is the time the writer stamped the change with
+-- (`created_at`, `updated_at`), or the commit's clock where it stamped
+-- none, in the fixed-width form of every other time.
+CREATE TRIGGER events_operation_created AFTER INSERT ON operations
+BEGIN
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    VALUES (NEW.created_at, 'operation.created', NEW.id, NEW.target, NEW.parent_id,
+            json_object('type', NEW.type, 'status', NEW.status, 'source', NEW.source,
+                        'resource', NEW.resource));
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    SELECT NEW.created_at, 'workflow.created', NEW.id, NEW.target,
+           NEW.parent_id, json_object('status', NEW.status, 'source', NEW.source)
+    WHERE NEW.type = 'workflow.run';
+END;
+
+-- Claimed, requeued, retried (`operation.updated`) or ended (`operation.finished`).
+CREATE TRIGGER events_operation_status AFTER UPDATE OF status ON operations
+WHEN NEW.status IS NOT OLD.status
+BEGIN
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    VALUES (NEW.updated_at,
+            CASE WHEN NEW.finished_at IS NOT NULL THEN 'operation.finished'
+                 ELSE 'operation.updated' END,
+            NEW.id, NEW.target, NEW.parent_id,
+            json_object('status', NEW.status, 'previous', OLD.status, 'attempt', NEW.attempt,
+                        'error', NEW.error ->> '$.code'));
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    SELECT NEW.updated_at,
+           CASE WHEN NEW.finished_at IS NOT NULL THEN 'workflow.finished' ELSE 'workflow.updated' END,
+           NEW.id, NEW.target, NEW.parent_id,
+           json_object('status', NEW.status, 'previous', OLD.status, 'attempt', NEW.attempt,
+                       'error', NEW.error ->> '$.code')
+    WHERE NEW.type = 'workflow.run';
+END;
+
+-- Progress, new log lines (`log_seq`: the last line's seq) and cancel
+-- requests of an operation whose status stays the same.
+CREATE TRIGGER events_operation_activity
+AFTER UPDATE OF progress, log_bytes, cancel_requested_at ON operations
+WHEN NEW.status IS OLD.status
+     AND (NEW.progress IS NOT OLD.progress OR NEW.log_bytes IS NOT OLD.log_bytes
+          OR NEW.cancel_requested_at IS NOT OLD.cancel_requested_at)
+BEGIN
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    VALUES (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'), 'operation.updated', NEW.id, NEW.target,
+            NEW.parent_id,
+            json_object('status', NEW.status, 'attempt', NEW.attempt,
+                        'progress', json(NEW.progress), 'log_bytes', NEW.log_bytes,
+                        'log_seq', CASE WHEN NEW.log_bytes IS NOT OLD.log_bytes THEN
+                            (SELECT max(seq) FROM operation_logs WHERE operation_id = NEW.id) END,
+                        'cancel_requested', json(CASE WHEN NEW.cancel_requested_at IS NULL
+                                                      THEN 'false' ELSE 'true' END)));
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    SELECT strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'), 'workflow.updated', NEW.id, NEW.target,
+           NEW.parent_id, json_object('status', NEW.status, 'progress', json(NEW.progress))
+    WHERE NEW.type = 'workflow.run' AND NEW.progress IS NOT OLD.progress;
+END;
+
+-- A schedule fired: its last fire time moved (the operation it enqueued
+-- has its own operation.created in the same transaction).
+CREATE TRIGGER events_schedule_fired AFTER UPDATE OF last_fire_at ON schedules
+WHEN NEW.last_fire_at IS NOT OLD.last_fire_at
+BEGIN
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    VALUES (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'), 'schedule.fired', NULL, NEW.target, NULL,
+            json_object('schedule', NEW.name, 'type', NEW.type, 'fire_at', NEW.last_fire_at));
+END;
+
+-- A target went online or offline (a worker serving it registered, beat
+-- after a silence or stopped, or the reaper found none serving it), or
+-- appeared already online.
+CREATE TRIGGER events_target_status AFTER UPDATE OF status ON targets
+WHEN NEW.status IS NOT OLD.status
+BEGIN
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    VALUES (coalesce(NEW.status_changed_at, strftime('%Y-%m-%dT%H:%M:%f000Z', 'now')),
+            'target.status_changed', NULL, NEW.name, NULL,
+            json_object('status', NEW.status, 'previous', OLD.status));
+END;
+CREATE TRIGGER events_target_created AFTER INSERT ON targets
+WHEN NEW.status <> 'unknown'
+BEGIN
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    VALUES (coalesce(NEW.status_changed_at, NEW.created_at), 'target.status_changed', NULL,
+            NEW.name, NULL, json_object('status', NEW.status, 'previous', 'unknown'));
+END;
+
+-- Dashboard sign-ins. The cookie holds a random session id; only its sha256
+-- is stored. A session acts with the key it was signed in with, so a
+-- revoked key ends its sessions at once; it lasts until `expires_at`
+-- (`api.session_secs` after sign-in) or sign-out. `csrf_token` must come
+-- with every request that changes something.
+CREATE TABLE sessions (
+    id_hash    TEXT PRIMARY KEY NOT NULL,
+    key_id     TEXT NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
+    csrf_token TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+) WITHOUT ROWID;

@@ -1,6 +1,7 @@
 //! The group-committing writer of new operations: one thread commits
 //! whatever requests queued up meanwhile in one transaction (one fsync for
-//! the batch), then wakes the workers. The 202 is sent only after the
+//! the batch), then wakes the workers (new work) and the API processes
+//! (new events). The 202 is sent only after the
 //! transaction holding the row committed with `synchronous = FULL`.
 
 use std::sync::Arc;
@@ -21,7 +22,8 @@ pub struct Enqueuer {
 }
 
 impl Enqueuer {
-    /// Starts the writer thread; each commit wakes the workers.
+    /// Starts the writer thread; each commit wakes the workers and the API
+    /// processes.
     pub fn spawn(store: &Store, waker: Arc<Waker>) -> Result<Self, StoreError> {
         let batcher = WriteBatcher::spawn(
             store,
@@ -40,7 +42,10 @@ impl Enqueuer {
                 counters_apply(tx, &counters)?;
                 Ok(answers)
             },
-            move |_| waker.wake(Role::Worker),
+            move |_| {
+                waker.wake(Role::Worker);
+                waker.wake(Role::Api);
+            },
         )?;
         Ok(Self { batcher })
     }

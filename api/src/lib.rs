@@ -14,18 +14,22 @@
 //! agent protocol and the targets registry among them) and `typed` (every
 //! family's typed routes, from their tables), `openapi` (the document of
 //! both), `enqueue` (parsing a request into an operation), `observed` and
-//! `managed` (reads of observed host state), `auth` and `rate_limit` (one
-//! middleware), `long_poll`, `state` (what handlers share), `enqueuer` and
-//! `agent_writer` (group commit of new operations, and of remote workers'
-//! batches), `problem` (the one error type), `metrics` (Prometheus text),
-//! `admin_key` (first start) and `keys_cli` (`opsqueue-api keys …`).
+//! `managed` (reads of observed host state), `ui` (the dashboard's pages),
+//! `log_follow` and `events` (the event stream's fan-out) over `sse` (the
+//! framing), `auth` and `rate_limit` (one middleware), `long_poll`, `state`
+//! (what handlers share), `enqueuer` and `agent_writer` (group commit of new
+//! operations, and of remote workers' batches), `problem` (the one error
+//! type), `metrics` (Prometheus text), `admin_key` (first start) and
+//! `keys_cli` (`opsqueue-api keys …`).
 
 pub mod admin_key;
 pub mod agent_writer;
 pub mod auth;
 pub mod enqueue;
 pub mod enqueuer;
+pub mod events;
 pub mod keys_cli;
+pub mod log_follow;
 pub mod long_poll;
 pub mod managed;
 pub mod metrics;
@@ -35,8 +39,10 @@ pub mod params;
 pub mod problem;
 pub mod rate_limit;
 pub mod routes;
+pub mod sse;
 pub mod state;
 pub mod typed;
+pub mod ui;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -52,6 +58,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent_writer::AgentWriter;
 use crate::enqueuer::Enqueuer;
+use crate::events::Hub;
 use crate::long_poll::Notifier;
 use crate::openapi::Document;
 use crate::rate_limit::RateLimits;
@@ -124,6 +131,7 @@ impl Application {
             agents,
             work: Notifier::new(),
             stopping_agents: Default::default(),
+            events: Hub::new(),
             limits: RateLimits::new(&config.api.rate_limit),
             key_touches: Default::default(),
             config: config.clone(),
@@ -150,6 +158,7 @@ impl Application {
                 .wrap(from_fn(auth::authenticate))
                 .configure(routes::configure)
                 .configure(typed::configure)
+                .configure(ui::configure)
                 .default_service(web::to(routes::no_route))
         })
         .disable_signals()
@@ -208,6 +217,11 @@ impl Application {
             state.work.clone(),
             stopping.clone(),
         ));
+        let hub = tokio::spawn(state.events.clone().run(
+            state.store.clone(),
+            state.notifier.clone(),
+            stopping.clone(),
+        ));
         let forget = {
             let (state, stopping) = (state.clone(), stopping.clone());
             tokio::spawn(async move {
@@ -234,6 +248,7 @@ impl Application {
         stopper.abort();
         let _ = background.await;
         let _ = work.await;
+        let _ = hub.await;
         let _ = forget.await;
         served.context("the HTTP server failed")
     }

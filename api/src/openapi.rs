@@ -31,6 +31,7 @@ use utoipa::{Modify, OpenApi};
     security(("bearer" = []), ("api_key" = [])),
     tags(
         (name = "operations", description = "Accept, read, follow, cancel and retry operations"),
+        (name = "events", description = "The event stream (Server-Sent Events)"),
         (name = "schedules", description = "Operations enqueued on a cron schedule"),
         (name = "workers", description = "The worker processes"),
         (name = "workflows", description = "Operations composed into a graph: steps with dependencies, compensation, cancel and retry of the whole"),

@@ -87,6 +87,10 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("{0}")]
     Unauthorized(&'static str),
+    #[error(
+        "this request changes something for a dashboard session and must carry the session's CSRF token (X-CSRF-Token or the csrf form field)"
+    )]
+    CsrfFailed,
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -163,6 +167,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::CsrfFailed => "csrf_failed",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::SourceNotAllowed(_) => "source_not_allowed",
             ApiError::NotFound(_) => "not_found",
@@ -190,6 +195,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "Payload too large",
             ApiError::UnsupportedMediaType => "Unsupported media type",
             ApiError::Unauthorized(_) => "Unauthorized",
+            ApiError::CsrfFailed => "CSRF token missing or wrong",
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::SourceNotAllowed(_) => "Source not allowed",
             ApiError::NotFound(_) => "Not found",
@@ -229,7 +235,9 @@ impl ResponseError for ApiError {
             | ApiError::InvalidId(_)
             | ApiError::IdempotencyKeyMismatch => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) | ApiError::SourceNotAllowed(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::SourceNotAllowed(_) | ApiError::CsrfFailed => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::NotCancellable(_)
             | ApiError::NotRetryable(_)

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent_writer::AgentWriter;
 use crate::enqueuer::Enqueuer;
+use crate::events::Hub;
 use crate::long_poll::{Notifier, StoppingAgents};
 use crate::rate_limit::RateLimits;
 
@@ -22,7 +23,8 @@ pub struct AppState {
     /// Wakes workers (new work, cancel requests) and other API processes
     /// (an operation ended).
     pub waker: Arc<Waker>,
-    /// Bumped whenever an operation may have ended; long-polls watch it.
+    /// Bumped after every wake-up (something was committed); long-polls
+    /// and the event hub watch it.
     pub notifier: Arc<Notifier>,
     /// Group-committing writer of remote workers' batches.
     pub agents: AgentWriter,
@@ -30,6 +32,8 @@ pub struct AppState {
     /// remote workers' waiting claims watch it.
     pub work: Arc<Notifier>,
     pub stopping_agents: StoppingAgents,
+    /// Reads new events once and hands them to every event stream.
+    pub events: Arc<Hub>,
     pub limits: RateLimits,
     pub key_touches: KeyTouches,
     /// The configuration: `[api]`'s limits, the log cap of the notes the

@@ -170,6 +170,43 @@ impl Client {
         }
     }
 
+    /// Opens a long-lived stream (Server-Sent Events): the answer once its
+    /// headers arrived, or the error it amounts to. No overall timeout: the
+    /// caller decides how long it reads.
+    pub async fn open_stream(&self, request: &Request<'_>) -> Result<reqwest::Response, CliError> {
+        let url = self.url(request);
+        let mut builder = self
+            .http
+            .request(request.method.clone(), url.clone())
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(token) = &self.token {
+            builder = builder.bearer_auth(token);
+        }
+        let shown = without_query(&url);
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, builder.send())
+            .await
+            .map_err(|_| CliError::Unreachable {
+                url: shown.clone(),
+                cause: "no answer in time".into(),
+            })?
+            .map_err(|e| CliError::Unreachable {
+                url: shown.clone(),
+                cause: error_chain(&e.without_url()),
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = response.text().await.unwrap_or_default();
+        let problem = Box::new(Problem::from_answer(status.as_u16(), &text));
+        let body = serde_json::from_str(&text).ok();
+        Err(if status.is_client_error() {
+            CliError::Refused { problem, body }
+        } else {
+            CliError::Server { problem, body }
+        })
+    }
+
     /// [`Client::send`], the body only.
     pub async fn json(&self, request: &Request<'_>) -> Result<Value, CliError> {
         Ok(self.send(request).await?.body)

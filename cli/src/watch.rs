@@ -16,7 +16,7 @@
 //! Ctrl-C can never kill the process between the 202 and the wait.
 //!
 //! The updates come from [`Feed`](crate::feed::Feed), the one place that
-//! knows how (long-polling today, the event stream later).
+//! knows how (the event stream, else long-polling).
 
 use std::time::{Duration, Instant};
 

@@ -1,9 +1,11 @@
 //! The pruner: deletes terminal operations (and, by cascade, their logs) that
 //! finished more than `retention_days` ago, in batches of `prune_batch` so
 //! no transaction holds the write lock for long; then the rows of workers
-//! stopped that long ago; then a passive WAL checkpoint, so the database
-//! file itself holds the pruned state (the report counts the WAL frames
-//! checkpointed).
+//! stopped that long ago; then the event stream's rows older than
+//! `api.events_retention_secs` (a client resuming from before them gets a
+//! `gap` event) and the dashboard sessions that expired; then a passive WAL
+//! checkpoint, so the database file itself holds the pruned state (the
+//! report counts the WAL frames checkpointed).
 
 use opsqueue_shared::store;
 use opsqueue_shared::time::Timestamp;
@@ -12,6 +14,7 @@ use opsqueue_shared::{Config, Store, StoreError};
 pub struct Pruner {
     store: Store,
     retention: chrono::Duration,
+    events_retention: chrono::Duration,
     batch: usize,
 }
 
@@ -19,6 +22,8 @@ pub struct Pruner {
 pub struct PruneReport {
     pub operations: usize,
     pub workers: usize,
+    pub events: usize,
+    pub sessions: usize,
     /// Frames of the WAL that are in the database file after the checkpoint.
     pub wal_frames_checkpointed: i64,
 }
@@ -28,6 +33,7 @@ impl Pruner {
         Self {
             store,
             retention: chrono::Duration::days(config.monitor.retention_days as i64),
+            events_retention: chrono::Duration::seconds(config.api.events_retention_secs as i64),
             batch: config.monitor.prune_batch.max(1),
         }
     }
@@ -50,11 +56,22 @@ impl crate::service::Service for Pruner {
             }
         }
         report.workers = self.store.write(|tx| store::worker_prune(tx, before))?;
+        let events_before = now - self.events_retention;
+        loop {
+            let deleted = self
+                .store
+                .write(|tx| store::event_prune(tx, events_before, self.batch))?;
+            report.events += deleted;
+            if deleted < self.batch {
+                break;
+            }
+        }
+        report.sessions = self.store.write(|tx| store::session_prune(tx, now))?;
         (_, report.wal_frames_checkpointed) = self.store.checkpoint()?;
         Ok(report)
     }
 
     fn is_noteworthy(report: &PruneReport) -> bool {
-        report.operations > 0 || report.workers > 0
+        report.operations > 0 || report.workers > 0 || report.events > 0 || report.sessions > 0
     }
 }

@@ -600,3 +600,48 @@ async fn the_running_monitor_reaps_on_its_cron_trigger() {
     shutdown.cancel();
     running.await.unwrap().unwrap();
 }
+
+#[test]
+fn the_pruner_deletes_events_past_their_retention_and_expired_sessions() {
+    let mut monitor = spawn_monitor();
+    monitor.config.api.events_retention_secs = 3600;
+    monitor.config.monitor.prune_batch = 2;
+    for _ in 0..5 {
+        monitor.enqueue("diag.noop", json!({}), now());
+    }
+    let key = monitor
+        .store
+        .write(|tx| {
+            let key = store::NewKey {
+                name: "ui",
+                scopes: &[store::Scope::Read],
+                ..Default::default()
+            };
+            store::api_key_insert(tx, &key, &store::token_generate(), now())
+        })
+        .unwrap();
+    let (cookie, _) = monitor
+        .store
+        .write(|tx| store::session_insert(tx, &key, now(), add_secs(now(), 60.0)))
+        .unwrap();
+    let pruner = Pruner::new(monitor.store.clone(), &monitor.config);
+
+    // Within the retention: nothing goes.
+    let report = pruner.run_once(add_secs(now(), 30.0)).unwrap();
+    assert_eq!((report.events, report.sessions), (0, 0), "{report:?}");
+
+    // Two hours on: the events are older than an hour (all but the newest,
+    // which keeps the ids rising), the session expired.
+    let report = pruner.run_once(add_secs(now(), 7200.0)).unwrap();
+    assert_eq!((report.events, report.sessions), (4, 1), "{report:?}");
+    let (oldest, latest) = monitor
+        .store
+        .read(|c| Ok((store::event_oldest_id(c)?, store::event_latest_id(c)?)))
+        .unwrap();
+    assert_eq!((oldest, latest), (Some(5), 5));
+    let session = monitor
+        .store
+        .read(|c| store::session_get(c, &store::session_id_hash(&cookie), now()))
+        .unwrap();
+    assert!(session.is_none());
+}

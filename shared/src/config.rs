@@ -139,6 +139,11 @@ pub struct ApiConfig {
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// How long the event stream's rows are kept: a `Last-Event-ID` older
+    /// than this gets a `gap` event (the monitor's pruner deletes them).
+    pub events_retention_secs: u64,
+    /// How long a dashboard sign-in lasts.
+    pub session_secs: u64,
 }
 
 impl Default for ApiConfig {
@@ -153,6 +158,8 @@ impl Default for ApiConfig {
             rate_limit: RateLimitConfig::default(),
             tls_cert: None,
             tls_key: None,
+            events_retention_secs: 6 * 3600,
+            session_secs: 8 * 3600,
         }
     }
 }
@@ -341,6 +348,12 @@ impl Config {
         }
         if self.api.tls_cert.is_some() != self.api.tls_key.is_some() {
             return fail("api.tls_cert and api.tls_key go together");
+        }
+        if self.api.events_retention_secs < 60 {
+            return fail("api.events_retention_secs must be at least 60");
+        }
+        if self.api.session_secs == 0 {
+            return fail("api.session_secs must be at least 1");
         }
         if self.database.pool_size < 2 {
             return fail("database.pool_size must be at least 2");

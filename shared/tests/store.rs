@@ -575,3 +575,222 @@ fn the_workflows_migration_rebuilds_operations_keeping_every_row_and_log_line() 
         "the step went with its workflow, logs with both"
     );
 }
+
+fn events(t: &TestStore) -> Vec<store::Event> {
+    t.store
+        .read(|c| store::event_list_after(c, 0, 1000))
+        .unwrap()
+}
+
+fn data(event: &store::Event) -> serde_json::Value {
+    serde_json::from_str(&event.data).unwrap()
+}
+
+#[test]
+fn every_change_to_an_operation_writes_its_event_in_the_same_transaction() {
+    let t = test_store();
+    let id = t.enqueue(&request("diag.sleep", json!({"seconds": 1, "key": "db"})));
+    let op = t.claim(1).pop().unwrap();
+    let fence = op.fence().unwrap();
+    let progress = opsqueue_shared::operation::Progress {
+        percent: Some(50.0),
+        step: Some("half".into()),
+    };
+    t.store
+        .write(|tx| store::operation_progress(tx, &fence, &progress, now()))
+        .unwrap();
+    // A heartbeat is not an event.
+    t.store
+        .write(|tx| store::operation_heartbeat(tx, std::slice::from_ref(&fence), now(), now()))
+        .unwrap();
+    let line = LogLine {
+        at: now(),
+        stream: Stream::Stdout,
+        line: "hello".into(),
+    };
+    t.store
+        .write(|tx| store::operation_log_append(tx, &fence, &[line.clone(), line.clone()], 1 << 20))
+        .unwrap();
+    t.store
+        .write(|tx| store::operation_cancel(tx, id, now()))
+        .unwrap();
+    let failed = Finish::Failed {
+        error: opsqueue_shared::OperationError::new("boom", "it broke", false),
+    };
+    t.store
+        .write(|tx| store::operation_finish(tx, &fence, &failed, now()))
+        .unwrap();
+    t.store
+        .write(|tx| store::operation_retry(tx, id, now()))
+        .unwrap();
+
+    let seen = events(&t);
+    let kinds: Vec<&str> = seen.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "operation.created",
+            "operation.updated",
+            "operation.updated",
+            "operation.updated",
+            "operation.updated",
+            "operation.finished",
+            "operation.updated",
+        ]
+    );
+    let ids: Vec<i64> = seen.iter().map(|e| e.id).collect();
+    assert_eq!(ids, (1..=7).collect::<Vec<_>>(), "ids rise without gaps");
+    assert!(
+        seen.iter()
+            .all(|e| e.operation_id.as_deref() == Some(&*id.to_string())
+                && e.target.as_deref() == Some("local"))
+    );
+    assert_eq!(data(&seen[0])["status"], "pending");
+    assert_eq!(data(&seen[0])["resource"], "diag:db");
+    assert_eq!(
+        (
+            data(&seen[1])["status"].as_str(),
+            data(&seen[1])["attempt"].as_i64()
+        ),
+        (Some("running"), Some(1))
+    );
+    assert_eq!(
+        data(&seen[2])["progress"],
+        json!({"percent": 50.0, "step": "half"})
+    );
+    assert_eq!(data(&seen[3])["log_seq"], 2, "the last line's seq");
+    assert_eq!(data(&seen[4])["cancel_requested"], true);
+    assert_eq!(
+        (
+            data(&seen[5])["status"].as_str(),
+            data(&seen[5])["error"].as_str()
+        ),
+        (Some("failed"), Some("boom"))
+    );
+    assert_eq!(
+        (
+            data(&seen[6])["status"].as_str(),
+            data(&seen[6])["previous"].as_str()
+        ),
+        (Some("pending"), Some("failed"))
+    );
+}
+
+#[test]
+fn a_refused_write_leaves_no_event_and_a_secret_never_reaches_one() {
+    let t = test_store();
+    t.enqueue(&request(
+        "cloudpanel.db.add",
+        json!({"domain": "shop.example.com", "database_name": "shop",
+               "database_user_name": "shop", "database_user_password": "hunter2-secret"}),
+    ));
+    let op = t.claim(1).pop().unwrap();
+    let stale = opsqueue_shared::Fence {
+        attempt: op.attempt + 1,
+        ..op.fence().unwrap()
+    };
+    let done = Finish::Completed {
+        result: json!({"changed": true}),
+    };
+    assert!(
+        !t.store
+            .write(|tx| store::operation_finish(tx, &stale, &done, now()))
+            .unwrap()
+    );
+    assert!(t.complete(&op));
+    let seen = events(&t);
+    assert_eq!(seen.len(), 3, "created, claimed, finished: {seen:?}");
+    for event in &seen {
+        assert!(!event.to_json().contains("hunter2"), "{}", event.to_json());
+    }
+}
+
+#[test]
+fn a_schedule_fire_is_an_event_and_a_workflow_has_its_own() {
+    let t = test_store();
+    let at = now();
+    let schedule = store::Schedule {
+        name: "nightly".into(),
+        cron: "0 0 * * *".into(),
+        kind: "diag.noop".into(),
+        payload: json!({}),
+        target: "local".into(),
+        priority: 5,
+        timeout_secs: None,
+        max_attempts: None,
+        enabled: true,
+        last_fire_at: Some(at),
+        created_at: at,
+        updated_at: at,
+    };
+    t.store
+        .write(|tx| store::schedule_insert(tx, &schedule))
+        .unwrap();
+    assert!(events(&t).is_empty(), "creating a schedule fires nothing");
+    assert!(
+        t.store
+            .write(|tx| store::schedule_mark_fired(tx, "nightly", add_secs(at, 60.0)))
+            .unwrap()
+    );
+    let fired = events(&t).pop().unwrap();
+    assert_eq!(fired.kind, "schedule.fired");
+    assert_eq!(data(&fired)["schedule"], "nightly");
+
+    // A workflow.run row (written here by hand: the workflows issue adds
+    // its type) has workflow.* events beside its operation.* ones.
+    t.store
+        .write(|tx| {
+            tx.execute(
+                "INSERT INTO operations (id, type, payload, run_at, timeout_secs, created_at, updated_at)
+                 VALUES ('01900000-0000-7000-8000-000000000001', 'workflow.run', '{}', ?1, 60, ?1, ?1)",
+                [opsqueue_shared::time::to_db(at)],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    let mut kinds: Vec<String> = events(&t).into_iter().skip(1).map(|e| e.kind).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["operation.created", "workflow.created"]);
+}
+
+#[test]
+fn a_target_going_online_and_offline_writes_its_events_and_a_heartbeat_does_not() {
+    let t = test_store();
+    let web = vec!["web-2".to_owned()];
+    let seen = |at| {
+        t.store
+            .write(|tx| store::target_seen(tx, &web, at))
+            .unwrap()
+    };
+    seen(now());
+    seen(now()); // still online: no event
+    // No worker serves web-2, so the next sweep marks it offline.
+    let offline = t
+        .store
+        .write(|tx| store::target_mark_offline(tx, now()))
+        .unwrap();
+    assert_eq!(offline, web);
+    seen(now());
+    let changes: Vec<(String, serde_json::Value)> = events(&t)
+        .iter()
+        .filter(|e| e.kind == "target.status_changed")
+        .map(|e| (e.target.clone().unwrap(), data(e)))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (
+                "web-2".into(),
+                json!({"status": "online", "previous": "unknown"})
+            ),
+            (
+                "web-2".into(),
+                json!({"status": "offline", "previous": "online"})
+            ),
+            (
+                "web-2".into(),
+                json!({"status": "online", "previous": "offline"})
+            ),
+        ]
+    );
+}

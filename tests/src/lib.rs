@@ -9,6 +9,7 @@
 //! Every process writes its output to `<dir>/logs/<name>.log`; when a test
 //! panics, the tail of each log is printed.
 
+pub mod browser;
 pub mod caddy_server;
 pub mod fakepve;
 pub mod fleet;

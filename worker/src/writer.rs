@@ -6,9 +6,11 @@
 //! - local: one [`WriteBatcher`] thread with one connection commits the
 //!   batch in one `BEGIN IMMEDIATE` transaction (one fsync), so the worker
 //!   never contends with itself for SQLite's write lock; after a commit
-//!   that ended an operation, API processes are woken (their long-polls
-//!   re-check), and after one that freed a resource or handed an operation
-//!   back, workers are woken (the next on that resource may start);
+//!   that claimed, ended or reported on an operation (progress, log lines),
+//!   API processes are woken (their long-polls re-check and their event
+//!   streams read the events the commit wrote), and after one that freed a
+//!   resource or handed an operation back, workers are woken (the next on
+//!   that resource may start);
 //! - remote: one task sends the batch as one HTTPS request to the API,
 //!   which applies it the same way, in one transaction, and wakes whom it
 //!   must. One batch is in flight at a time, so order holds across

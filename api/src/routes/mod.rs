@@ -1,4 +1,4 @@
-//! The hand-written routes, one module per resource (operations,
+//! The hand-written routes, one module per resource (operations, events,
 //! schedules, workers, targets, the agent protocol, probes, Proxmox nodes
 //! and history), and the one list
 //! that both registers and documents them ([`hand_written!`]): a handler
@@ -6,6 +6,7 @@
 //! `#[utoipa::path]`. The families' typed routes are data (see `typed.rs`).
 
 pub mod agent;
+pub mod events;
 pub mod health;
 pub mod operations;
 pub mod pocketbase;
@@ -44,6 +45,7 @@ hand_written!(
     operations::operation_logs,
     operations::cancel_operation,
     operations::retry_operation,
+    events::follow_events,
     schedules::create_schedule,
     schedules::list_schedules,
     schedules::get_schedule,

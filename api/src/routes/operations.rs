@@ -1,5 +1,6 @@
 //! `/api/v1/operations`: enqueue, read (with long-poll), list with filters
-//! and cursor pagination, logs, cancel and retry.
+//! and cursor pagination, logs (or, with `?follow=true`, the log as
+//! Server-Sent Events until the operation ends), cancel and retry.
 //!
 //! Pagination is by id: ids are UUIDv7, so newest first is id descending,
 //! and `cursor` is the last id of the previous page (`next_cursor`, `null`
@@ -240,6 +241,10 @@ pub struct LogsQuery {
     pub after: Option<i64>,
     /// Default 1000, at most 10000.
     pub limit: Option<usize>,
+    /// Stream the log as Server-Sent Events until the operation ends: a
+    /// `line` event per line (its id is the `seq`; `Last-Event-ID` resumes
+    /// after it), then one `end` event with `{status, error}`.
+    pub follow: Option<bool>,
 }
 
 /// Log lines of an operation, oldest first.
@@ -250,12 +255,16 @@ pub struct LogPage {
     pub next_after: i64,
 }
 
-/// Read an operation's log.
+/// Read or follow an operation's log.
 #[utoipa::path(
     tag = "operations",
-    params(("id" = String, Path, description = "Operation id (UUID)"), LogsQuery),
+    params(("id" = String, Path, description = "Operation id (UUID)"), LogsQuery,
+           ("Last-Event-ID" = Option<i64>, Header, description = "With follow: resume after this seq")),
     responses(
-        (status = 200, description = "Lines after `after`", body = LogPage),
+        (status = 200, description = "Lines after `after` (JSON), or with `follow=true` the log as `text/event-stream`", content(
+            (LogPage = "application/json"),
+            (String = "text/event-stream"),
+        )),
         (status = 400, description = "Malformed id or query", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such operation", body = Problem, content_type = "application/problem+json"),
     ),
@@ -263,11 +272,32 @@ pub struct LogPage {
 #[get("/api/v1/operations/{id}/logs")]
 pub async fn operation_logs(
     state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
     id: web::Path<String>,
     query: web::Query<LogsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = operation_id(&id)?;
     let after = query.after.unwrap_or(0);
+    if query.follow == Some(true) {
+        let after = match crate::routes::events::start(&req, Some(after))? {
+            crate::events::Start::After(seq) => seq,
+            crate::events::Start::Now => after,
+        };
+        if state
+            .store
+            .call(move |s| s.read(|c| operation_get(c, id)))
+            .await?
+            .is_none()
+        {
+            return Err(not_found(id));
+        }
+        let (hub, store) = (state.events.clone(), state.store.clone());
+        let credential = caller.credential(&state.store);
+        return Ok(crate::sse::respond(&state.stopping, move |sink| {
+            crate::log_follow::follow(hub, store, id, after, credential, sink)
+        }));
+    }
     let limit = match query.limit {
         Some(0) => return Err(ApiError::InvalidQuery("limit must be at least 1".into())),
         Some(limit) => limit.min(MAX_LOG_PAGE),
@@ -313,9 +343,19 @@ pub async fn cancel_operation(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = operation_id(&id)?;
-    let outcome = cancel_with(&state, &caller, id, operation_cancel).await?;
-    match outcome {
-        Cancel::Cancelled(op) | Cancel::Requested(op) => Ok(accepted_operation(&op)),
+    Ok(accepted_operation(&cancel(&state, &caller, id).await?))
+}
+
+/// Cancels `id` (at once if pending, by asking its worker if running; a
+/// workflow with its steps); the operation as it is now. The dashboard's
+/// cancel button does the same.
+pub async fn cancel(
+    state: &AppState,
+    caller: &Caller,
+    id: OperationId,
+) -> Result<Operation, ApiError> {
+    match cancel_with(state, caller, id, operation_cancel).await? {
+        Cancel::Cancelled(op) | Cancel::Requested(op) => Ok(op),
         Cancel::Terminal(op) => Err(ApiError::NotCancellable(format!(
             "operation {id} already ended {}",
             op.status
@@ -343,9 +383,18 @@ pub async fn retry_operation(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = operation_id(&id)?;
-    let outcome = retry_with(&state, &caller, id, operation_retry).await?;
-    match outcome {
-        Retry::Requeued(op) => Ok(accepted_operation(&op)),
+    Ok(accepted_operation(&retry(&state, &caller, id).await?))
+}
+
+/// Puts a failed or cancelled `id` back to pending; the operation as it is
+/// now. The dashboard's retry button does the same.
+pub async fn retry(
+    state: &AppState,
+    caller: &Caller,
+    id: OperationId,
+) -> Result<Operation, ApiError> {
+    match retry_with(state, caller, id, operation_retry).await? {
+        Retry::Requeued(op) => Ok(op),
         Retry::NotRetryable(op) => Err(ApiError::NotRetryable(match op.parent_id {
             Some(workflow) => format!(
                 "operation {id} is a step of workflow {workflow}: retry the workflow \
@@ -402,7 +451,8 @@ pub(crate) async fn cancel_with(
 }
 
 /// Retries `id` with `retry` in one write transaction, with a note in its
-/// log, then wakes the workers.
+/// log, then wakes the workers (it is claimable) and the API processes
+/// (event streams).
 pub(crate) async fn retry_with(
     state: &AppState,
     caller: &Caller,
@@ -426,6 +476,7 @@ pub(crate) async fn retry_with(
         .await?;
     if let Retry::Requeued(_) = outcome {
         state.waker.wake(Role::Worker);
+        state.waker.wake(Role::Api);
     }
     Ok(outcome)
 }

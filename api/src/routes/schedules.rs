@@ -212,9 +212,19 @@ pub async fn replace_schedule(
     name: web::Path<String>,
     body: web::Json<ScheduleBody>,
 ) -> Result<HttpResponse, ApiError> {
+    let stored = replace(&state, &caller, name.into_inner(), body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(stored))
+}
+
+/// Replaces the schedule `name` with `body` (checked as `PUT` checks it);
+/// the schedule as stored.
+pub async fn replace(
+    state: &AppState,
+    caller: &Caller,
+    name: String,
+    body: ScheduleBody,
+) -> Result<Schedule, ApiError> {
     may_write_schedules(caller.key())?;
-    let name = name.into_inner();
-    let body = body.into_inner();
     if body.name.as_ref().is_some_and(|n| *n != name) {
         return Err(ApiError::invalid_field(
             "name",
@@ -234,7 +244,7 @@ pub async fn replace_schedule(
             })
         })
         .await?;
-    Ok(HttpResponse::Ok().json(stored.ok_or_else(|| not_found(&name))?))
+    stored.ok_or_else(|| not_found(&name))
 }
 
 /// Delete a schedule.

@@ -116,9 +116,11 @@ pub fn token_hash(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 
-const KEY_COLUMNS: &str = "id, name, scopes, source, created_at, last_used_at, revoked_at, targets";
+/// The columns `key_from_row` reads, in its order.
+pub(crate) const KEY_COLUMNS: &str =
+    "id, name, scopes, source, created_at, last_used_at, revoked_at, targets";
 
-fn key_from_row(row: &rusqlite::Row) -> Result<ApiKey> {
+pub(crate) fn key_from_row(row: &rusqlite::Row) -> Result<ApiKey> {
     let scopes: String = row.get(2)?;
     Ok(ApiKey {
         id: row.get(0)?,

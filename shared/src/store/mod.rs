@@ -17,12 +17,14 @@
 
 mod batch;
 mod counters;
+mod events;
 mod keys;
 mod lifecycle;
 mod logs;
 mod operations;
 pub mod proxmox;
 mod schedules;
+mod sessions;
 mod state;
 mod targets;
 mod worker_batch;
@@ -38,11 +40,13 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 pub use batch::WriteBatcher;
 pub use counters::*;
+pub use events::*;
 pub use keys::*;
 pub use lifecycle::*;
 pub use logs::*;
 pub use operations::*;
 pub use schedules::*;
+pub use sessions::*;
 pub use state::*;
 pub use targets::*;
 pub use worker_batch::*;

@@ -220,7 +220,9 @@ pub struct WorkerSession<'a> {
 /// Whom to wake after the commit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Woken {
-    /// An operation ended: API processes' long-polls re-check.
+    /// An operation was claimed, ended or reported on (progress, log
+    /// lines): API processes' long-polls re-check and their event streams
+    /// read the events the commit wrote.
     pub api: bool,
     /// A resource was freed or an operation handed back: workers claim.
     pub workers: bool,
@@ -294,6 +296,7 @@ pub fn worker_batch_apply(
             }
             WorkerWrite::Claim { limit, cancels } => {
                 let operations = claim(tx, worker, *limit, now, &mut counters)?;
+                woken.api |= !operations.is_empty();
                 let cancels = if *cancels {
                     operation_cancel_requests(tx, &worker.id)?
                 } else {
@@ -328,7 +331,7 @@ pub fn worker_batch_apply(
                         state_apply(tx, &done.target, done.fence.id, &done.effects, now)?;
                     }
                     tally(&mut counters, done);
-                    woken.api |= done.finish.status().is_terminal();
+                    woken.api = true;
                     woken.workers |= done.has_resource || done.finish == Finish::Released;
                 }
                 if *claim_next && !session.stopping {
@@ -339,17 +342,22 @@ pub fn worker_batch_apply(
                     next: None,
                 }
             }
-            WorkerWrite::Log { fence, lines } => WorkerWritten::Applied {
-                applied: operation_log_append(tx, fence, lines, session.log_cap)?,
-            },
-            WorkerWrite::Progress { fence, progress } => WorkerWritten::Applied {
-                applied: operation_progress(tx, fence, progress, now)?,
-            },
+            WorkerWrite::Log { fence, lines } => {
+                let applied = operation_log_append(tx, fence, lines, session.log_cap)?;
+                woken.api |= applied;
+                WorkerWritten::Applied { applied }
+            }
+            WorkerWrite::Progress { fence, progress } => {
+                let applied = operation_progress(tx, fence, progress, now)?;
+                woken.api |= applied;
+                WorkerWritten::Applied { applied }
+            }
         };
         answers.push(answer);
     }
     if !wanting.is_empty() {
         let claimed = claim(tx, worker, wanting.len(), now, &mut counters)?;
+        woken.api |= !claimed.is_empty();
         for (index, op) in wanting.into_iter().zip(claimed) {
             if let WorkerWritten::Finished { next, .. } = &mut answers[index] {
                 *next = Some(Box::new(op));

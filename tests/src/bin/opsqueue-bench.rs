@@ -12,7 +12,9 @@
 //! terminal operations of history; workflows (per-step overhead of a
 //! chain, steps/s of many workflows against the plain drain, the enqueue of
 //! a large workflow); one remote worker over HTTPS on loopback (drain at
-//! concurrency 32, the API's CPU per operation, pickup).
+//! concurrency 32, the API's CPU per operation, pickup); the dashboard's
+//! operations page with that history; enqueue with 500 event subscribers
+//! connected against none; events delivered per second.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,6 +43,12 @@ struct Sizes {
     chain_steps: usize,
     workflows: usize,
     big_workflow: usize,
+    /// Requests per dashboard page measured (section 12).
+    page_requests: usize,
+    /// Event subscribers connected during enqueue (section 11).
+    subscribers: usize,
+    /// Subscribers that take every event (section 12).
+    readers: usize,
     /// Runs behind each headline figure (64-client enqueue, drain at
     /// concurrency 32, the scale pair): the median is reported, with the
     /// range, because a shared 2-core machine is noisy.
@@ -58,6 +66,9 @@ const FULL: Sizes = Sizes {
     chain_steps: 1_000,
     workflows: 1_000,
     big_workflow: 1_000,
+    page_requests: 300,
+    subscribers: 500,
+    readers: 50,
     repeats: 3,
 };
 
@@ -72,6 +83,9 @@ const SMOKE: Sizes = Sizes {
     chain_steps: 20,
     workflows: 20,
     big_workflow: 50,
+    page_requests: 20,
+    subscribers: 20,
+    readers: 5,
     repeats: 1,
 };
 
@@ -107,6 +121,7 @@ async fn run(sizes: Sizes, only: Vec<u32>) -> anyhow::Result<()> {
     let mut rss: Vec<(String, u64)> = Vec::new();
     // The local drain at concurrency 32 (section 3), to compare the remote one with.
     let mut drain_local_32: Option<f64> = None;
+    let mut template: Option<std::path::PathBuf> = None;
 
     if wants(1) {
         println!("## 1. Raw SQLite limit (same disk, same PRAGMAs, the real `operations` table)\n");
@@ -270,12 +285,12 @@ async fn run(sizes: Sizes, only: Vec<u32>) -> anyhow::Result<()> {
         );
         // One database with the history, copied for each run; runs with and
         // without it alternate so that both see the same machine.
-        let template = history_template(scratch.path(), sizes.history_rows)?;
+        let template = template.insert(history_template(scratch.path(), sizes.history_rows)?);
         let (mut empty, mut full) = (Vec::new(), Vec::new());
         for _ in 0..sizes.repeats {
             empty.push(drain(sizes.drain_ops, 32, None, Mode::Local).await?.rate);
             full.push(
-                drain(sizes.drain_ops, 32, Some(&template), Mode::Local)
+                drain(sizes.drain_ops, 32, Some(template), Mode::Local)
                     .await?
                     .rate,
             );
@@ -366,6 +381,63 @@ async fn run(sizes: Sizes, only: Vec<u32>) -> anyhow::Result<()> {
         println!(
             "| 202 received → long-poll sees `completed` | {:.2} | {:.2} | {:.2} |",
             pickup.seen.0, pickup.seen.1, pickup.seen.2
+        );
+    }
+
+    if wants(10) {
+        println!(
+            "\n## 10. Dashboard: the operations page with {} operations stored ({} requests each)\n",
+            sizes.history_rows, sizes.page_requests
+        );
+        let template = match &template {
+            Some(template) => template.clone(),
+            None => history_template(scratch.path(), sizes.history_rows)?,
+        };
+        dashboard_pages(&template, sizes.page_requests).await?;
+    }
+
+    if wants(11) {
+        println!(
+            "\n## 11. Enqueue (64 clients) with {} event subscribers connected, against none\n",
+            sizes.subscribers
+        );
+        let (mut none, mut with) = (Vec::new(), Vec::new());
+        for _ in 0..sizes.repeats {
+            none.push(enqueue_with_subscribers(0, sizes.enqueue_secs).await?);
+            with.push(enqueue_with_subscribers(sizes.subscribers, sizes.enqueue_secs).await?);
+        }
+        let (none_rate, with_rate) = (median(&mut none), median(&mut with));
+        println!(
+            "| subscribers | operations/s | vs none | runs (operations/s) |\n|---|---|---|---|"
+        );
+        println!(
+            "| 0 | {none_rate:.0} | 100 % | {} |",
+            runs_cell(none.iter().copied())
+        );
+        println!(
+            "| {} | {with_rate:.0} | {:.0} % | {} |",
+            sizes.subscribers,
+            with_rate / none_rate * 100.0,
+            runs_cell(with.iter().copied())
+        );
+    }
+
+    if wants(12) {
+        println!(
+            "\n## 12. Events delivered: {} subscribers taking every `operation.created` while 16 clients enqueue\n",
+            sizes.readers
+        );
+        let delivery = event_delivery(sizes.readers, sizes.enqueue_secs).await?;
+        println!(
+            "| enqueued/s | events delivered/s | delivered of sent | p50 ms | p99 ms |\n|---|---|---|---|---|"
+        );
+        println!(
+            "| {:.0} | {:.0} | {:.1} % | {:.2} | {:.2} |",
+            delivery.enqueued_rate,
+            delivery.delivered_rate,
+            delivery.complete * 100.0,
+            delivery.p50_ms,
+            delivery.p99_ms
         );
     }
     Ok(())
@@ -740,7 +812,9 @@ fn percentiles(sorted: &[Duration]) -> (f64, f64, f64) {
 }
 
 /// A database holding `rows` terminal operations (and nothing else), fully
-/// checkpointed so that copying its file copies all of it.
+/// checkpointed so that copying its file copies all of it: one in twenty
+/// failed, four types, one in ten on target `web-2`. Their events are
+/// deleted: a history this old is past the events' retention.
 fn history_template(dir: &Path, rows: usize) -> anyhow::Result<std::path::PathBuf> {
     let path = dir.join("history.db");
     let store = Store::open(&DatabaseConfig {
@@ -750,15 +824,22 @@ fn history_template(dir: &Path, rows: usize) -> anyhow::Result<std::path::PathBu
     store.write(|tx| {
         tx.execute(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
-                 INSERT INTO operations (id, type, payload, status, run_at, attempt, timeout_secs,
-                     result, created_at, started_at, finished_at, updated_at)
-                 SELECT printf('00000000-0000-7000-8000-%012x', i), 'diag.noop', '{}', 'completed',
-                     '2000-01-01T00:00:00.000000Z', 1, 300, '{\"changed\":false}',
+                 INSERT INTO operations (id, type, payload, status, target, run_at, attempt, timeout_secs,
+                     result, error, created_at, started_at, finished_at, updated_at)
+                 SELECT printf('00000000-0000-7000-8000-%012x', i),
+                     CASE i % 4 WHEN 0 THEN 'diag.noop' WHEN 1 THEN 'diag.sleep'
+                                WHEN 2 THEN 'pm2.restart' ELSE 'systemd.restart' END,
+                     '{}', CASE WHEN i % 20 = 0 THEN 'failed' ELSE 'completed' END,
+                     CASE WHEN i % 10 = 3 THEN 'web-2' ELSE 'local' END,
+                     '2000-01-01T00:00:00.000000Z', 1, 300,
+                     CASE WHEN i % 20 = 0 THEN NULL ELSE '{\"changed\":false}' END,
+                     CASE WHEN i % 20 = 0 THEN '{\"code\":\"boom\",\"message\":\"it failed\",\"retryable\":false}' END,
                      '2000-01-01T00:00:00.000000Z', '2000-01-01T00:00:00.000000Z',
                      '2000-01-01T00:00:00.000000Z', '2000-01-01T00:00:00.000000Z'
                  FROM n",
             [rows as i64],
         )?;
+        tx.execute("DELETE FROM events", [])?;
         Ok(())
     })?;
     store.read(|conn| Ok(conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?))?;
@@ -921,4 +1002,224 @@ fn peak_rss_kib(pid: i32) -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// One keep-alive HTTP/1 connection to the cluster's API.
+async fn connect(
+    cluster: &Cluster,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>> {
+    let address = cluster
+        .api_url
+        .strip_prefix("http://")
+        .expect("the API listens on http");
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    stream.set_nodelay(true).unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("HTTP/1 handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+fn get_request(
+    cluster: &Cluster,
+    path: &str,
+) -> hyper::Request<http_body_util::Full<hyper::body::Bytes>> {
+    let address = cluster.api_url.strip_prefix("http://").unwrap();
+    hyper::Request::get(path)
+        .header("host", address)
+        .header("authorization", format!("Bearer {}", cluster.token))
+        .body(http_body_util::Full::new(hyper::body::Bytes::new()))
+        .unwrap()
+}
+
+/// Section 8: server time of the dashboard's operations page (and the
+/// JSON list beside it) with the history stored, one request after the
+/// other on a keep-alive connection, so each latency is the server's time
+/// plus a loopback round trip.
+async fn dashboard_pages(template: &Path, requests: usize) -> anyhow::Result<()> {
+    let mut cluster = quiet_cluster();
+    std::fs::create_dir_all(cluster.db_path().parent().unwrap())?;
+    std::fs::copy(template, cluster.db_path())?;
+    cluster.start_api();
+    let middle = format!(
+        "00000000-0000-7000-8000-{:012x}",
+        500_000.min(requests.max(1) * 50)
+    );
+    let pages = [
+        ("first page", "/ui/operations".to_owned()),
+        ("status=failed", "/ui/operations?status=failed".to_owned()),
+        (
+            "type=pm2.restart",
+            "/ui/operations?type=pm2.restart".to_owned(),
+        ),
+        ("target=web-2", "/ui/operations?target=web-2".to_owned()),
+        (
+            "a page deep in (cursor)",
+            format!("/ui/operations?cursor={middle}"),
+        ),
+        (
+            "JSON: GET /api/v1/operations",
+            "/api/v1/operations".to_owned(),
+        ),
+    ];
+    let mut sender = connect(&cluster).await;
+    println!("| page | p50 ms | p99 ms | max ms |\n|---|---|---|---|");
+    for (name, path) in pages {
+        let mut latencies = Vec::with_capacity(requests);
+        // One request first, unmeasured: the page cache of a fresh process.
+        for i in 0..=requests {
+            sender.ready().await?;
+            let t0 = Instant::now();
+            let response = sender.send_request(get_request(&cluster, &path)).await?;
+            anyhow::ensure!(response.status() == 200, "{path}: {}", response.status());
+            http_body_util::BodyExt::collect(response.into_body()).await?;
+            if i > 0 {
+                latencies.push(t0.elapsed());
+            }
+        }
+        latencies.sort();
+        let (p50, p99, max) = percentiles(&latencies);
+        println!("| {name} | {p50:.2} | {p99:.2} | {max:.2} |");
+    }
+    Ok(())
+}
+
+/// Opens `count` event streams, each following one operation that never
+/// changes (as `opsqueue run --follow` does), and keeps them open (reading
+/// what comes) until the returned handles are dropped.
+async fn subscribe_followers(cluster: &Cluster, count: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut sender = connect(cluster).await;
+        let path = format!("/api/v1/events?operation={}", uuid::Uuid::now_v7());
+        let response = sender
+            .send_request(get_request(cluster, &path))
+            .await
+            .expect("the stream opens");
+        assert_eq!(response.status(), 200, "the stream opens");
+        tasks.push(tokio::spawn(async move {
+            let _sender = sender;
+            let mut body = response.into_body();
+            while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
+        }));
+    }
+    tasks
+}
+
+/// Section 9: the enqueue rate at 64 clients with `subscribers` event
+/// streams open.
+async fn enqueue_with_subscribers(subscribers: usize, secs: f64) -> anyhow::Result<f64> {
+    let mut cluster = quiet_cluster();
+    cluster.start_api();
+    let streams = subscribe_followers(&cluster, subscribers).await;
+    let load = enqueue_load(&cluster, 64, secs).await;
+    for stream in streams {
+        stream.abort();
+    }
+    Ok(load.rate)
+}
+
+struct Delivery {
+    enqueued_rate: f64,
+    delivered_rate: f64,
+    /// Events received over events sent (readers × operations created).
+    complete: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Section 10: `readers` streams of every `operation.created` while 16
+/// clients enqueue for `secs`; events delivered per second over all
+/// readers, and each event's delay from its commit time (`at`) to its
+/// arrival.
+async fn event_delivery(readers: usize, secs: f64) -> anyhow::Result<Delivery> {
+    let mut cluster = quiet_cluster();
+    cluster.start_api();
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(readers);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _ in 0..readers {
+        let mut sender = connect(&cluster).await;
+        let response = sender
+            .send_request(get_request(
+                &cluster,
+                "/api/v1/events?type=operation.created",
+            ))
+            .await?;
+        anyhow::ensure!(response.status() == 200, "the stream opens");
+        let (stop, received) = (stop.clone(), received.clone());
+        tasks.push(tokio::spawn(async move {
+            let _sender = sender;
+            let mut body = response.into_body();
+            let (mut events, mut delays, mut rest) = (0usize, Vec::new(), Vec::new());
+            loop {
+                let frame = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    frame = http_body_util::BodyExt::frame(&mut body) => frame,
+                };
+                let Some(Ok(frame)) = frame else { break };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                rest.extend_from_slice(&data);
+                let arrived = now();
+                // Whole frames only; the commit time is the `at` of the data.
+                while let Some(end) = rest.windows(2).position(|w| w == b"\n\n") {
+                    let frame: Vec<u8> = rest.drain(..end + 2).collect();
+                    let text = String::from_utf8_lossy(&frame);
+                    if let Some(at) = text
+                        .split("\"at\":\"")
+                        .nth(1)
+                        .and_then(|t| t.split('"').next())
+                    {
+                        events += 1;
+                        received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if let Ok(at) = from_db(at) {
+                            delays.push(Duration::from_micros(
+                                (arrived - at).num_microseconds().unwrap_or(0).max(0) as u64,
+                            ));
+                        }
+                    }
+                }
+            }
+            (events, delays)
+        }));
+    }
+    let load = enqueue_load(&cluster, 16, secs).await;
+    let sent: i64 = cluster.sqlite().query_row(
+        "SELECT count(*) FROM events WHERE type = 'operation.created'",
+        [],
+        |r| r.get(0),
+    )?;
+    // Let the readers catch up (for at most 10 s), then stop them.
+    let expected = sent as usize * readers;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && received.load(std::sync::atomic::Ordering::Relaxed) < expected
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut delivered = 0;
+    let mut delays = Vec::new();
+    for task in tasks {
+        let (events, mut own) = task.await?;
+        delivered += events;
+        delays.append(&mut own);
+    }
+    delays.sort();
+    let (p50, p99, _) = percentiles(&delays);
+    Ok(Delivery {
+        enqueued_rate: load.rate,
+        delivered_rate: delivered as f64 / elapsed,
+        complete: delivered as f64 / expected.max(1) as f64,
+        p50_ms: p50,
+        p99_ms: p99,
+    })
 }

@@ -25,6 +25,9 @@ fn the_benchmark_runs_every_section_and_reports_numbers() {
         "## 7. Scale",
         "## 8. Workflows",
         "## 9. One remote worker",
+        "## 10. Dashboard",
+        "## 11. Enqueue (64 clients) with",
+        "## 12. Events delivered",
     ] {
         let body = stdout
             .split(section)

@@ -5,6 +5,7 @@
 mod bench;
 mod caddy;
 mod cloudpanel;
+mod dashboard;
 mod fleet;
 mod pm2;
 mod pocketbase;

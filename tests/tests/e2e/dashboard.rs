@@ -1,0 +1,512 @@
+//! The dashboard in a real browser (headless chromium through WebDriver,
+//! see `opsqueue_tests::browser`) against the real binaries: signing in,
+//! firing from the form and watching the operation move without a reload,
+//! cancelling from its page, what a read key sees and may do, the CSRF
+//! token, the live log, field errors. Each test leaves a screenshot in
+//! `target/tmp/screenshots/`.
+
+use std::time::Duration;
+
+use opsqueue_tests::Cluster;
+use opsqueue_tests::browser::Browser;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// A cluster with the API and the monitor (workers are the test's to
+/// start), and a browser.
+async fn setup() -> (Cluster, Browser) {
+    let mut cluster = Cluster::new();
+    cluster.start_api();
+    cluster.start_monitor();
+    let browser = Browser::start(&cluster.path("logs")).await;
+    (cluster, browser)
+}
+
+/// Marks the page, so a later check can tell it was not reloaded.
+async fn mark_page(browser: &Browser) {
+    browser
+        .eval("window.__notReloaded = true; return true;")
+        .await;
+}
+
+async fn still_marked(browser: &Browser) -> bool {
+    browser.eval("return window.__notReloaded === true;").await == json!(true)
+}
+
+fn cookie_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn signing_in_with_a_key_shows_the_overview_and_signing_out_ends_the_session() {
+    let (cluster, browser) = setup().await;
+    browser
+        .goto(&format!("{}/ui/operations", cluster.api_url))
+        .await;
+    assert!(
+        browser.client.current_url().await.unwrap().path() == "/ui/login",
+        "a page without a session leads to the sign-in form"
+    );
+    browser
+        .find("#key")
+        .await
+        .send_keys("oq_wrong")
+        .await
+        .unwrap();
+    browser
+        .find("form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_text(".field-error", "the wrong key is refused", |t| {
+            t.contains("unknown")
+        })
+        .await;
+    browser.screenshot("sign-in").await;
+
+    browser.sign_in(&cluster.api_url, &cluster.token).await;
+    assert_eq!(browser.text("main h1").await, "Overview");
+    eventually_live(&browser).await;
+
+    let cookie = browser.session_cookie().await;
+    browser
+        .find("form[action='/ui/logout'] button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.find("#key").await;
+    let answer = cookie_client()
+        .get(format!("{}/api/v1/operations", cluster.api_url))
+        .header("cookie", format!("opsqueue_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.status(),
+        StatusCode::UNAUTHORIZED,
+        "the signed-out session still works"
+    );
+}
+
+/// Waits until the live indicator says the event stream is connected.
+async fn eventually_live(browser: &Browser) {
+    let deadline = std::time::Instant::now() + opsqueue_tests::DEADLINE;
+    loop {
+        let state = browser
+            .eval("return document.getElementById('live').dataset.state;")
+            .await;
+        if state == json!("on") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the event stream never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_sleep_fired_from_the_form_goes_pending_running_completed_without_a_reload() {
+    let (mut cluster, browser) = setup().await;
+    browser.sign_in(&cluster.api_url, &cluster.token).await;
+    browser
+        .goto(&format!("{}/ui/fire?type=diag.sleep", cluster.api_url))
+        .await;
+    let payload = browser.find("#payload").await;
+    payload.clear().await.unwrap();
+    payload.send_keys(r#"{"seconds": 2}"#).await.unwrap();
+    browser
+        .find("#fire button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+
+    // No worker yet: it waits, pending, on its own page.
+    browser
+        .wait_text("#summary .badge", "the new operation shows pending", |t| {
+            t == "pending"
+        })
+        .await;
+    let path = browser
+        .client
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .to_owned();
+    let id = path.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(cluster.operation(&id).await["type"], "diag.sleep");
+    eventually_live(&browser).await;
+    mark_page(&browser).await;
+
+    cluster.start_worker(&[]);
+    browser
+        .wait_text("#summary .badge", "it runs", |t| t == "running")
+        .await;
+    browser.screenshot("operation-running").await;
+    browser
+        .wait_text("#summary .badge", "it completes", |t| t == "completed")
+        .await;
+    assert!(still_marked(&browser).await, "the page was reloaded");
+    assert!(browser.text("#summary").await.contains("Result"));
+}
+
+#[tokio::test]
+async fn the_operations_list_gains_new_rows_and_their_states_change_in_place() {
+    let (mut cluster, browser) = setup().await;
+    browser.sign_in(&cluster.api_url, &cluster.token).await;
+    browser
+        .goto(&format!("{}/ui/operations", cluster.api_url))
+        .await;
+    eventually_live(&browser).await;
+    mark_page(&browser).await;
+    let mut ids = Vec::new();
+    for seconds in [1, 2, 3] {
+        ids.push(
+            cluster
+                .enqueue_kind("diag.sleep", json!({"seconds": seconds}))
+                .await,
+        );
+    }
+    for id in &ids {
+        browser
+            .wait_text(&format!("#op-{id} .badge"), "the new row appears", |t| {
+                t == "pending"
+            })
+            .await;
+    }
+    cluster.start_worker(&[]);
+    for id in &ids {
+        browser
+            .wait_text(
+                &format!("#op-{id} .badge"),
+                "the row's state changes",
+                |t| t == "completed",
+            )
+            .await;
+    }
+    assert!(still_marked(&browser).await, "the page was reloaded");
+    browser.screenshot("operations").await;
+    browser.goto(&format!("{}/ui", cluster.api_url)).await;
+    browser
+        .wait_text("[data-count=completed]", "the overview counts them", |t| {
+            t == "3"
+        })
+        .await;
+    assert_eq!(
+        browser.text("#stats h2").await,
+        "Last hour: 3 ended, 0 failed"
+    );
+    browser.screenshot("overview").await;
+    browser
+        .goto(&format!("{}/ui/operations", cluster.api_url))
+        .await;
+
+    // Readable on a phone: the table scrolls inside its box, the page
+    // does not.
+    browser.resize(390, 844).await;
+    let overflow = browser
+        .eval("return document.documentElement.scrollWidth <= window.innerWidth + 1;")
+        .await;
+    assert_eq!(overflow, json!(true), "the page is wider than a phone");
+    browser.screenshot("operations-phone").await;
+}
+
+#[tokio::test]
+async fn a_running_operation_is_cancelled_from_its_page_after_a_confirmation() {
+    let (mut cluster, browser) = setup().await;
+    cluster.start_worker(&[]);
+    let id = cluster
+        .enqueue_kind("diag.sleep", json!({"seconds": 120, "child": true}))
+        .await;
+    cluster
+        .wait_until(&id, |op| op["status"] == "running")
+        .await;
+    browser.sign_in(&cluster.api_url, &cluster.token).await;
+    browser
+        .goto(&format!("{}/ui/operations/{id}", cluster.api_url))
+        .await;
+    browser
+        .wait_text("#summary .badge", "it runs", |t| t == "running")
+        .await;
+
+    // Declining the question changes nothing.
+    browser
+        .find("form[action$='/cancel'] button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.client.dismiss_alert().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(cluster.operation(&id).await["status"], "running");
+
+    browser
+        .find("form[action$='/cancel'] button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.client.accept_alert().await.unwrap();
+    browser
+        .wait_text("#summary .badge", "it ends cancelled", |t| t == "cancelled")
+        .await;
+    assert_eq!(cluster.operation(&id).await["status"], "cancelled");
+    browser.screenshot("operation-cancelled").await;
+}
+
+#[tokio::test]
+async fn a_read_key_sees_no_button_that_changes_anything_and_its_posts_are_refused() {
+    let (mut cluster, browser) = setup().await;
+    cluster.start_worker(&[]);
+    let id = cluster
+        .enqueue_kind("diag.sleep", json!({"seconds": 120, "child": true}))
+        .await;
+    cluster
+        .wait_until(&id, |op| op["status"] == "running")
+        .await;
+    let read = cluster.create_key("viewer", "read");
+    browser.sign_in(&cluster.api_url, &read).await;
+    assert!(
+        !browser.has("nav a[href='/ui/fire']").await,
+        "a read key sees Fire"
+    );
+    browser
+        .goto(&format!("{}/ui/operations/{id}", cluster.api_url))
+        .await;
+    browser
+        .wait_text("#summary .badge", "it runs", |t| t == "running")
+        .await;
+    assert!(
+        browser.has("form[action='/ui/logout']").await,
+        "it may sign out"
+    );
+    let changing = browser
+        .eval("return document.querySelectorAll('main form[method=post]').length;")
+        .await;
+    assert_eq!(
+        changing,
+        json!(0),
+        "a read key sees a form that changes something"
+    );
+    assert!(browser.text("header").await.contains("read only"));
+    browser.screenshot("read-only").await;
+
+    let cookie = browser.session_cookie().await;
+    let csrf = browser
+        .eval("return document.querySelector('meta[name=csrf-token]').content;")
+        .await;
+    let refused = cookie_client()
+        .post(format!("{}/ui/operations/{id}/cancel", cluster.api_url))
+        .header("cookie", format!("opsqueue_session={cookie}"))
+        .form(&[("csrf", csrf.as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let refused = cookie_client()
+        .post(format!("{}/api/v1/operations", cluster.api_url))
+        .header("cookie", format!("opsqueue_session={cookie}"))
+        .header("x-csrf-token", csrf.as_str().unwrap())
+        .json(&json!({"type": "diag.noop"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(cluster.operation(&id).await["status"], "running");
+}
+
+#[tokio::test]
+async fn a_request_of_a_session_without_its_csrf_token_is_refused() {
+    let (mut cluster, browser) = setup().await;
+    cluster.start_worker(&[]);
+    let id = cluster
+        .enqueue_kind("diag.sleep", json!({"seconds": 120, "child": true}))
+        .await;
+    cluster
+        .wait_until(&id, |op| op["status"] == "running")
+        .await;
+    browser.sign_in(&cluster.api_url, &cluster.token).await;
+    let cookie = format!("opsqueue_session={}", browser.session_cookie().await);
+    let csrf = browser
+        .eval("return document.querySelector('meta[name=csrf-token]').content;")
+        .await;
+    let csrf = csrf.as_str().unwrap();
+    let http = cookie_client();
+    let cancel = format!("{}/ui/operations/{id}/cancel", cluster.api_url);
+    for form in [vec![], vec![("csrf", "0".repeat(64))]] {
+        let refused = http
+            .post(&cancel)
+            .header("cookie", &cookie)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{form:?}");
+        let problem: Value = refused.json().await.unwrap();
+        assert_eq!(problem["code"], "csrf_failed");
+    }
+    let refused = http
+        .post(format!("{}/api/v1/operations", cluster.api_url))
+        .header("cookie", &cookie)
+        .json(&json!({"type": "diag.noop"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(cluster.operation(&id).await["status"], "running");
+
+    // With the token, the same requests go through.
+    let accepted = http
+        .post(format!("{}/api/v1/operations", cluster.api_url))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", csrf)
+        .json(&json!({"type": "diag.noop"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    let cancelled = http
+        .post(&cancel)
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), StatusCode::SEE_OTHER);
+    let op = cluster.wait_terminal(&id).await;
+    assert_eq!(op["status"], "cancelled");
+}
+
+const TICKER: &str = "#!/bin/sh\nfor i in 1 2 3 4; do echo \"tick $i\"; sleep 1; done\necho '{\"changed\": false}'\n";
+
+#[tokio::test]
+async fn the_log_of_a_running_operation_follows_live_on_its_page() {
+    let mut cluster = Cluster::new();
+    let dir = cluster.path("scripts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("ticker.sh");
+    std::fs::write(&script, TICKER).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    cluster.set_env("OPSQUEUE_SCRIPTS__ENABLED", "true");
+    cluster.set_env("OPSQUEUE_SCRIPTS__DIR", dir.display());
+    cluster.start_api();
+    let browser = Browser::start(&cluster.path("logs")).await;
+    let id = cluster
+        .enqueue_kind("script.run", json!({"name": "ticker.sh"}))
+        .await;
+    browser.sign_in(&cluster.api_url, &cluster.token).await;
+    browser
+        .goto(&format!("{}/ui/operations/{id}", cluster.api_url))
+        .await;
+    browser.find("#log[data-follow]").await;
+    mark_page(&browser).await;
+    cluster.start_worker(&[]);
+    browser
+        .wait_text("#log", "the first line arrives", |t| t.contains("tick 1"))
+        .await;
+    let early = browser.text("#log").await;
+    assert!(
+        !early.contains("tick 4"),
+        "the lines came at once, not as written: {early}"
+    );
+    browser
+        .wait_text("#log", "the last line arrives", |t| t.contains("tick 4"))
+        .await;
+    browser
+        .wait_text("#summary .badge", "it completes", |t| t == "completed")
+        .await;
+    let deadline = std::time::Instant::now() + opsqueue_tests::DEADLINE;
+    while browser
+        .eval("return document.getElementById('log').dataset.ended === 'true';")
+        .await
+        != json!(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log stream never said `end`"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(still_marked(&browser).await, "the page was reloaded");
+    let text = browser.text("#log").await;
+    assert_eq!(
+        text.matches("tick 2").count(),
+        1,
+        "a line came twice: {text}"
+    );
+    browser.screenshot("operation-log").await;
+}
+
+#[tokio::test]
+async fn an_invalid_payload_is_refused_with_the_error_beside_its_field() {
+    let (cluster, browser) = setup().await;
+    browser.sign_in(&cluster.api_url, &cluster.token).await;
+    browser
+        .goto(&format!("{}/ui/fire?type=diag.sleep", cluster.api_url))
+        .await;
+    let submit = |payload: &'static str, priority: &'static str| {
+        let browser = &browser;
+        async move {
+            let field = browser.find("#payload").await;
+            field.clear().await.unwrap();
+            field.send_keys(payload).await.unwrap();
+            let field = browser.find("input[name=priority]").await;
+            field.clear().await.unwrap();
+            field.send_keys(priority).await.unwrap();
+            browser
+                .find("#fire button[type=submit]")
+                .await
+                .click()
+                .await
+                .unwrap();
+        }
+    };
+    submit("{seconds: 2", "").await;
+    browser
+        .wait_text("#payload-error", "non-JSON is refused", |t| {
+            t.contains("is not JSON")
+        })
+        .await;
+
+    submit(r#"{"seconds": "soon"}"#, "12").await;
+    browser
+        .wait_text("#priority-error", "the priority is out of range", |t| {
+            t.contains("between 0 and 9")
+        })
+        .await;
+
+    submit(r#"{"seconds": "soon"}"#, "1").await;
+    let error = browser
+        .wait_text("#payload-error", "the payload is refused", |t| {
+            t.contains("seconds") || t.contains("invalid")
+        })
+        .await;
+    assert!(error.contains("diag.sleep"), "{error}");
+    assert_eq!(
+        browser
+            .find("#payload")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(r#"{"seconds": "soon"}"#),
+        "what was typed is kept"
+    );
+    browser.screenshot("fire-invalid").await;
+    let stored = cluster.get("/api/v1/operations").await;
+    assert_eq!(
+        stored.body["items"],
+        json!([]),
+        "a refused form stored something"
+    );
+}
