@@ -261,6 +261,19 @@ fn broken_version_failure(view: &Value) -> &'static str {
     "start"
 }
 
+/// What PocketBase answers a superuser's sign-in with these credentials.
+async fn superuser_login(port: u16, email: &str, password: &str) -> StatusCode {
+    reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{port}/api/collections/_superusers/auth-with-password"
+        ))
+        .json(&json!({"identity": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -437,15 +450,14 @@ async fn a_service_with_a_domain_answers_through_caddy_runs_is_controlled_read_a
     // The superuser was made with the password given (PocketBase itself
     // accepts it), and no long-lived process carries a secret in its
     // argument vector: the service, the API, the worker, the monitor.
-    let auth = reqwest::Client::new()
-        .post(format!(
-            "http://127.0.0.1:{port}/api/collections/_superusers/auth-with-password"
-        ))
-        .json(&json!({"identity": "admin@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(auth.status(), StatusCode::OK);
+    assert_eq!(
+        superuser_login(port, "admin@example.com", PASSWORD).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        superuser_login(port, "admin@example.com", "not-the-password").await,
+        StatusCode::BAD_REQUEST
+    );
     let main_pid = service["unit"]["main_pid"].as_u64().unwrap() as i32;
     let mut pids = vec![main_pid];
     pids.extend(host.cluster.api.iter().map(|p| p.pid()));
@@ -767,15 +779,10 @@ async fn an_upgrade_that_fails_its_health_check_rolls_back_to_the_old_binary_and
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The restored data holds the superuser, with the option-like password.
-    let auth = reqwest::Client::new()
-        .post(format!(
-            "http://127.0.0.1:{port}/api/collections/_superusers/auth-with-password"
-        ))
-        .json(&json!({"identity": "admin@example.com", "password": option_like}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(auth.status(), StatusCode::OK);
+    assert_eq!(
+        superuser_login(port, "admin@example.com", &option_like).await,
+        StatusCode::OK
+    );
     let op = host
         .cluster
         .accepted(Method::POST, "/api/v1/pocketbase/services/up/status", None)
