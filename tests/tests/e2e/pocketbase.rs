@@ -927,6 +927,46 @@ async fn a_failure_at_each_step_of_create_leaves_the_host_exactly_as_before() {
 }
 
 #[tokio::test]
+async fn two_creates_of_one_name_at_once_make_one_service_and_the_loser_undoes_nothing_of_it() {
+    let host = Host::start();
+    host.install_version(VERSION, &binary()).await;
+    let (first, second) = (free_port(), free_port());
+    let (a, b) = tokio::join!(
+        host.create(json!({"name": "twin", "port": first, "version": VERSION})),
+        host.create(json!({"name": "twin", "port": second, "version": VERSION})),
+    );
+    let statuses = [a["status"].as_str().unwrap(), b["status"].as_str().unwrap()];
+    assert!(
+        statuses == ["completed", "failed"] || statuses == ["failed", "completed"],
+        "{a:#}\n{b:#}"
+    );
+    let (winner, loser, port) = if statuses[0] == "completed" {
+        (&a, &b, first)
+    } else {
+        (&b, &a, second)
+    };
+    assert_eq!(winner["result"]["compensated"], Value::Null, "{winner:#}");
+    // The loser stopped at its check or at the directory the winner made,
+    // before it changed anything, so it had nothing to undo.
+    let failed: Vec<&str> = loser["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "failed")
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(failed == ["check"] || failed == ["home"], "{loser:#}");
+    assert_eq!(loser["compensations"], json!([]), "{loser:#}");
+
+    let service = host.service("twin").await;
+    assert_eq!(service["managed"]["spec"]["port"], port, "{service:#}");
+    assert_eq!(service["status"], "active", "{service:#}");
+    assert!(health_at(port).await.is_some());
+    assert!(host.base_dir.join("twin/pb_data/data.db").is_file());
+    assert!(host.users.entries().contains("pb-twin:"));
+}
+
+#[tokio::test]
 async fn hostile_names_ports_domains_and_versions_are_refused_and_nothing_is_stored() {
     let host = Host::start();
     let base = json!({"name": "ok", "port": 18090, "version": VERSION});
