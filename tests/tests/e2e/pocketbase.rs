@@ -967,6 +967,44 @@ async fn two_creates_of_one_name_at_once_make_one_service_and_the_loser_undoes_n
 }
 
 #[tokio::test]
+async fn two_creates_of_one_port_at_once_make_one_service_and_never_take_the_other_s_health_for_their_own()
+ {
+    let host = Host::start();
+    host.install_version(VERSION, &binary()).await;
+    let port = free_port();
+    let (a, b) = tokio::join!(
+        host.create(json!({"name": "left", "port": port, "version": VERSION})),
+        host.create(json!({"name": "right", "port": port, "version": VERSION})),
+    );
+    let statuses = [a["status"].as_str().unwrap(), b["status"].as_str().unwrap()];
+    assert!(
+        statuses == ["completed", "failed"] || statuses == ["failed", "completed"],
+        "{a:#}\n{b:#}"
+    );
+    let (winner, loser) = if statuses[0] == "completed" {
+        ("left", &b)
+    } else {
+        ("right", &a)
+    };
+    let failed: Vec<&Value> = loser["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{loser:#}");
+    let message = failed[0]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("PORT_TAKEN") || message.contains("PORT_IN_USE"),
+        "{loser:#}"
+    );
+    let list = host.cluster.get("/api/v1/pocketbase/services").await.body;
+    assert_eq!(list["total"], 1, "{list:#}");
+    assert_eq!(list["items"][0]["name"], winner, "{list:#}");
+    assert!(health_at(port).await.is_some());
+}
+
+#[tokio::test]
 async fn hostile_names_ports_domains_and_versions_are_refused_and_nothing_is_stored() {
     let host = Host::start();
     let base = json!({"name": "ok", "port": 18090, "version": VERSION});

@@ -420,8 +420,9 @@ impl FamilyAction for PocketbaseAction {
         value.expect("pocketbase payloads always serialize")
     }
 
-    /// The changes to one service run one at a time (a create's check
-    /// included, so two creates of one name cannot both pass it); reads
+    /// The changes to one service run one at a time; the creation of
+    /// every service's home, one at a time across services (so two
+    /// creates checked at once cannot both claim a port or domain); reads
     /// and waits run beside anything.
     fn resource(&self) -> Option<String> {
         match self {
@@ -433,6 +434,9 @@ impl FamilyAction for PocketbaseAction {
             | Self::Service(ServiceVerb::Status, _) => None,
             Self::VersionInstall(v) => Some(format!("pocketbase:version:{}", v.version)),
             Self::Refresh(_) => Some("pocketbase:refresh".into()),
+            // One at a time across services: each looks again at the ports
+            // and domains the others' records claimed (see the driver).
+            Self::HomeCreate(_) => Some("pocketbase:homes".into()),
             other => other.service().map(|name| format!("pocketbase:{name}")),
         }
     }

@@ -10,7 +10,7 @@ use std::path::Path;
 use opsqueue_shared::families::pocketbase::{
     FAMILY, SERVICE_KIND, SYSTEM_KIND, SYSTEM_NAME, ServiceSpec,
 };
-use opsqueue_shared::store::StateEffect;
+use opsqueue_shared::store::{ManagedObject, StateEffect};
 use reqwest::Method;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -34,6 +34,41 @@ fn finding(field: &'static str, code: &'static str, message: String) -> Finding 
         message,
         code,
     }
+}
+
+/// The port and domain of `spec` where another service's record already
+/// holds them.
+fn taken_by_another(records: &[ManagedObject], spec: &ServiceSpec) -> Vec<Finding> {
+    let others = || records.iter().filter(|r| r.name != spec.name.as_str());
+    let mut taken = Vec::new();
+    let port = spec.port.get();
+    if let Some(other) = others().find(|r| r.spec["port"] == json!(port)) {
+        taken.push(finding(
+            "port",
+            "PORT_TAKEN",
+            format!("port {port} belongs to the service {}", other.name),
+        ));
+    }
+    if let Some(domain) = &spec.domain
+        && let Some(other) = others().find(|r| r.spec["domain"] == json!(domain))
+    {
+        taken.push(finding(
+            "domain",
+            "DOMAIN_TAKEN",
+            format!("{domain} belongs to the service {}", other.name),
+        ));
+    }
+    taken
+}
+
+/// The failure of a step that found `errors`: `service_invalid`, each
+/// finding as `field (CODE): message`.
+fn refusal(errors: &[Finding]) -> DriverError {
+    let list: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{} ({}): {}", e.field, e.code, e.message))
+        .collect();
+    DriverError::permanent(codes::SERVICE_INVALID, list.join("; "))
 }
 
 /// A system check, for `validate/system` and `system/health`.
@@ -119,33 +154,18 @@ impl Pocketbase {
             ));
         }
         let port = spec.port.get();
-        if let Some(other) = records
-            .iter()
-            .find(|r| r.name != name.as_str() && r.spec["port"] == json!(port))
+        let taken = taken_by_another(&records, spec);
+        if !taken.iter().any(|t| t.field == "port")
+            && let Err(e) = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
         {
-            errors.push(finding(
-                "port",
-                "PORT_TAKEN",
-                format!("port {port} belongs to the service {}", other.name),
-            ));
-        } else if let Err(e) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
             errors.push(finding(
                 "port",
                 "PORT_IN_USE",
                 format!("port {port} is already in use on 127.0.0.1: {e}"),
             ));
         }
+        errors.extend(taken);
         if let Some(domain) = &spec.domain {
-            if let Some(other) = records
-                .iter()
-                .find(|r| r.name != name.as_str() && r.spec["domain"] == json!(domain))
-            {
-                errors.push(finding(
-                    "domain",
-                    "DOMAIN_TAKEN",
-                    format!("{domain} belongs to the service {}", other.name),
-                ));
-            }
             match &self.caddy {
                 None => errors.push(finding(
                     "domain",
@@ -203,18 +223,29 @@ impl Pocketbase {
             ctx.step(format!("warning: {}: {}", warning.field, warning.message));
         }
         if !errors.is_empty() {
-            let list: Vec<String> = errors
-                .iter()
-                .map(|e| format!("{} ({}): {}", e.field, e.code, e.message))
-                .collect();
-            return Err(DriverError::permanent(
-                codes::SERVICE_INVALID,
-                list.join("; "),
-            ));
+            return Err(refusal(&errors));
         }
         Ok(Outcome::unchanged()
             .with("valid", true)
             .with("warnings", warnings))
+    }
+
+    /// Create's second look, under the lock every `home.create` shares: a
+    /// port or domain another service's record claimed since the check
+    /// (two creates checked at once) refuses this one before it changes
+    /// anything, so a service never takes another's health for its own.
+    pub(super) async fn refuse_taken(
+        &self,
+        ctx: &Context,
+        spec: &ServiceSpec,
+    ) -> Result<(), DriverError> {
+        let records = self.records(ctx, SERVICE_KIND, None).await?;
+        let taken = taken_by_another(&records, spec);
+        if taken.is_empty() {
+            Ok(())
+        } else {
+            Err(refusal(&taken))
+        }
     }
 
     /// `pocketbase.validate`: the same findings, as a result.

@@ -245,6 +245,7 @@ impl Pocketbase {
     /// environment file and the record. What this attempt created is
     /// removed again if it fails.
     async fn home_create(&self, ctx: &Context, spec: &ServiceSpec) -> Result<Outcome, DriverError> {
+        self.refuse_taken(ctx, spec).await?;
         let name = &spec.name;
         let paths = self.paths(name);
         let ours =
