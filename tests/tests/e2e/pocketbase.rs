@@ -826,6 +826,105 @@ async fn an_upgrade_that_fails_its_health_check_rolls_back_to_the_old_binary_and
     assert!(health_at(port).await.is_none());
 }
 
+/// A PocketBase opsqueue did not start, killed when dropped.
+struct Foreign(std::process::Child);
+
+impl Drop for Foreign {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_foreign_pocketbase_on_a_service_s_port_is_never_taken_for_its_health() {
+    let host = Host::start();
+    host.install_version(VERSION, &binary()).await;
+    // A version that runs but never listens.
+    let sleeps = host.manager.dir().join("stand-ins/sleeps");
+    script(&sleeps, "#!/bin/sh\nexec sleep 600\n");
+    host.install_version("9.9.9-sleeps", &sleeps).await;
+    let port = free_port();
+    let view = host
+        .create(json!({"name": "owned", "port": port, "version": VERSION}))
+        .await;
+    assert_eq!(view["status"], "completed", "{view:#}");
+    let op = host
+        .cluster
+        .accepted(Method::POST, "/api/v1/pocketbase/services/owned/stop", None)
+        .await;
+    assert_eq!(completed(&op)["service"]["status"], "inactive");
+
+    // Another PocketBase takes the port while the service is stopped.
+    let data = host.manager.dir().join("foreign-data");
+    let foreign = Foreign(
+        std::process::Command::new(binary())
+            .arg("serve")
+            .arg(format!("--http=127.0.0.1:{port}"))
+            .arg(format!("--dir={}", data.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + DEADLINE;
+    while health_at(port).await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the foreign PocketBase never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The new version runs but does not listen: the foreign answer on its
+    // port is not its health, and the upgrade is rolled back.
+    let view = host
+        .workflow(
+            Method::PUT,
+            "/api/v1/pocketbase/services/owned",
+            Some(json!({"version": "9.9.9-sleeps"})),
+        )
+        .await;
+    assert_eq!(view["status"], "failed", "{view:#}");
+    let health = step(&view, "health");
+    assert_eq!(health["error"]["code"], "health_check_failed", "{view:#}");
+    assert!(
+        health["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not from pocketbase-owned.service's main process"),
+        "{view:#}"
+    );
+    assert_eq!(view["result"]["compensated"], true, "{view:#}");
+    assert_eq!(
+        host.service("owned").await["managed"]["spec"]["version"],
+        VERSION
+    );
+
+    // Once the port is free again the old version answers, its own health.
+    drop(foreign);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let op = host
+            .cluster
+            .accepted(
+                Method::POST,
+                "/api/v1/pocketbase/services/owned/status",
+                None,
+            )
+            .await;
+        let service = &completed(&op)["service"];
+        if service["status"] == "active" && service["health"]["ok"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old version never came back: {service:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_failure_at_each_step_of_create_leaves_the_host_exactly_as_before() {
     let mut host = Host::start();

@@ -8,6 +8,7 @@
 //! (`[pocketbase] health_timeout_secs`) and stop at once when the operation
 //! is cancelled.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use opsqueue_shared::families::caddy::{SiteSpec, Upstream, site_id};
@@ -74,6 +75,49 @@ fn proc_usage(pid: i64) -> (Option<u64>, Option<u64>) {
     (memory, cpu)
 }
 
+/// The inodes of the TCP sockets listening on 127.0.0.1:`port`, from
+/// `/proc/net/tcp` (the kernel prints the address as the host-order value
+/// of its network-order bytes).
+fn listening_inodes(port: u16) -> Vec<u64> {
+    let local = format!(
+        "{:08X}:{port:04X}",
+        u32::from_ne_bytes(Ipv4Addr::LOCALHOST.octets())
+    );
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let listening = fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A");
+            listening.then(|| fields.get(9)?.parse().ok()).flatten()
+        })
+        .collect()
+}
+
+/// Whether process `pid` holds one of `inodes`: `None` when its file
+/// descriptors cannot be read (another user's process, to a worker that
+/// is not root), so nothing can be said.
+fn holds_socket(pid: i64, inodes: &[u64]) -> Option<bool> {
+    let entries = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return None,
+        Err(_) => return Some(false),
+    };
+    Some(entries.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .ok()
+            .and_then(|target| {
+                let text = target.to_str()?;
+                text.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .is_some_and(|inode| inodes.contains(&inode))
+    }))
+}
+
 impl Pocketbase {
     async fn health_once(&self, port: u16) -> Answer {
         let url = format!("http://127.0.0.1:{port}/api/health");
@@ -123,7 +167,12 @@ impl Pocketbase {
         health: &Health,
     ) -> Result<Outcome, DriverError> {
         let port = health.port.get();
-        match self.poll(ctx, || self.health_once(port)).await? {
+        let ours = || async {
+            let answer = self.health_once(port).await?;
+            self.answered_by_the_unit(ctx, &health.name, port).await?;
+            Ok(answer)
+        };
+        match self.poll(ctx, ours).await? {
             Ok(answer) => Ok(Outcome::unchanged()
                 .with("name", &health.name)
                 .with("health", answer)),
@@ -134,6 +183,42 @@ impl Pocketbase {
                     health.name, self.config.health_timeout_secs
                 ),
             )),
+        }
+    }
+
+    /// Whether the process listening on `port` is the service unit's main
+    /// process: an answer from any other (a program that took the port
+    /// after the check) is not this service's health.
+    async fn answered_by_the_unit(
+        &self,
+        ctx: &Context,
+        name: &ServiceName,
+        port: u16,
+    ) -> Result<(), String> {
+        let status = SystemdAction::Unit(UnitVerb::Status, UnitRef { unit: name.unit() });
+        let state = match self.systemd.execute(&status, ctx).await {
+            Ok(outcome) => outcome.result.get("state").cloned().unwrap_or(Value::Null),
+            Err(e) => {
+                return Err(format!(
+                    "cannot read {}'s state: {}",
+                    name.unit(),
+                    e.message
+                ));
+            }
+        };
+        let Some(pid) = state["main_pid"].as_i64().filter(|pid| *pid > 0) else {
+            return Err(format!(
+                "port {port} answers, but {} has no main process ({})",
+                name.unit(),
+                state["active_state"]
+            ));
+        };
+        match holds_socket(pid, &listening_inodes(port)) {
+            Some(false) => Err(format!(
+                "port {port} answers, but not from {}'s main process (pid {pid})",
+                name.unit()
+            )),
+            Some(true) | None => Ok(()),
         }
     }
 
@@ -307,6 +392,18 @@ mod tests {
         assert!(healthy(StatusCode::OK, "").is_err());
         assert!(healthy(StatusCode::OK, "no site").is_err());
         assert!(healthy(StatusCode::BAD_GATEWAY, "").is_err());
+    }
+
+    #[test]
+    fn a_listening_socket_is_found_on_its_port_and_in_its_process_only() {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let inodes = listening_inodes(port);
+        assert_eq!(inodes.len(), 1, "{port}");
+        assert_eq!(holds_socket(std::process::id() as i64, &inodes), Some(true));
+        assert_ne!(holds_socket(1, &inodes), Some(true));
+        drop(listener);
+        assert!(listening_inodes(port).is_empty());
     }
 
     #[test]
