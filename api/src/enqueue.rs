@@ -46,23 +46,62 @@ pub const IDEMPOTENT_REPLAYED_HEADER: &str = "idempotent-replayed";
 pub struct EnqueueBody {
     /// `family.verb`, e.g. `diag.noop`.
     #[serde(rename = "type")]
+    #[schema(schema_with = operation_type_schema)]
     pub kind: String,
     /// The action's parameters; checked against the type.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub payload: Value,
     /// Who asks (default: the key's source, else `api`).
+    #[schema(schema_with = optional_label)]
     pub source: Option<String>,
     /// Which host's worker runs it (default `local`).
+    #[schema(schema_with = optional_label)]
     pub target: Option<String>,
     /// 0..=9, lower runs first (default 5).
+    #[schema(minimum = 0, maximum = 9)]
     pub priority: Option<i64>,
     /// Not before this time (default: now).
     pub run_at: Option<DateTime<Utc>>,
+    /// 1 to 604800 (a week); default: the action's.
+    #[schema(minimum = 1, maximum = 604_800)]
     pub timeout_secs: Option<i64>,
+    /// 1 to 100; default 3.
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<i64>,
-    /// Or the `Idempotency-Key` header.
+    /// Or the `Idempotency-Key` header: printable ASCII, 1 to 255 bytes.
+    #[schema(schema_with = optional_idempotency_key)]
     pub idempotency_key: Option<String>,
+}
+
+/// Every operation type of the catalogue.
+pub fn operation_type_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    let kinds: Vec<&str> = opsqueue_shared::families::catalogue()
+        .iter()
+        .map(|info| info.kind)
+        .collect();
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(kinds))
+        .into()
+}
+
+fn optional_label() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    opsqueue_shared::names::nullable(Label::schema())
+}
+
+/// An idempotency key: printable ASCII, 1 to 255 bytes.
+pub fn idempotency_key_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .pattern(Some("^[ -~]+$"))
+        .min_length(Some(1))
+        .max_length(Some(MAX_IDEMPOTENCY_KEY_LEN))
+        .into()
+}
+
+fn optional_idempotency_key() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    opsqueue_shared::names::nullable(idempotency_key_schema())
 }
 
 /// Adds a field error unless `value` is absent or within `min..=max`.
@@ -295,6 +334,21 @@ pub async fn enqueue_typed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ranges the document states for the enqueue body are the ones
+    /// `EnqueueBody::parse` checks.
+    #[test]
+    fn the_documented_ranges_are_the_checked_ones() {
+        let schema =
+            serde_json::to_value(<EnqueueBody as utoipa::PartialSchema>::schema()).unwrap();
+        let range = |field: &str| {
+            let p = &schema["properties"][field];
+            (p["minimum"].as_i64(), p["maximum"].as_i64())
+        };
+        assert_eq!(range("priority"), (Some(0), Some(9)));
+        assert_eq!(range("timeout_secs"), (Some(1), Some(MAX_TIMEOUT_SECS)));
+        assert_eq!(range("max_attempts"), (Some(1), Some(MAX_MAX_ATTEMPTS)));
+    }
     use actix_web::http::header::HeaderValue;
     use serde_json::json;
 

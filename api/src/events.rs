@@ -173,11 +173,14 @@ enum TypePattern {
 }
 
 impl Filter {
-    pub fn parse(
-        types: Option<&str>,
-        target: Option<&str>,
-        operation: Option<&str>,
+    pub fn parse<'a>(
+        types: Option<&'a str>,
+        target: Option<&'a str>,
+        operation: Option<&'a str>,
     ) -> Result<Filter, ApiError> {
+        // An empty value (`?type=`) filters nothing, like an absent one.
+        let given = |value: Option<&'a str>| value.filter(|v| !v.trim().is_empty());
+        let (types, target, operation) = (given(types), given(target), given(operation));
         let types = types
             .map(|list| {
                 list.split(',')

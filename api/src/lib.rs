@@ -49,7 +49,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use opsqueue_shared::wake::{Role, WakeListener, Waker};
@@ -138,9 +138,11 @@ impl Application {
             stopping: CancellationToken::new(),
         });
 
+        let (typed_paths, typed_schemas) = typed::openapi_paths();
         let document = web::Data::new(Document::build(
             <routes::HandWritten as utoipa::OpenApi>::openapi(),
-            typed::openapi_paths(),
+            typed_paths,
+            typed_schemas,
         ));
 
         let listener = TcpListener::bind(&config.api.bind)
@@ -156,6 +158,7 @@ impl Application {
                 .app_data(problem::path_config())
                 .app_data(web::PayloadConfig::new(body_limit))
                 .wrap(from_fn(auth::authenticate))
+                .wrap(ErrorHandlers::new().default_handler(problem::as_problem))
                 .configure(routes::configure)
                 .configure(typed::configure)
                 .configure(ui::configure)

@@ -12,7 +12,9 @@
 //! Gauges computed at scrape time: `opsqueue_operations{status}`,
 //! `opsqueue_oldest_pending_age_seconds` (0 when nothing due waits),
 //! `opsqueue_workers` (workers with a heartbeat fresher than
-//! `ready_heartbeat_secs`). Then every counter row; names ending in
+//! `ready_heartbeat_secs`), `opsqueue_store_full` (1 while this API's
+//! last write failed for lack of space: enqueues answer `503
+//! storage_full`). Then every counter row; names ending in
 //! `_bucket`, `_sum` and `_count` whose base has buckets form a histogram
 //! (`opsqueue_operation_duration_seconds`), rendered with its buckets in
 //! ascending `le` order.
@@ -35,6 +37,8 @@ pub struct Snapshot {
     pub by_status: Vec<(Status, i64)>,
     pub oldest_pending_age_secs: f64,
     pub fresh_workers: usize,
+    /// This process's last write failed for lack of space.
+    pub store_full: bool,
     /// (name, label text, value), as stored.
     pub counters: Vec<(String, String, f64)>,
 }
@@ -56,6 +60,7 @@ impl Snapshot {
                 .iter()
                 .filter(|w| w.heartbeat_at >= fresh_after)
                 .count(),
+            store_full: false,
             counters: counters_list(conn)?,
         })
     }
@@ -70,6 +75,7 @@ fn help_for(name: &str) -> &'static str {
         names::CANCELLED => "Operations that ended cancelled.",
         names::RETRIED => "Attempts that failed and were scheduled again.",
         names::REAPED => "Running operations the monitor reaped.",
+        names::STORE_PROBES => "Real writes committed by /ready to prove the store takes one.",
         "opsqueue_operation_duration_seconds" => "How long attempts ran, from claim to end.",
         _ => "An opsqueue counter.",
     }
@@ -171,6 +177,18 @@ pub fn render(snapshot: &Snapshot) -> String {
         "",
         snapshot.fresh_workers as f64,
     );
+    header(
+        &mut out,
+        "opsqueue_store_full",
+        "1 while the database's filesystem is full (this API's last write failed for lack of space).",
+        "gauge",
+    );
+    sample(
+        &mut out,
+        "opsqueue_store_full",
+        "",
+        if snapshot.store_full { 1.0 } else { 0.0 },
+    );
 
     let histogram_bases: Vec<&str> = snapshot
         .counters
@@ -246,6 +264,7 @@ mod tests {
             by_status: vec![(Status::Pending, 3), (Status::Completed, 7)],
             oldest_pending_age_secs: 1.5,
             fresh_workers: 2,
+            store_full: true,
             counters: vec![
                 (
                     "opsqueue_operation_duration_seconds_bucket".into(),

@@ -9,11 +9,13 @@
 //! Caller errors (4xx) say what was wrong; server errors (5xx) never leak
 //! internals: the cause is logged and the body says only that it happened.
 //! A busy database becomes `503 store_busy` with `Retry-After`, never a raw
-//! "database is locked".
+//! "database is locked"; a full one `503 storage_full` with `Retry-After`.
 
+use actix_web::dev::ServiceResponse;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use opsqueue_shared::store::rusqlite;
 use opsqueue_shared::workflow::Refusal;
@@ -22,6 +24,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// When a caller refused with `storage_full` should come back: freeing
+/// space is an operator's job, seconds at best.
+pub const STORAGE_FULL_RETRY_AFTER_SECS: u64 = 10;
 
 /// Problem `type`s are `urn:opsqueue:problem:<code>`: stable identifiers,
 /// not links.
@@ -111,8 +117,23 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("the database is busy; retry shortly")]
     StoreBusy,
+    #[error(
+        "the database's filesystem is full: nothing can be stored until space is freed; retry later"
+    )]
+    StorageFull,
     #[error("not ready: {}", .0.join("; "))]
     NotReady(Vec<String>),
+    #[error("{method} is not served at {path}; it takes {}", .allow.join(", "))]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: Vec<String>,
+    },
+    /// A refusal actix made on its own, before or outside a handler (an
+    /// extractor without an error handler of ours), given its problem form
+    /// by [`as_problem`].
+    #[error("{detail}")]
+    Refused { status: StatusCode, detail: String },
     #[error("an internal error occurred; it has been logged")]
     Internal,
 }
@@ -178,7 +199,10 @@ impl ApiError {
             ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::StoreBusy => "store_busy",
+            ApiError::StorageFull => "storage_full",
             ApiError::NotReady(_) => "not_ready",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Refused { status, .. } => refused_code(*status),
             ApiError::Internal => "internal",
         }
     }
@@ -206,7 +230,10 @@ impl ApiError {
             ApiError::IdempotencyKeyReused(_) => "Idempotency key reused",
             ApiError::RateLimited { .. } => "Too many requests",
             ApiError::StoreBusy => "Store busy",
+            ApiError::StorageFull => "Storage full",
             ApiError::NotReady(_) => "Not ready",
+            ApiError::MethodNotAllowed { .. } => "Method not allowed",
+            ApiError::Refused { status, .. } => status.canonical_reason().unwrap_or("Refused"),
             ApiError::Internal => "Internal error",
         }
     }
@@ -250,7 +277,11 @@ impl ResponseError for ApiError {
             | ApiError::InvalidPayload { .. }
             | ApiError::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::StoreBusy | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StoreBusy | ApiError::StorageFull | ApiError::NotReady(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Refused { status, .. } => *status,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -265,8 +296,17 @@ impl ResponseError for ApiError {
             ApiError::StoreBusy => {
                 response.insert_header((header::RETRY_AFTER, "1"));
             }
+            ApiError::StorageFull => {
+                response.insert_header((
+                    header::RETRY_AFTER,
+                    STORAGE_FULL_RETRY_AFTER_SECS.to_string(),
+                ));
+            }
             ApiError::Unauthorized(_) => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                response.insert_header((header::ALLOW, allow.join(", ")));
             }
             _ => {}
         }
@@ -274,8 +314,68 @@ impl ResponseError for ApiError {
     }
 }
 
+/// The code of a refusal actix made on its own, by its status.
+fn refused_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        406 => "not_acceptable",
+        408 => "request_timeout",
+        413 => "payload_too_large",
+        414 => "uri_too_long",
+        415 => "unsupported_media_type",
+        431 => "header_fields_too_large",
+        500..=599 => "internal",
+        _ => "refused",
+    }
+}
+
+/// The [`ErrorHandlers`](actix_web::middleware::ErrorHandlers) handler for
+/// every 4xx and 5xx answer: one that is already problem+json, or a
+/// dashboard page (HTML: a refused sign-in, a form shown again with its
+/// errors), passes unchanged; any other (a refusal actix made on its own: a
+/// payload over the limit of a raw-bytes extractor, a malformed header, …)
+/// is replaced by its problem form, its headers (`Allow`, `Retry-After`)
+/// kept.
+pub fn as_problem<B>(response: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let answered = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| {
+            value.as_bytes() == PROBLEM_JSON.as_bytes()
+                || value.as_bytes().starts_with(b"text/html")
+        });
+    if answered {
+        return Ok(ErrorHandlerResponse::Response(
+            response.map_into_left_body(),
+        ));
+    }
+    let status = response.status();
+    let detail = match response.response().error() {
+        Some(error) if status.is_client_error() => error.to_string(),
+        Some(error) => {
+            tracing::error!(error = %error, %status, "internal error");
+            ApiError::Internal.to_string()
+        }
+        None => status.canonical_reason().unwrap_or("refused").to_owned(),
+    };
+    let mut problem = ApiError::Refused { status, detail }.error_response();
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    Ok(ErrorHandlerResponse::Response(
+        response.into_response(problem).map_into_right_body(),
+    ))
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
+        if matches!(error, StoreError::Full) {
+            return ApiError::StorageFull;
+        }
         let busy = match &error {
             StoreError::Busy | StoreError::Pool(_) => true,
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(

@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use opsqueue_shared::Action;
 use opsqueue_shared::families::route::{
     Body, Enqueue, Kind, Match, Method, Observed, ObservedPage, Plan, QueryParam, QueryValue,
-    Route, Serves, VERB, Workflow, WorkflowInput,
+    Route, SchemaRefs, Serves, VERB, Workflow, WorkflowInput,
 };
 use opsqueue_shared::families::{FAMILIES, Family, Reach};
 use opsqueue_shared::names::Label;
@@ -36,7 +36,8 @@ use opsqueue_shared::workflow::{CompensateBody, OnFailure, StepBody, WorkflowBod
 use serde_json::{Map, Value, json};
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, Paths};
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, Required, ResponseBuilder, Type};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, Required, ResponseBuilder, Type};
 
 use crate::auth::Caller;
 use crate::enqueue::{enqueue_action, idempotency_key_header, resolve_source};
@@ -170,7 +171,7 @@ fn query_fields(declared: &[QueryParam], query: Query) -> Result<QueryFields, Ap
             )));
         };
         let value = match param.value {
-            QueryValue::Count => text
+            QueryValue::Count { .. } => text
                 .parse::<u32>()
                 .map(|n| json!(n))
                 .map_err(|e| ApiError::InvalidQuery(format!("{name}: {e}")))?,
@@ -489,9 +490,11 @@ async fn serve_page(
     Ok(HttpResponse::Ok().json(json!({"items": items, "total": total})))
 }
 
-/// The OpenAPI paths of every typed route.
-pub fn openapi_paths() -> Paths {
+/// The OpenAPI paths of every typed route, and the schemas their bodies
+/// refer to (for the document's components).
+pub fn openapi_paths() -> (Paths, SchemaRefs) {
     let mut paths = Paths::new();
+    let mut refs = SchemaRefs::new();
     for family in FAMILIES {
         for route in family.routes {
             let method = match route.method {
@@ -500,21 +503,31 @@ pub fn openapi_paths() -> Paths {
                 Method::Put => HttpMethod::Put,
                 Method::Delete => HttpMethod::Delete,
             };
-            paths.add_path_operation(route.path, vec![method], operation(family, route));
+            paths.add_path_operation(
+                route.path,
+                vec![method],
+                operation(family, route, &mut refs),
+            );
         }
     }
-    paths
+    (paths, refs)
 }
 
-fn string_parameter(name: &str, place: ParameterIn, description: &str) -> ParameterBuilder {
+fn parameter(
+    name: &str,
+    place: ParameterIn,
+    description: &str,
+    schema: RefOr<Schema>,
+) -> ParameterBuilder {
     ParameterBuilder::new()
         .name(name)
         .parameter_in(place)
         .description(Some(description))
-        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .schema(Some(schema))
 }
 
-fn problem(description: &str) -> ResponseBuilder {
+/// A problem+json answer, for the document.
+pub(crate) fn problem(description: &str) -> ResponseBuilder {
     ResponseBuilder::new().description(description).content(
         PROBLEM_JSON,
         ContentBuilder::new()
@@ -533,7 +546,7 @@ fn json_answer(description: &str, schema: &str) -> ResponseBuilder {
 }
 
 /// A route's OpenAPI operation: what it takes, what it answers.
-fn operation(family: &Family, route: &Route) -> OperationBuilder {
+fn operation(family: &Family, route: &Route, refs: &mut SchemaRefs) -> OperationBuilder {
     let operation_id = format!(
         "{}{}",
         route.method.as_str().to_ascii_lowercase(),
@@ -551,14 +564,20 @@ fn operation(family: &Family, route: &Route) -> OperationBuilder {
         .description(description);
     for param in route.params {
         operation = operation.parameter(
-            string_parameter(param.name, ParameterIn::Path, param.description)
-                .required(Required::True),
+            parameter(
+                param.name,
+                ParameterIn::Path,
+                param.description,
+                (param.schema)(),
+            )
+            .required(Required::True),
         );
     }
-    operation = operation.parameter(string_parameter(
+    operation = operation.parameter(parameter(
         "target",
         ParameterIn::Query,
         "Which host's worker runs it (default `local`).",
+        Label::schema(),
     ));
     let named: Vec<&str> = route.params.iter().map(|p| p.name).collect();
     match &route.serves {
@@ -580,12 +599,15 @@ fn operation(family: &Family, route: &Route) -> OperationBuilder {
                     )
                     .response("404", problem("No such verb"));
             }
-            operation = with_query_and_body(operation, enqueue.query, enqueue.body.as_ref());
+            operation =
+                with_query_and_body(operation, route, enqueue.query, enqueue.body.as_ref(), refs);
             let mut invalid = named
                 .iter()
                 .map(|n| format!("invalid {n}, "))
                 .collect::<String>();
-            invalid.push_str("the payload does not parse, or the family is disabled");
+            invalid.push_str(
+                "an invalid target, the payload does not parse, or the family is disabled",
+            );
             operation = operation
                 .response(
                     "202",
@@ -601,32 +623,39 @@ fn operation(family: &Family, route: &Route) -> OperationBuilder {
             }
         }
         Serves::Workflow(workflow) => {
-            operation = with_query_and_body(operation, workflow.query, workflow.body.as_ref())
-                .response(
-                    "202",
-                    json_answer(
-                        &format!(
-                            "Accepted: the workflow (steps: {}); Location: /api/v1/workflows/{{id}}",
-                            workflow.steps
-                        ),
-                        "WorkflowView",
+            operation = with_query_and_body(
+                operation,
+                route,
+                workflow.query,
+                workflow.body.as_ref(),
+                refs,
+            )
+            .response(
+                "202",
+                json_answer(
+                    &format!(
+                        "Accepted: the workflow (steps: {}); Location: /api/v1/workflows/{{id}}",
+                        workflow.steps
                     ),
-                )
-                .response("400", problem("An unknown or malformed query field"))
-                .response(
-                    "422",
-                    problem("A request field the workflow cannot be built from, or a step refused"),
-                );
+                    "WorkflowView",
+                ),
+            )
+            .response("400", problem("An unknown or malformed query field"))
+            .response(
+                "422",
+                problem("A request field the workflow cannot be built from, or a step refused"),
+            );
             if workflow.subject.is_some() {
                 operation = operation.response("404", problem("opsqueue manages no such object"));
             }
         }
         Serves::ObservedPage(page) => {
             for filter in page.filters {
-                operation = operation.parameter(string_parameter(
+                operation = operation.parameter(parameter(
                     filter.name,
                     ParameterIn::Query,
                     filter.description,
+                    ObjectBuilder::new().schema_type(Type::String).into(),
                 ));
             }
             for (name, description) in [
@@ -663,7 +692,9 @@ fn operation(family: &Family, route: &Route) -> OperationBuilder {
                 );
         }
         Serves::Observed(observed) => {
-            operation = operation.response("400", problem("An unknown or malformed query field"));
+            operation = operation
+                .response("400", problem("An unknown or malformed query field"))
+                .response("422", problem("An invalid target or path parameter"));
             if named.is_empty() {
                 operation = operation.response("200", json_answer(observed.answer, "ObservedList"));
             } else {
@@ -677,8 +708,7 @@ fn operation(family: &Family, route: &Route) -> OperationBuilder {
                                 .build(),
                         ),
                     )
-                    .response("404", problem("Not observed (absent, or never refreshed)"))
-                    .response("422", problem(&format!("Invalid {}", named.join(", "))));
+                    .response("404", problem("Not observed (absent, or never refreshed)"));
             }
         }
     }
@@ -688,14 +718,17 @@ fn operation(family: &Family, route: &Route) -> OperationBuilder {
 /// A route's query parameters and JSON body, for the OpenAPI document.
 fn with_query_and_body(
     mut operation: OperationBuilder,
+    route: &Route,
     query: &[QueryParam],
     body: Option<&Body>,
+    refs: &mut SchemaRefs,
 ) -> OperationBuilder {
     for param in query {
         let schema = match param.value {
-            QueryValue::Count => ObjectBuilder::new()
+            QueryValue::Count { min, max } => ObjectBuilder::new()
                 .schema_type(Type::Integer)
-                .minimum(Some(0)),
+                .minimum(Some(min))
+                .maximum(Some(max)),
             QueryValue::Time => ObjectBuilder::new().schema_type(Type::String).format(Some(
                 utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::DateTime),
             )),
@@ -710,20 +743,45 @@ fn with_query_and_body(
         );
     }
     if let Some(body) = body {
-        operation = operation.request_body(Some(
-            RequestBodyBuilder::new()
-                .description(Some(body.description))
-                .required(Some(Required::True))
-                .content(
-                    "application/json",
-                    ContentBuilder::new()
-                        .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
-                        .build(),
-                )
-                .build(),
-        ));
+        let schema = body_schema(route, body, refs);
+        operation = operation
+            .request_body(Some(
+                RequestBodyBuilder::new()
+                    .description(Some(body.description))
+                    .required(Some(Required::True))
+                    .content(
+                        "application/json",
+                        ContentBuilder::new().schema(Some(schema)).build(),
+                    )
+                    .build(),
+            ))
+            .response(
+                "400",
+                problem("Malformed JSON, or an unknown or malformed query field"),
+            )
+            .response("413", problem("The body is over the limit"))
+            .response("415", problem("The body is not JSON"));
     }
     operation
+}
+
+/// A route's body schema: its payload type's, without the fields its path
+/// parameters fill, with the fields the route requires.
+fn body_schema(route: &Route, body: &Body, refs: &mut SchemaRefs) -> RefOr<Schema> {
+    let schema = (body.schema)(refs);
+    let RefOr::T(Schema::Object(mut object)) = schema else {
+        return schema;
+    };
+    for param in route.params {
+        object.properties.remove(param.field);
+        object.required.retain(|field| field != param.field);
+    }
+    for required in body.required {
+        if !object.required.iter().any(|field| field == required.field) {
+            object.required.push(required.field.to_owned());
+        }
+    }
+    RefOr::T(Schema::Object(object))
 }
 
 /// What a 202 of this route holds.

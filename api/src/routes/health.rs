@@ -1,10 +1,12 @@
 //! Probes and telemetry: `/health` (open: the process answers), `/ready`
-//! (the store takes a write and some worker's heartbeat is fresh) and
+//! (the store commits a real write, so a full disk fails it, and some
+//! worker's heartbeat is fresh) and
 //! `/metrics` (Prometheus text; see `metrics.rs`), and the OpenAPI document.
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, get, web};
 use chrono::{DateTime, Utc};
+use opsqueue_shared::StoreError;
 use opsqueue_shared::store::worker_list_running;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -17,7 +19,12 @@ use crate::state::AppState;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     /// Always `ok`.
+    #[schema(pattern = "^ok$")]
     pub status: String,
+    /// The server's clock when it answered.
+    pub timestamp: DateTime<Utc>,
+    /// opsqueue's version.
+    pub version: String,
 }
 
 /// Liveness: the process serves requests. Needs no key.
@@ -26,6 +33,8 @@ pub struct Health {
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(Health {
         status: "ok".into(),
+        timestamp: opsqueue_shared::time::now(),
+        version: opsqueue_shared::VERSION.to_owned(),
     })
 }
 
@@ -49,9 +58,15 @@ pub struct Readiness {
 #[get("/ready")]
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut problems = Vec::new();
-    if let Err(e) = state.store.call(|s| s.write(|_| Ok(()))).await {
-        tracing::warn!(error = %e, "readiness: the store does not take a write");
-        problems.push("the store does not take a write".to_owned());
+    match state.store.call(|s| s.probe_write()).await {
+        Ok(()) => {}
+        Err(StoreError::Full) => {
+            problems.push("the database's filesystem is full: no write can commit".to_owned());
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: the store does not take a write");
+            problems.push("the store does not take a write".to_owned());
+        }
     }
     let workers = state.store.call(|s| s.read(worker_list_running)).await;
     let now = opsqueue_shared::time::now();
@@ -98,10 +113,11 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
 #[get("/metrics")]
 pub async fn prometheus_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let heartbeat_secs = state.config.api.ready_heartbeat_secs;
-    let snapshot = state
+    let mut snapshot = state
         .store
         .call(move |s| s.read(|c| Snapshot::read(c, opsqueue_shared::time::now(), heartbeat_secs)))
         .await?;
+    snapshot.store_full = state.store.is_full();
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, CONTENT_TYPE))
         .body(render(&snapshot)))
@@ -113,5 +129,5 @@ pub async fn prometheus_metrics(state: web::Data<AppState>) -> Result<HttpRespon
 pub async fn openapi_json(document: web::Data<Document>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(document.0.clone())
+        .body(document.json.clone())
 }

@@ -18,6 +18,7 @@ pub mod workflows;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use crate::openapi::Document;
 use crate::problem::ApiError;
 
 macro_rules! hand_written {
@@ -80,8 +81,20 @@ hand_written!(
     pocketbase::system_health,
 );
 
-/// Every request no route matched.
-pub async fn no_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+/// Every request no route matched: `405` with `Allow` when another method
+/// is served at its path (`TRACE`, `OPTIONS`, …), else `404`.
+pub async fn no_route(
+    req: HttpRequest,
+    document: web::Data<Document>,
+) -> Result<HttpResponse, ApiError> {
+    let allow = document.allowed(req.path());
+    if !allow.is_empty() {
+        return Err(ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            path: req.path().to_owned(),
+            allow,
+        });
+    }
     Err(ApiError::NotFound(format!(
         "no route for {} {}",
         req.method(),

@@ -80,13 +80,14 @@ pub async fn enqueue(
 pub struct GetQuery {
     /// Hold the request up to this many seconds (capped by the server's
     /// `max_wait_secs`) until the operation is terminal.
-    pub wait: Option<u64>,
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
+    pub wait: Option<u32>,
 }
 
 /// Read an operation, optionally waiting for it to end.
 #[utoipa::path(
     tag = "operations",
-    params(("id" = String, Path, description = "Operation id (UUID)"), GetQuery),
+    params(("id" = uuid::Uuid, Path, description = "Operation id"), GetQuery),
     responses(
         (status = 200, description = "The operation (terminal, or as it was when the wait ended), with `target_status`", body = OperationView),
         (status = 400, description = "Malformed id or query", body = Problem, content_type = "application/problem+json"),
@@ -100,7 +101,8 @@ pub async fn get_operation(
     query: web::Query<GetQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = operation_id(&id)?;
-    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(state.config.api.max_wait_secs));
+    let wait =
+        Duration::from_secs(u64::from(query.wait.unwrap_or(0)).min(state.config.api.max_wait_secs));
     let operation = wait_until_terminal(&state.store, &state.notifier, id, wait, &state.stopping)
         .await?
         .ok_or_else(|| not_found(id))?;
@@ -149,19 +151,21 @@ pub struct ListQuery {
     pub since: Option<DateTime<Utc>>,
     /// Created before (RFC 3339).
     pub until: Option<DateTime<Utc>>,
-    /// Page size: default 50, at most 500.
-    pub limit: Option<usize>,
+    /// Page size: default 50; more than 500 gives 500.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
+    pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<uuid::Uuid>)]
     pub cursor: Option<String>,
     /// Only the steps (and compensations) of this workflow.
     pub parent: Option<String>,
 }
 
 /// A list's page size: default 50, at most 500, at least 1.
-pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+pub(crate) fn page_limit(limit: Option<u32>) -> Result<usize, ApiError> {
     match limit {
         Some(0) => Err(ApiError::InvalidQuery("limit must be at least 1".into())),
-        Some(limit) => Ok(limit.min(MAX_PAGE)),
+        Some(limit) => Ok((limit as usize).min(MAX_PAGE)),
         None => Ok(DEFAULT_PAGE),
     }
 }
@@ -239,8 +243,9 @@ pub async fn list_operations(
 pub struct LogsQuery {
     /// Only lines with a larger `seq` (the previous page's `next_after`).
     pub after: Option<i64>,
-    /// Default 1000, at most 10000.
-    pub limit: Option<usize>,
+    /// Default 1000; more than 10000 gives 10000.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
+    pub limit: Option<u32>,
     /// Stream the log as Server-Sent Events until the operation ends: a
     /// `line` event per line (its id is the `seq`; `Last-Event-ID` resumes
     /// after it), then one `end` event with `{status, error}`.
@@ -258,8 +263,8 @@ pub struct LogPage {
 /// Read or follow an operation's log.
 #[utoipa::path(
     tag = "operations",
-    params(("id" = String, Path, description = "Operation id (UUID)"), LogsQuery,
-           ("Last-Event-ID" = Option<i64>, Header, description = "With follow: resume after this seq")),
+    params(("id" = uuid::Uuid, Path, description = "Operation id"), LogsQuery,
+           ("Last-Event-ID" = Option<i64>, Header, minimum = 0, description = "With follow: resume after this seq")),
     responses(
         (status = 200, description = "Lines after `after` (JSON), or with `follow=true` the log as `text/event-stream`", content(
             (LogPage = "application/json"),
@@ -267,6 +272,7 @@ pub struct LogPage {
         )),
         (status = 400, description = "Malformed id or query", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such operation", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Last-Event-ID is not a seq", body = Problem, content_type = "application/problem+json"),
     ),
 )]
 #[get("/api/v1/operations/{id}/logs")]
@@ -300,7 +306,7 @@ pub async fn operation_logs(
     }
     let limit = match query.limit {
         Some(0) => return Err(ApiError::InvalidQuery("limit must be at least 1".into())),
-        Some(limit) => limit.min(MAX_LOG_PAGE),
+        Some(limit) => (limit as usize).min(MAX_LOG_PAGE),
         None => DEFAULT_LOG_PAGE,
     };
     let items = state
@@ -329,7 +335,7 @@ fn accepted_operation(operation: &Operation) -> HttpResponse {
 /// (its worker kills what it started) and ends `cancelled` shortly after.
 #[utoipa::path(
     tag = "operations",
-    params(("id" = String, Path, description = "Operation id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Operation id")),
     responses(
         (status = 202, description = "Cancelled, or cancellation requested", body = Operation),
         (status = 404, description = "No such operation", body = Problem, content_type = "application/problem+json"),
@@ -369,7 +375,7 @@ pub async fn cancel(
 /// It goes back to pending, due now, with at least one attempt left.
 #[utoipa::path(
     tag = "operations",
-    params(("id" = String, Path, description = "Operation id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Operation id")),
     responses(
         (status = 202, description = "Pending again", body = Operation),
         (status = 404, description = "No such operation", body = Problem, content_type = "application/problem+json"),

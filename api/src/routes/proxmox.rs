@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use opsqueue_shared::Action;
 use opsqueue_shared::families::proxmox::{
     CaCert, Connection, DEFAULT_PORT, DEFAULT_TIMEOUT_SECS, GuestType, Host, MAX_TIMEOUT_SECS,
-    NodeId, TokenId, TokenSecret, VmId,
+    NodeId, NodeName, TokenId, TokenSecret, VmId,
 };
 use opsqueue_shared::secret::MASK;
 use opsqueue_shared::store::Observation;
@@ -44,7 +44,6 @@ use crate::params::target_label;
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::state::AppState;
 
-pub const MAX_NAME_LEN: usize = 100;
 pub const DEFAULT_HISTORY_PAGE: usize = 100;
 pub const MAX_HISTORY_PAGE: usize = 1_000;
 
@@ -55,7 +54,8 @@ pub const MAX_HISTORY_PAGE: usize = 1_000;
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeBody {
-    /// A display name, unique among nodes.
+    /// Unique among nodes: letters, digits and `._-`, starting with a
+    /// letter or digit, at most 100 bytes.
     pub name: Option<String>,
     /// IP address or DNS name of the PVE API.
     pub host: Option<String>,
@@ -86,24 +86,6 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
     Value::deserialize(d).map(Some)
 }
 
-fn check_name(errors: &mut Vec<FieldError>, name: &str) -> String {
-    let name = name.trim();
-    if name.is_empty() {
-        errors.push(FieldError::new("name", "must not be empty"));
-    } else if name.chars().count() > MAX_NAME_LEN {
-        errors.push(FieldError::new(
-            "name",
-            format!("must be at most {MAX_NAME_LEN} characters"),
-        ));
-    } else if name.chars().any(char::is_control) {
-        errors.push(FieldError::new(
-            "name",
-            "must not contain control characters",
-        ));
-    }
-    name.to_owned()
-}
-
 impl NodeBody {
     /// The node's name and connection: `existing` with this body's fields
     /// over it (an update), or this body alone (a create).
@@ -131,7 +113,9 @@ impl NodeBody {
         }
         // A field left out keeps its old value; one given is checked.
         let name = match (self.name, old_name) {
-            (Some(name), _) => Ok(check_name(&mut errors, &name)),
+            (Some(name), _) => NodeName::parse(&name)
+                .map(String::from)
+                .map_err(|e| errors.push(FieldError::new("name", e.to_string()))),
             (None, Some(old)) => Ok(old),
             (None, None) => Err(()),
         };
@@ -209,7 +193,103 @@ impl NodeBody {
     }
 }
 
-/// The node's last observed connection state.
+/// One PVE node's figures as the last refresh saw them (PVE's `/nodes`),
+/// in the dashboard's units: percentages 0–100, bytes, seconds. An offline
+/// PVE node has only its name and status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct NodeMetrics {
+    /// CPU in use, percent of all its cores.
+    pub cpu_usage: Option<f64>,
+    pub cpu_count: Option<u64>,
+    /// Memory in use and in all, bytes.
+    pub memory_usage: Option<u64>,
+    pub memory_total: Option<u64>,
+    pub memory_percentage: Option<f64>,
+    /// Root filesystem in use and in all, bytes.
+    pub disk_usage: Option<u64>,
+    pub disk_total: Option<u64>,
+    pub disk_percentage: Option<f64>,
+    /// Seconds since it booted.
+    pub uptime: Option<u64>,
+}
+
+fn percent(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| (part as f64 * 1000.0 / whole as f64).round() / 10.0)
+}
+
+impl NodeMetrics {
+    /// From one entry of PVE's `/nodes` (`cpu` a fraction, `maxcpu`,
+    /// `mem`, `maxmem`, `disk`, `maxdisk`, `uptime`).
+    fn of_pve(entry: &Value) -> Self {
+        let number = |key: &str| entry.get(key).and_then(Value::as_u64);
+        let (memory_usage, memory_total) = (number("mem"), number("maxmem"));
+        let (disk_usage, disk_total) = (number("disk"), number("maxdisk"));
+        Self {
+            cpu_usage: entry
+                .get("cpu")
+                .and_then(Value::as_f64)
+                .map(|fraction| (fraction * 1000.0).round() / 10.0),
+            cpu_count: number("maxcpu"),
+            memory_usage,
+            memory_total,
+            memory_percentage: memory_usage
+                .zip(memory_total)
+                .and_then(|(u, t)| percent(u, t)),
+            disk_usage,
+            disk_total,
+            disk_percentage: disk_usage.zip(disk_total).and_then(|(u, t)| percent(u, t)),
+            uptime: number("uptime"),
+        }
+    }
+
+    /// The whole endpoint (a cluster's nodes together; a standalone host's
+    /// own figures): cores, memory and disk summed, CPU weighted by cores,
+    /// the shortest uptime. `None` when no node reported figures.
+    fn total(nodes: &[PveNode]) -> Option<Self> {
+        let reporting: Vec<&NodeMetrics> = nodes
+            .iter()
+            .map(|n| &n.metrics)
+            .filter(|m| m.cpu_count.is_some())
+            .collect();
+        if reporting.is_empty() {
+            return None;
+        }
+        let sum = |get: fn(&NodeMetrics) -> Option<u64>| {
+            reporting.iter().filter_map(|m| get(m)).sum::<u64>()
+        };
+        let cpu_count = sum(|m| m.cpu_count);
+        let busy: f64 = reporting
+            .iter()
+            .map(|m| m.cpu_usage.unwrap_or(0.0) * m.cpu_count.unwrap_or(0) as f64)
+            .sum();
+        let (memory_usage, memory_total) = (sum(|m| m.memory_usage), sum(|m| m.memory_total));
+        let (disk_usage, disk_total) = (sum(|m| m.disk_usage), sum(|m| m.disk_total));
+        Some(Self {
+            cpu_usage: (cpu_count > 0).then(|| (busy * 10.0 / cpu_count as f64).round() / 10.0),
+            cpu_count: Some(cpu_count),
+            memory_usage: Some(memory_usage),
+            memory_total: Some(memory_total),
+            memory_percentage: percent(memory_usage, memory_total),
+            disk_usage: Some(disk_usage),
+            disk_total: Some(disk_total),
+            disk_percentage: percent(disk_usage, disk_total),
+            uptime: reporting.iter().filter_map(|m| m.uptime).min(),
+        })
+    }
+}
+
+/// One PVE node of the registered node's cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PveNode {
+    /// Its PVE name (`pve1`).
+    pub node: String,
+    /// `online` or `offline`, as PVE says.
+    pub status: String,
+    #[serde(flatten)]
+    pub metrics: NodeMetrics,
+}
+
+/// The node's last observed connection state and figures.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct NodeStatus {
     /// `online`, `offline` or `unknown` (never tested nor refreshed).
@@ -222,9 +302,13 @@ pub struct NodeStatus {
     pub error: Option<Value>,
     /// When this was observed (null: never).
     pub last_updated: Option<DateTime<Utc>>,
-    /// The cluster's PVE nodes, as the last refresh saw them.
-    #[schema(value_type = Option<Object>)]
-    pub nodes: Option<Value>,
+    /// The figures of the whole endpoint (every PVE node together; a
+    /// standalone host's own), from the last refresh; null before one.
+    #[serde(flatten)]
+    pub metrics: NodeMetrics,
+    /// The cluster's PVE nodes with their figures, as the last refresh saw
+    /// them; null before one.
+    pub nodes: Option<Vec<PveNode>>,
 }
 
 impl NodeStatus {
@@ -236,18 +320,32 @@ impl NodeStatus {
                 version: None,
                 error: None,
                 last_updated: None,
+                metrics: NodeMetrics::default(),
                 nodes: None,
             };
         };
         let data = &observation.data;
         let connected = data["connected"].as_bool().unwrap_or(false);
+        let nodes: Option<Vec<PveNode>> = data["nodes"].as_array().map(|list| {
+            list.iter()
+                .map(|entry| PveNode {
+                    node: entry["node"].as_str().unwrap_or_default().to_owned(),
+                    status: entry["status"].as_str().unwrap_or("unknown").to_owned(),
+                    metrics: NodeMetrics::of_pve(entry),
+                })
+                .collect()
+        });
         Self {
             status: if connected { "online" } else { "offline" }.into(),
             is_connected: connected,
             version: data["version"].as_str().map(str::to_owned),
             error: data.get("error").filter(|e| !e.is_null()).cloned(),
             last_updated: Some(observation.observed_at),
-            nodes: data.get("nodes").cloned(),
+            metrics: nodes
+                .as_deref()
+                .and_then(NodeMetrics::total)
+                .unwrap_or_default(),
+            nodes,
         }
     }
 }
@@ -368,7 +466,7 @@ pub async fn list_nodes(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
 /// Read a node.
 #[utoipa::path(
     tag = "proxmox",
-    params(("id" = String, Path, description = "Node id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Node id")),
     responses(
         (status = 200, description = "The node", body = NodeView),
         (status = 404, description = "No such node", body = Problem, content_type = "application/problem+json"),
@@ -386,7 +484,7 @@ pub async fn get_node(
 /// Change some of a node's fields.
 #[utoipa::path(
     tag = "proxmox",
-    params(("id" = String, Path, description = "Node id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Node id")),
     request_body = NodeBody,
     responses(
         (status = 200, description = "Updated", body = NodeView),
@@ -431,7 +529,7 @@ pub async fn update_node(
 /// Forget a node and what was observed of it (its history stays).
 #[utoipa::path(
     tag = "proxmox",
-    params(("id" = String, Path, description = "Node id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Node id")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such node", body = Problem, content_type = "application/problem+json"),
@@ -457,7 +555,7 @@ pub async fn delete_node(
 /// and PVE's `version`.
 #[utoipa::path(
     tag = "proxmox",
-    params(("id" = String, Path, description = "Node id (UUID)"), TypedQuery),
+    params(("id" = uuid::Uuid, Path, description = "Node id"), TypedQuery),
     responses(
         (status = 202, description = "Accepted: the `proxmox.node.test` operation", body = opsqueue_shared::Operation),
         (status = 404, description = "No such node", body = Problem, content_type = "application/problem+json"),
@@ -518,7 +616,7 @@ pub async fn test_connection(
 /// schedule).
 #[utoipa::path(
     tag = "proxmox",
-    params(("id" = String, Path, description = "Node id (UUID)"), TypedQuery),
+    params(("id" = uuid::Uuid, Path, description = "Node id"), TypedQuery),
     responses(
         (status = 202, description = "Accepted: the `proxmox.refresh` operation", body = opsqueue_shared::Operation),
         (status = 404, description = "No such node", body = Problem, content_type = "application/problem+json"),
@@ -573,7 +671,7 @@ fn with_time(observation: Observation) -> Value {
 /// The node's VMs and containers, from the last observation.
 #[utoipa::path(
     tag = "proxmox",
-    params(("id" = String, Path, description = "Node id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Node id")),
     responses(
         (status = 200, description = "The guests as last observed", body = Resources),
         (status = 404, description = "No such node", body = Problem, content_type = "application/problem+json"),
@@ -614,7 +712,7 @@ fn vmid(text: &str) -> Result<VmId, ApiError> {
 /// One guest's figures, from the last observation.
 #[utoipa::path(
     tag = "proxmox",
-    params(("id" = String, Path, description = "Node id (UUID)"), ("vmid" = u32, Path)),
+    params(("id" = uuid::Uuid, Path, description = "Node id"), ("vmid" = u32, Path, minimum = 100, maximum = 999_999_999, description = "Guest id")),
     responses(
         (status = 200, description = "The guest as last observed, with last_updated", body = Object),
         (status = 404, description = "No such node, or the guest was never observed", body = Problem, content_type = "application/problem+json"),
@@ -640,18 +738,41 @@ pub async fn resource_metrics(
     Ok(HttpResponse::Ok().json(with_time(observed)))
 }
 
+/// The actions of `…/resources/{vmid}/{action}`.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestRoute {
+    Start,
+    Stop,
+    /// PVE's reboot.
+    Restart,
+    Reboot,
+    Shutdown,
+    Suspend,
+    Resume,
+    Migrate,
+}
+
+impl GuestRoute {
+    /// The operation type it enqueues.
+    fn kind(self) -> &'static str {
+        match self {
+            GuestRoute::Start => "proxmox.guest.start",
+            GuestRoute::Stop => "proxmox.guest.stop",
+            GuestRoute::Restart | GuestRoute::Reboot => "proxmox.guest.reboot",
+            GuestRoute::Shutdown => "proxmox.guest.shutdown",
+            GuestRoute::Suspend => "proxmox.guest.suspend",
+            GuestRoute::Resume => "proxmox.guest.resume",
+            GuestRoute::Migrate => "proxmox.guest.migrate",
+        }
+    }
+}
+
 /// The route's action and the operation type it enqueues.
 fn guest_kind(route: &str) -> Option<&'static str> {
-    Some(match route {
-        "start" => "proxmox.guest.start",
-        "stop" => "proxmox.guest.stop",
-        "restart" | "reboot" => "proxmox.guest.reboot",
-        "shutdown" => "proxmox.guest.shutdown",
-        "suspend" => "proxmox.guest.suspend",
-        "resume" => "proxmox.guest.resume",
-        "migrate" => "proxmox.guest.migrate",
-        _ => return None,
-    })
+    serde_json::from_value::<GuestRoute>(json!(route))
+        .ok()
+        .map(GuestRoute::kind)
 }
 
 /// Act on a guest: 202 + the operation. The optional JSON body takes the
@@ -661,9 +782,9 @@ fn guest_kind(route: &str) -> Option<&'static str> {
 #[utoipa::path(
     tag = "proxmox",
     params(
-        ("id" = String, Path, description = "Node id (UUID)"),
-        ("vmid" = u32, Path),
-        ("action" = String, Path, description = "start, stop, restart, shutdown, suspend, resume or migrate"),
+        ("id" = uuid::Uuid, Path, description = "Node id"),
+        ("vmid" = u32, Path, minimum = 100, maximum = 999_999_999, description = "Guest id"),
+        ("action" = inline(GuestRoute), Path, description = "start, stop, restart (PVE's reboot), shutdown, suspend, resume or migrate"),
         TypedQuery,
     ),
     request_body(content = Object, description = "Optional: the action's fields", content_type = "application/json"),
@@ -724,16 +845,45 @@ pub struct HistoryQuery {
     /// A node's name (or id).
     pub node: Option<String>,
     /// `vm`, `lxc` or `node`.
+    #[param(pattern = "^(vm|lxc|node)$")]
     pub resource_type: Option<String>,
     /// `start`, `stop`, `restart`, `shutdown`, `suspend`, `resume`,
     /// `migrate`, `test` or `refresh`.
+    #[param(pattern = "^(start|stop|restart|shutdown|suspend|resume|migrate|test|refresh)$")]
     pub operation_type: Option<String>,
     /// `success`, `failed` or `in_progress`.
+    #[param(pattern = "^(success|failed|in_progress)$")]
     pub status: Option<String>,
     /// Default 100, at most 1000.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Entries to skip (default 0).
-    pub offset: Option<usize>,
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
+    pub offset: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The history's documented filters are the ones it takes.
+    #[test]
+    fn the_history_query_documents_the_filters_it_takes() {
+        let names: Vec<&str> = HISTORY_OPERATIONS.iter().map(|(n, _)| *n).collect();
+        let params = <HistoryQuery as IntoParams>::into_params(|| None);
+        let param = |name: &str| {
+            let p = params.iter().find(|p| p.name == name).unwrap();
+            serde_json::to_value(p).unwrap()["schema"].clone()
+        };
+        assert_eq!(
+            param("operation_type")["pattern"],
+            format!("^({})$", names.join("|"))
+        );
+        assert_eq!(param("limit")["maximum"], MAX_HISTORY_PAGE);
+        for status in ["success", "failed", "in_progress"] {
+            assert!(history_statuses(status).is_some(), "{status}");
+        }
+    }
 }
 
 /// One page of the history.
@@ -785,7 +935,7 @@ impl HistoryQuery {
             types,
             statuses,
             limit,
-            offset: self.offset.unwrap_or(0),
+            offset: self.offset.unwrap_or(0) as usize,
         })
     }
 }
@@ -837,7 +987,7 @@ pub async fn all_history(
 /// One node's proxmox operations, newest first.
 #[utoipa::path(
     tag = "proxmox",
-    params(("id" = String, Path, description = "Node id (UUID)"), HistoryQuery),
+    params(("id" = uuid::Uuid, Path, description = "Node id"), HistoryQuery),
     responses(
         (status = 200, description = "One page of the node's history", body = HistoryPage),
         (status = 400, description = "A filter has an unknown value", body = Problem, content_type = "application/problem+json"),

@@ -51,7 +51,7 @@ pub async fn list_targets(state: web::Data<AppState>) -> Result<HttpResponse, Ap
 /// Read one target.
 #[utoipa::path(
     tag = "targets",
-    params(("name" = String, Path, description = "Target name")),
+    params(("name" = inline(Label), Path, description = "Target name")),
     responses(
         (status = 200, description = "The target", body = Target),
         (status = 400, description = "Malformed name", body = Problem, content_type = "application/problem+json"),
@@ -139,7 +139,7 @@ impl DescribeBody {
 /// before); the target need not have been seen yet.
 #[utoipa::path(
     tag = "targets",
-    params(("name" = String, Path, description = "Target name")),
+    params(("name" = inline(Label), Path, description = "Target name")),
     request_body = DescribeBody,
     responses(
         (status = 200, description = "The target as it is now", body = Target),

@@ -167,13 +167,14 @@ pub async fn store_workflow(
 pub struct WaitQuery {
     /// Hold the request up to this many seconds (capped by the server's
     /// `max_wait_secs`) until the whole workflow ended.
-    pub wait: Option<u64>,
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
+    pub wait: Option<u32>,
 }
 
 /// Read a workflow: its parent operation, phase, steps and compensations.
 #[utoipa::path(
     tag = "workflows",
-    params(("id" = String, Path, description = "The workflow's id (its parent operation's)"), WaitQuery),
+    params(("id" = uuid::Uuid, Path, description = "The workflow's id (its parent operation's)"), WaitQuery),
     responses(
         (status = 200, description = "The workflow", body = WorkflowView),
         (status = 400, description = "Malformed id or query", body = Problem, content_type = "application/problem+json"),
@@ -187,7 +188,8 @@ pub async fn get_workflow(
     query: web::Query<WaitQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = operation_id(&id)?;
-    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(state.config.api.max_wait_secs));
+    let wait =
+        Duration::from_secs(u64::from(query.wait.unwrap_or(0)).min(state.config.api.max_wait_secs));
     if !wait.is_zero() {
         wait_until_terminal(&state.store, &state.notifier, id, wait, &state.stopping).await?;
     }
@@ -206,9 +208,11 @@ pub struct WorkflowListQuery {
     pub since: Option<DateTime<Utc>>,
     /// Created before (RFC 3339).
     pub until: Option<DateTime<Utc>>,
-    /// Page size: default 50, at most 500.
-    pub limit: Option<usize>,
+    /// Page size: default 50; more than 500 gives 500.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
+    pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<uuid::Uuid>)]
     pub cursor: Option<String>,
 }
 
@@ -275,7 +279,7 @@ pub struct CancelBody {
 /// (unless `compensate: false`); the workflow ends `cancelled`.
 #[utoipa::path(
     tag = "workflows",
-    params(("id" = String, Path, description = "The workflow's id")),
+    params(("id" = uuid::Uuid, Path, description = "The workflow's id")),
     request_body(content = CancelBody, description = "Optional: {compensate}"),
     responses(
         (status = 202, description = "Cancelled, or cancellation under way", body = WorkflowView),
@@ -315,7 +319,7 @@ pub async fn cancel_workflow(
 /// the failed, cancelled and undone ones run again.
 #[utoipa::path(
     tag = "workflows",
-    params(("id" = String, Path, description = "The workflow's id")),
+    params(("id" = uuid::Uuid, Path, description = "The workflow's id")),
     responses(
         (status = 202, description = "Running again", body = WorkflowView),
         (status = 404, description = "No such workflow", body = Problem, content_type = "application/problem+json"),

@@ -17,10 +17,16 @@ async fn health_is_open_and_everything_else_needs_a_key() {
     let app = spawn_app().await;
     let health = app.client.get(app.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
-    assert_eq!(
-        health.json::<serde_json::Value>().await.unwrap(),
-        json!({"status": "ok"})
-    );
+    let body = health.json::<serde_json::Value>().await.unwrap();
+    assert_eq!(body["status"], "ok", "{body}");
+    assert_eq!(body["version"], opsqueue_shared::VERSION, "{body}");
+    let at = body["timestamp"].as_str().unwrap_or_default();
+    let at = chrono::DateTime::parse_from_rfc3339(at).expect("an RFC 3339 timestamp");
+    let skew = (chrono::Utc::now() - at.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .abs();
+    assert!(skew < 300, "the timestamp is the server's clock: {body}");
+    assert_eq!(body.as_object().unwrap().len(), 3, "{body}");
 
     for path in [
         "/api/v1/operations",

@@ -33,15 +33,24 @@ fn concrete(path: &str) -> String {
     out
 }
 
-/// Whether the answer is the catch-all for a request no route matched.
+/// Whether the answer is the catch-all for a request no route matched: a
+/// `404` for a path nothing serves, a `405` for a method its path does not
+/// take.
 async fn unrouted(response: reqwest::Response) -> bool {
-    if response.status() != reqwest::StatusCode::NOT_FOUND {
+    let status = response.status();
+    if status != reqwest::StatusCode::NOT_FOUND && status != reqwest::StatusCode::METHOD_NOT_ALLOWED
+    {
+        // Served; its body may be a stream that does not end (events).
         return false;
     }
     let body: Value = response.json().await.unwrap_or_default();
-    body["detail"]
-        .as_str()
-        .is_some_and(|detail| detail.starts_with("no route for"))
+    match status {
+        reqwest::StatusCode::NOT_FOUND => body["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.starts_with("no route for")),
+        reqwest::StatusCode::METHOD_NOT_ALLOWED => body["code"] == "method_not_allowed",
+        _ => false,
+    }
 }
 
 #[tokio::test]
@@ -75,7 +84,7 @@ async fn every_documented_route_is_served_and_nothing_else_is() {
         (Method::GET, "/api/v1/pm2/nothing-here"),
         (Method::PATCH, "/api/v1/pm2/processes/web"),
         (Method::POST, "/api/v1/caddy/sites/example.com"),
-        (Method::GET, "/api/v1/cloudpanel/sites"),
+        (Method::PUT, "/api/v1/cloudpanel/sites"),
         (Method::DELETE, "/api/v1/operations"),
     ] {
         assert!(
@@ -127,4 +136,80 @@ async fn each_family_s_typed_routes_are_documented_under_its_tag() {
         .filter_map(|p| p["name"].as_str())
         .collect();
     assert_eq!(query, ["target", "lines", "since"]);
+}
+
+#[tokio::test]
+async fn a_method_a_served_path_does_not_take_is_405_with_allow_as_a_problem() {
+    let app = spawn_app().await;
+    for (method, path, allow) in [
+        ("TRACE", "/api/v1/operations", "GET, POST"),
+        (
+            "OPTIONS",
+            "/api/v1/operations/0190a4b2-7c1d-7000-8000-000000000001",
+            "GET",
+        ),
+        ("PATCH", "/api/v1/schedules/nightly", "GET, PUT, DELETE"),
+        ("TRACE", "/health", "GET"),
+        ("DELETE", "/api/v1/systemd/units/web.service/start", "POST"),
+    ] {
+        let response = app
+            .client
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                app.url(path),
+            )
+            .bearer_auth(&app.admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            reqwest::StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{method} {path}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "method_not_allowed", "{body}");
+        assert_eq!(body["status"], 405, "{body}");
+    }
+    let nowhere = app
+        .client
+        .request(
+            Method::from_bytes(b"TRACE").unwrap(),
+            app.url("/api/v1/nowhere"),
+        )
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nowhere.status(), reqwest::StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_refusal_actix_makes_on_its_own_is_a_problem_too() {
+    let app = spawn_app().await;
+    // A raw-bytes body over the limit (the guest action route reads bytes).
+    let response =
+        app.client
+            .post(app.url(
+                "/api/v1/proxmox/nodes/0190a4b2-7c1d-7000-8000-000000000001/resources/100/start",
+            ))
+            .bearer_auth(&app.admin)
+            .header("content-type", "application/json")
+            .body(vec![b' '; 2 * 1024 * 1024])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "payload_too_large", "{body}");
 }

@@ -15,7 +15,36 @@
 
 use serde_json::{Map, Value};
 
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
+
 use crate::names::NameError;
+
+/// The JSON schema of a name type (its `schema()`), for the OpenAPI
+/// document: the same type parses the value, so the two cannot drift.
+pub type SchemaOf = fn() -> RefOr<Schema>;
+
+/// The schemas a payload schema refers to, by name (for the document's
+/// components).
+pub type SchemaRefs = Vec<(String, RefOr<Schema>)>;
+
+/// A payload type's JSON schema; the schemas it refers to go into `refs`.
+pub type BodySchema = fn(refs: &mut SchemaRefs) -> RefOr<Schema>;
+
+/// A [`BodySchema`] that says only "a JSON object": for a payload whose
+/// rules the document does not state yet (the action's parser states them,
+/// and its refusals are `422`).
+pub fn any_object(_refs: &mut SchemaRefs) -> RefOr<Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Object)
+        .into()
+}
+
+/// The [`BodySchema`] of a payload type that derives `ToSchema`.
+pub fn body_schema<T: utoipa::ToSchema>(refs: &mut SchemaRefs) -> RefOr<Schema> {
+    T::schemas(refs);
+    T::schema()
+}
 
 /// The HTTP methods typed routes use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,13 +81,16 @@ pub struct PathParam {
     /// Checked at the route (`422 invalid_request` naming `name`); `None`
     /// leaves the text to the action's own parser (`422 invalid_payload`).
     pub parse: Option<ParseName>,
+    /// The schema of the type that parses it (the route's or the action's).
+    pub schema: SchemaOf,
 }
 
 /// What a query parameter holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueryValue {
-    /// A whole number from 0 to 4294967295 (the action checks its range).
-    Count,
+    /// A whole number from `min` to `max` (the action checks the range
+    /// with the same constants; a value outside it is `422`).
+    Count { min: u32, max: u32 },
     /// An RFC 3339 time.
     Time,
     /// `true` or `false`.
@@ -82,10 +114,21 @@ pub struct Required {
 }
 
 /// The JSON object a route takes as the payload.
-#[derive(Debug)]
 pub struct Body {
     pub description: &'static str,
     pub required: &'static [Required],
+    /// The payload type's schema (its path parameters' fields are dropped
+    /// from it, `required` added).
+    pub schema: BodySchema,
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Body")
+            .field("description", &self.description)
+            .field("required", &self.required)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Which operation type a route enqueues.

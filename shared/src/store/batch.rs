@@ -49,6 +49,7 @@ where
         A: Fn(usize) + Send + 'static,
     {
         let mut conn = store.connection()?;
+        let space = store.space();
         let (sender, receiver) = mpsc::channel::<Job<Req, Resp>>();
         std::thread::Builder::new()
             .name(name.to_owned())
@@ -62,7 +63,7 @@ where
                         }
                     }
                     let (requests, replies): (Vec<Req>, Vec<_>) = jobs.into_iter().unzip();
-                    match write_on(&mut conn, &mut |tx| apply(tx, &requests)) {
+                    match write_on(&mut conn, &space, &mut |tx| apply(tx, &requests)) {
                         Ok(answers) => {
                             after_commit(requests.len());
                             for (reply, answer) in replies.into_iter().zip(answers) {
@@ -76,7 +77,7 @@ where
                             tracing::warn!(error = %e, size = requests.len(), "batch failed; applying its requests one by one");
                             for (request, reply) in requests.into_iter().zip(replies) {
                                 let one = std::slice::from_ref(&request);
-                                let answer = write_on(&mut conn, &mut |tx| apply(tx, one))
+                                let answer = write_on(&mut conn, &space, &mut |tx| apply(tx, one))
                                     .map(|mut answers| answers.pop().expect("one answer per request"));
                                 if answer.is_ok() {
                                     after_commit(1);

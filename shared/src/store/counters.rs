@@ -19,6 +19,8 @@ pub mod names {
     pub const CANCELLED: &str = "opsqueue_operations_cancelled_total";
     pub const RETRIED: &str = "opsqueue_operations_retried_total";
     pub const REAPED: &str = "opsqueue_operations_reaped_total";
+    /// The readiness probe's real writes (see `Store::probe_write`).
+    pub const STORE_PROBES: &str = "opsqueue_store_write_probes_total";
 }
 
 /// `family="…"`, the label every counter carries.

@@ -12,6 +12,17 @@
 //!   if the lock stays busy, so "database is locked" never reaches a caller.
 //! - Async code reaches the store only through [`Store::call`], which runs the
 //!   closure on tokio's blocking pool.
+//! - A write that fails for lack of space (`SQLITE_FULL`, or an I/O error
+//!   whose cause is `ENOSPC`) makes room once: a `wal_checkpoint(TRUNCATE)`
+//!   moves the WAL into the database file and cuts the WAL to nothing (the
+//!   WAL holds every version of every page written since the last
+//!   checkpoint, so it is usually far larger than what the database file
+//!   grows by), then the write is tried again. If it still fails, it is
+//!   [`StoreError::Full`], and [`Store::is_full`] says so until a write
+//!   commits again. While free space is low ([`LOW_SPACE_BYTES`]) every
+//!   commit is followed by such a checkpoint, so the WAL never grows into
+//!   the space left. `journal_size_limit` keeps the WAL file from staying
+//!   at its high-water mark after a checkpoint.
 //! - The schema is `schema.sql`, applied as append-only migrations tracked
 //!   by `PRAGMA user_version`; a database newer than this code is refused.
 
@@ -82,6 +93,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the database stayed locked by another process; try again")]
     Busy,
+    #[error("the database's filesystem is full: no write can commit until space is freed")]
+    Full,
     #[error("store task failed: {0}")]
     Task(String),
     /// A remote worker's store is the API: it did not answer, or refused.
@@ -96,6 +109,91 @@ impl StoreError {
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
                 if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
         )
+    }
+}
+
+/// Whether `error`, just returned on `conn`, failed for lack of space:
+/// `SQLITE_FULL`, or an I/O error whose cause (the connection's last
+/// system errno) is `ENOSPC`.
+fn lacks_space(conn: &Connection, error: &StoreError) -> bool {
+    let StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) = error else {
+        return false;
+    };
+    match e.code {
+        rusqlite::ErrorCode::DiskFull => true,
+        rusqlite::ErrorCode::SystemIoFailure => {
+            // SAFETY: the handle is this open connection's, used on its own
+            // thread; sqlite3_system_errno only reads the connection's state.
+            unsafe { rusqlite::ffi::sqlite3_system_errno(conn.handle()) == libc::ENOSPC }
+        }
+        _ => false,
+    }
+}
+
+/// Below this much free space on the database's filesystem, every write
+/// transaction is followed by a `wal_checkpoint(TRUNCATE)`: the WAL then
+/// never holds more than one transaction, so freed space goes to the rows
+/// themselves instead of a WAL that grows into it and cannot be
+/// checkpointed (the checkpoint needs room in the database file). Above it,
+/// SQLite's own checkpoints run as always and nothing changes.
+pub const LOW_SPACE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How long a free-space reading is trusted.
+const SPACE_READING_TTL: Duration = Duration::from_secs(1);
+
+/// The space of a store's filesystem: whether its last write failed for
+/// lack of space, and whether space is low (see [`LOW_SPACE_BYTES`]).
+/// Shared by a store's clones and its group-commit writers.
+#[derive(Debug)]
+pub struct Space {
+    full: std::sync::atomic::AtomicBool,
+    dir: PathBuf,
+    /// The last reading: when, and whether space was low.
+    low: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
+}
+
+impl Space {
+    fn new(dir: PathBuf) -> Self {
+        Self {
+            full: Default::default(),
+            dir,
+            low: Default::default(),
+        }
+    }
+
+    fn set_full(&self, full: bool) {
+        self.full.store(full, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.full.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Free bytes for an unprivileged writer on the database's filesystem.
+    pub fn available(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs writes into the zeroed struct we own; the path is
+        // a NUL-terminated string that outlives the call.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+            return None;
+        }
+        Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+    }
+
+    /// Whether free space is below [`LOW_SPACE_BYTES`] (read at most once
+    /// a second).
+    fn is_low(&self) -> bool {
+        let mut reading = self.low.lock().unwrap_or_else(|e| e.into_inner());
+        match *reading {
+            Some((at, low)) if at.elapsed() < SPACE_READING_TTL => low,
+            _ => {
+                let low = self.available().is_some_and(|free| free < LOW_SPACE_BYTES);
+                *reading = Some((std::time::Instant::now(), low));
+                low
+            }
+        }
     }
 }
 
@@ -202,13 +300,20 @@ fn migrate_checked(conn: &mut Connection, path: &Path, target: i64) -> Result<i6
 /// connection costs nothing.
 const CACHE_KIB: i64 = 8 * 1024;
 
+/// After a checkpoint resets the WAL, SQLite cuts its file down to this.
+/// The size of SQLite's automatic checkpoint (1000 pages of 4 KiB): in
+/// steady state nothing is cut, but a WAL grown large while a long reader
+/// held it back does not keep its size on disk for good.
+const JOURNAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
+
 fn configure(conn: &mut Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
     conn.busy_timeout(busy_timeout)?;
     conn.execute_batch(&format!(
         "PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -{CACHE_KIB};"
+         PRAGMA cache_size = -{CACHE_KIB};
+         PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT};"
     ))?;
     Ok(())
 }
@@ -218,6 +323,7 @@ fn configure(conn: &mut Connection, busy_timeout: Duration) -> rusqlite::Result<
 pub struct Store {
     pool: Pool<SqliteConnectionManager>,
     path: PathBuf,
+    space: std::sync::Arc<Space>,
 }
 
 impl std::fmt::Debug for Store {
@@ -248,7 +354,11 @@ impl Store {
             .max_size(config.pool_size)
             .min_idle(Some(1))
             .build(manager)?;
-        Ok(Store { pool, path })
+        Ok(Store {
+            pool,
+            path,
+            space: std::sync::Arc::new(Space::new(dir)),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -270,7 +380,38 @@ impl Store {
     /// before giving up with [`StoreError::Busy`].
     pub fn write<T>(&self, mut f: impl FnMut(&Transaction) -> Result<T>) -> Result<T> {
         let mut conn = self.connection()?;
-        write_on(&mut conn, &mut f)
+        write_on(&mut conn, &self.space, &mut f)
+    }
+
+    /// Whether this store's last write failed for lack of space (and none
+    /// has committed since).
+    pub fn is_full(&self) -> bool {
+        self.space.is_full()
+    }
+
+    pub(crate) fn space(&self) -> std::sync::Arc<Space> {
+        self.space.clone()
+    }
+
+    /// Commits a real write the size of an enqueue: the readiness probe. An
+    /// empty or rolled-back transaction never reaches the disk in WAL mode,
+    /// and a one-page write can fit where an operation cannot; this one
+    /// increments a counter and writes (and, in the same transaction,
+    /// deletes again) [`PROBE_BYTES`] of padding, so its commit puts about
+    /// as many WAL frames on disk as a one-operation enqueue, and fails
+    /// where that would (after making room once, like every write).
+    pub fn probe_write(&self) -> Result<()> {
+        let mut probe = Counters::default();
+        probe.add(names::STORE_PROBES, "", 1.0);
+        self.write(|tx| {
+            counters_apply(tx, &probe)?;
+            tx.execute(
+                "INSERT INTO counters (name, labels, value) VALUES (?1, zeroblob(?2), 0)",
+                rusqlite::params![PROBE_PAD, PROBE_BYTES],
+            )?;
+            tx.execute("DELETE FROM counters WHERE name = ?1", [PROBE_PAD])?;
+            Ok(())
+        })
     }
 
     /// Moves what the WAL holds into the database file without waiting for
@@ -295,15 +436,46 @@ impl Store {
     }
 }
 
+/// The padding the readiness probe writes: about what one enqueue puts in
+/// the WAL (the operation's row and its index entries, a counter).
+pub const PROBE_BYTES: i64 = 32 * 1024;
+
+/// The counter name the probe's padding is written under; it never
+/// outlives the probe's transaction.
+const PROBE_PAD: &str = "opsqueue_store_write_probe_padding";
+
 const BUSY_RETRIES: u32 = 5;
+
+/// Makes room after a write failed for lack of space: checkpoints the
+/// whole WAL into the database file and truncates the WAL to nothing.
+fn make_room(conn: &Connection) {
+    let checkpoint = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    });
+    match checkpoint {
+        Ok((busy, frames, checkpointed)) => tracing::warn!(
+            blocked = busy == 1,
+            frames,
+            checkpointed,
+            "out of space: checkpointed and truncated the WAL"
+        ),
+        Err(e) => tracing::warn!(error = %e, "out of space, and the WAL checkpoint failed"),
+    }
+}
 
 /// The write-transaction loop of [`Store::write`], on a connection the caller
 /// holds (the batchers keep theirs).
 pub(crate) fn write_on<T>(
     conn: &mut Connection,
+    space: &Space,
     f: &mut impl FnMut(&Transaction) -> Result<T>,
 ) -> Result<T> {
     let mut tries = 0;
+    let mut made_room = false;
     loop {
         let attempt = (|| -> Result<T> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -320,6 +492,28 @@ pub(crate) fn write_on<T>(
                 }
                 tracing::warn!(error = %e, tries, "database busy, trying again");
                 std::thread::sleep(Duration::from_millis(10 * u64::from(tries)));
+            }
+            Err(e) if lacks_space(conn, &e) => {
+                if !made_room {
+                    made_room = true;
+                    make_room(conn);
+                    continue;
+                }
+                if !space.is_full() {
+                    tracing::error!(error = %e, "the database's filesystem is full; writes fail until space is freed");
+                }
+                space.set_full(true);
+                return Err(StoreError::Full);
+            }
+            Ok(value) => {
+                if space.is_full() {
+                    tracing::info!("the database takes writes again");
+                }
+                space.set_full(false);
+                if space.is_low() {
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                }
+                return Ok(value);
             }
             other => return other,
         }

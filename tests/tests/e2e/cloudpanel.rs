@@ -218,3 +218,96 @@ async fn a_refused_cloudpanel_request_is_a_4xx_and_stores_nothing() {
     assert_eq!(listed.body["items"], json!([]));
     assert_eq!(clpctl.calls(), "", "clpctl ran for a refused request");
 }
+
+/// The item of `list` named `name`.
+fn item<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
+    list["items"]
+        .as_array()?
+        .iter()
+        .find(|item| item["name"] == name)
+}
+
+#[tokio::test]
+async fn sites_databases_and_users_are_listed_from_the_last_refresh_and_the_monitor_keeps_one() {
+    let clpctl = Clpctl::new();
+    let mut cluster = Cluster::new();
+    clpctl.configure(&mut cluster);
+    cluster.start_all();
+    for (path, body) in [
+        (
+            "/api/v1/cloudpanel/sites",
+            json!({"site_type": "static", "domain": "www.example.org", "site_user": "web",
+                   "site_user_password": "Site-pass-1"}),
+        ),
+        (
+            "/api/v1/cloudpanel/databases",
+            json!({"domain": "www.example.org", "database_name": "shop", "database_user_name": "shop",
+                   "database_user_password": "Db-pass-1"}),
+        ),
+        (
+            "/api/v1/cloudpanel/users",
+            json!({"user_name": "ops", "email": "ops@example.com", "first_name": "Ops",
+                   "last_name": "Team", "password": "User-pass-1", "role": "user",
+                   "sites": ["www.example.org"]}),
+        ),
+    ] {
+        let op = cluster.accepted(Method::POST, path, Some(body)).await;
+        assert_eq!(op["status"], "completed", "{path}: {op:#}");
+    }
+    // A site CloudPanel made without opsqueue is observed too.
+    std::fs::create_dir_all(clpctl.home().join("blog/htdocs/blog.example.net")).unwrap();
+
+    let refresh = cluster
+        .accepted(Method::POST, "/api/v1/cloudpanel/refresh", None)
+        .await;
+    assert_eq!(refresh["status"], "completed", "{refresh:#}");
+    assert_eq!(refresh["result"]["sites"], 2, "{refresh:#}");
+    assert_eq!(refresh["result"]["users"], 1, "{refresh:#}");
+
+    let sites = cluster.get("/api/v1/cloudpanel/sites").await;
+    assert_eq!(sites.status, StatusCode::OK, "{:?}", sites.body);
+    let ours = item(&sites.body, "www.example.org").expect("the site opsqueue added");
+    assert_eq!(ours["site_user"], "web", "{ours}");
+    assert_eq!(ours["managed"]["spec"]["site_type"], "static", "{ours}");
+    assert!(
+        ours["managed"]["spec"].get("site_user_password").is_none(),
+        "{ours}"
+    );
+    assert!(ours["observed_at"].is_string(), "{ours}");
+    let theirs = item(&sites.body, "blog.example.net").expect("the site made behind opsqueue");
+    assert_eq!(theirs["site_user"], "blog", "{theirs}");
+    assert!(theirs["managed"].is_null(), "{theirs}");
+
+    let databases = cluster.get("/api/v1/cloudpanel/databases").await;
+    let shop = item(&databases.body, "shop").expect("the database opsqueue added");
+    assert_eq!(
+        shop["managed"]["spec"]["domain"], "www.example.org",
+        "{shop}"
+    );
+    assert!(!databases.body.to_string().contains("Db-pass-1"));
+
+    let users = cluster.get("/api/v1/cloudpanel/users").await;
+    let ops = item(&users.body, "ops").expect("the panel user");
+    assert_eq!(ops["email"], "ops@example.com", "{ops}");
+    assert_eq!(ops["role"], "user", "{ops}");
+    assert!(!users.body.to_string().contains("User-pass-1"));
+
+    // The monitor keeps refresh-cloudpanel while the family is on.
+    let deadline = std::time::Instant::now() + opsqueue_tests::DEADLINE;
+    loop {
+        let schedule = cluster.get("/api/v1/schedules/refresh-cloudpanel").await;
+        if schedule.status == StatusCode::OK {
+            assert_eq!(
+                schedule.body["type"], "cloudpanel.list",
+                "{:?}",
+                schedule.body
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refresh-cloudpanel schedule"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -99,6 +99,55 @@ fn guests() -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_name_is_parsed_like_every_name_and_a_hostile_one_is_never_stored() {
+    let mut cluster = Cluster::new();
+    cluster.set_env("OPSQUEUE_PROXMOX__ENABLED", "true");
+    cluster.start_api();
+    let node = |name: &str| json!({"name": name, "host": "pve.example", "token_id": "root@pam!x", "token_secret": "y"});
+    let long = "x".repeat(101);
+    for hostile in [
+        "../../etc/passwd",
+        "$(id)",
+        "a;id",
+        "-rf",
+        "a b",
+        "<x>",
+        "\u{202e}lab",
+        "lab\u{202e}",
+        "",
+        "a\nb",
+        long.as_str(),
+    ] {
+        let refused = cluster.post("/api/v1/proxmox/nodes", node(hostile)).await;
+        refused.assert_problem("invalid_request", hostile);
+        assert_eq!(
+            refused.body["errors"][0]["field"], "name",
+            "{:?}",
+            refused.body
+        );
+    }
+    let stored: i64 = cluster
+        .sqlite()
+        .query_row("SELECT count(*) FROM proxmox_nodes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, 0, "a refused name was stored");
+
+    let created = cluster
+        .post("/api/v1/proxmox/nodes", node("pve-prod.1_a"))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let path = format!(
+        "/api/v1/proxmox/nodes/{}",
+        created.body["id"].as_str().unwrap()
+    );
+    let renamed = cluster
+        .request(reqwest::Method::PUT, &path, Some(json!({"name": "a;id"})))
+        .await;
+    renamed.assert_problem("invalid_request", "a rename to a hostile name");
+    assert_eq!(cluster.get(&path).await.body["name"], "pve-prod.1_a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_is_validated_on_the_way_in_and_updated_in_part() {
     let pve = Pve::start(json!([]), |_| {}).await;
     let c = &pve.cluster;
@@ -158,7 +207,7 @@ async fn a_node_is_validated_on_the_way_in_and_updated_in_part() {
     let second = c
         .post(
             "/api/v1/proxmox/nodes",
-            json!({"name": "Production Server", "host": "192.168.1.100",
+            json!({"name": "Production-Server", "host": "192.168.1.100",
                    "api_token_id": "root@pam!monitoring", "api_token_secret": "dash-secret",
                    "ssl_verify": false}),
         )
@@ -182,7 +231,7 @@ async fn a_node_is_validated_on_the_way_in_and_updated_in_part() {
         .await;
     assert_eq!(put.status, StatusCode::OK, "{:?}", put.body);
     assert_eq!(put.body["port"], 8007);
-    assert_eq!(put.body["name"], "Production Server");
+    assert_eq!(put.body["name"], "Production-Server");
     assert_eq!(put.body["host"], "192.168.1.100");
     let stored: String = c
         .sqlite()
@@ -205,7 +254,7 @@ async fn a_node_is_validated_on_the_way_in_and_updated_in_part() {
         .iter()
         .map(|n| n["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["Production Server", "lab"]);
+    assert_eq!(names, ["Production-Server", "lab"]);
 
     let deleted = c.request(reqwest::Method::DELETE, &path, None).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
@@ -982,6 +1031,33 @@ async fn the_monitor_keeps_a_refresh_schedule_that_observes_every_node() {
         2,
         "{:?}",
         node.body
+    );
+    // Each PVE node's figures in the dashboard's units (fakepve reports
+    // cpu 0.02 of 4 cores, 2 of 8 GiB memory, 4 of 64 GiB disk, 1 h up),
+    // and the whole cluster's beside them.
+    const GIB: u64 = 1 << 30;
+    for pve_node in node.body["nodes"].as_array().unwrap() {
+        assert_eq!(pve_node["status"], "online", "{pve_node}");
+        assert_eq!(pve_node["cpu_usage"], 2.0, "{pve_node}");
+        assert_eq!(pve_node["cpu_count"], 4, "{pve_node}");
+        assert_eq!(pve_node["memory_usage"], 2 * GIB, "{pve_node}");
+        assert_eq!(pve_node["memory_total"], 8 * GIB, "{pve_node}");
+        assert_eq!(pve_node["memory_percentage"], 25.0, "{pve_node}");
+        assert_eq!(pve_node["disk_total"], 64 * GIB, "{pve_node}");
+        assert_eq!(pve_node["disk_percentage"], 6.3, "{pve_node}");
+        assert_eq!(pve_node["uptime"], 3600, "{pve_node}");
+    }
+    assert_eq!(node.body["cpu_count"], 8, "{:?}", node.body);
+    assert_eq!(node.body["cpu_usage"], 2.0, "{:?}", node.body);
+    assert_eq!(node.body["memory_total"], 16 * GIB, "{:?}", node.body);
+    assert_eq!(node.body["memory_percentage"], 25.0, "{:?}", node.body);
+    assert_eq!(node.body["disk_usage"], 8 * GIB, "{:?}", node.body);
+    assert_eq!(node.body["uptime"], 3600, "{:?}", node.body);
+    let listed = c.get("/api/v1/proxmox/nodes").await;
+    assert_eq!(
+        listed.body["items"][0]["memory_percentage"], 25.0,
+        "{:?}",
+        listed.body
     );
     pve.cluster.monitors.clear();
     pve.pve.stop();

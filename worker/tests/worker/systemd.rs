@@ -2,8 +2,9 @@
 //! in a private mount namespace with its own journald, one per test
 //! (`tests/src/user_systemd.rs`), reached through `nsenter`. Units the
 //! tests write and the driver installs live in the manager's unit
-//! directory under `CARGO_TARGET_TMPDIR` (outside `/tmp`, so `PrivateTmp`
-//! units see the test's files). Needs root; a missing program fails the
+//! directory under `CARGO_TARGET_TMPDIR`, or `/var/lib/opsqueue-tests`
+//! when that is under `/tmp` (a checkout there), so `PrivateTmp` units see
+//! the test's files. Needs root; a missing program fails the
 //! test with a message, never skips it.
 
 use std::path::Path;
@@ -23,7 +24,7 @@ use crate::{PATIENCE, TestApp, completed, error_code, run};
 #[allow(dead_code)]
 mod user_systemd;
 
-use user_systemd::UserSystemd;
+use user_systemd::{UNIT_VISIBLE_FALLBACK, UserSystemd, hidden_by_private_tmp, unit_visible_base};
 
 /// A unit that runs until stopped.
 const SLEEPER: &str = "[Unit]\nDescription=sleeps\n[Service]\nExecStart=/bin/sleep 600\n\
@@ -35,6 +36,24 @@ const SLOW_START: &str =
 
 fn manager() -> UserSystemd {
     UserSystemd::start(Path::new(env!("CARGO_TARGET_TMPDIR")))
+}
+
+#[test]
+fn files_shared_with_test_units_are_never_where_private_tmp_hides_them() {
+    let base = unit_visible_base(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    assert!(
+        !hidden_by_private_tmp(&base),
+        "{base:?} is under /tmp or /var/tmp: a unit with PrivateTmp=yes would not see it"
+    );
+    for checkout_in_tmp in ["/tmp/opsqueue/target/tmp", "/var/tmp/x/target/tmp"] {
+        assert_eq!(
+            unit_visible_base(Path::new(checkout_in_tmp)),
+            Path::new(UNIT_VISIBLE_FALLBACK),
+            "{checkout_in_tmp}"
+        );
+    }
+    assert!(!hidden_by_private_tmp(Path::new(UNIT_VISIBLE_FALLBACK)));
+    assert!(!hidden_by_private_tmp(Path::new("/tmpfoo")));
 }
 
 /// Points the driver at `manager`; units named `allowed-*` are allowed.

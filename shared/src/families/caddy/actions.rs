@@ -127,6 +127,34 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// The rule as a JSON schema. Stricter than the parser in one place: a
+    /// port with leading zeros (`:08090`, which the parser reads as 8090)
+    /// is not in it; IPv6 addresses are stated in their plain forms.
+    pub fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        const OCTET: &str = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+        const PORT: &str = "(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})";
+        const GROUP: &str = "[0-9A-Fa-f]{1,4}";
+        let v4 = format!(
+            "(?:127\\.{OCTET}|10\\.{OCTET}|172\\.(?:1[6-9]|2[0-9]|3[01])|192\\.168|169\\.254)\\.{OCTET}\\.{OCTET}"
+        );
+        // Unique-local fc00::/7 and link-local fe80::/10, full or with `::`.
+        let first = "(?:[Ff][CcDd][0-9A-Fa-f]{2}|[Ff][Ee][89AaBb][0-9A-Fa-f])";
+        let v6 = format!(
+            "\\[(?:::1|{first}(?::{GROUP}){{7}}|{first}::(?:{GROUP}(?::{GROUP}){{0,5}})?)\\]"
+        );
+        crate::names::string_schema(
+            "host:port on this host or a private network: `localhost`, an IPv4 address in \
+             127/8, 10/8, 172.16/12, 192.168/16 or 169.254/16, or an IPv6 one ([::1], \
+             fc00::/7, fe80::/10) in brackets; the port 1 to 65535",
+            format!("^(?:[Ll][Oo][Cc][Aa][Ll][Hh][Oo][Ss][Tt]|{v4}|{v6}):{PORT}$"),
+            64,
+        )
+    }
+}
+
+crate::name_schema!(Upstream);
+
 impl TryFrom<String> for Upstream {
     type Error = NameError;
 
@@ -148,7 +176,7 @@ impl std::fmt::Display for Upstream {
 }
 
 /// `caddy.site.add`: the desired state of one site.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SiteSpec {
     pub domain: Domain,

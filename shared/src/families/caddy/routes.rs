@@ -8,7 +8,10 @@
 //! survive a Caddy restart; `POST /api/v1/caddy/validate` reports drift
 //! without changing anything.
 
-use crate::families::route::{Body, Enqueue, Kind, Method, Observed, PathParam, Route, Serves};
+use super::actions::SiteSpec;
+use crate::families::route::{
+    Body, Enqueue, Kind, Method, Observed, PathParam, Route, Serves, body_schema,
+};
 use crate::names::Domain;
 
 const DOMAIN: &[PathParam] = &[PathParam {
@@ -16,6 +19,7 @@ const DOMAIN: &[PathParam] = &[PathParam {
     description: "The site's domain",
     field: "domain",
     parse: Some(|text| Domain::parse(text).map(|domain| domain.to_string())),
+    schema: Domain::schema,
 }];
 
 const SITES: &str = "/api/v1/caddy/sites";
@@ -49,6 +53,7 @@ pub const ROUTES: &[Route] = &[
             kind: Kind::One("caddy.site.add"),
             body: Some(Body {
                 description: "{domain, upstream}",
+                schema: body_schema::<SiteSpec>,
                 required: &[],
             }),
             query: &[],

@@ -31,6 +31,10 @@ pub(super) const CATALOGUE: &[ActionInfo] = &[
         kind: "cloudpanel.user.delete",
         summary: "Deletes panel user {user_name} (clpctl user:delete); a no-op when it is absent.",
     },
+    ActionInfo {
+        kind: "cloudpanel.list",
+        summary: "Observes the sites (their htdocs directories) and the panel users (clpctl user:list).",
+    },
 ];
 
 crate::name_type!(
@@ -460,6 +464,11 @@ pub struct UserDelete {
     pub user_name: UserName,
 }
 
+/// `cloudpanel.list` takes nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct List {}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum CloudpanelAction {
     SiteAdd(SiteAdd),
@@ -467,6 +476,7 @@ pub enum CloudpanelAction {
     DbAdd(DbAdd),
     UserAdd(UserAdd),
     UserDelete(UserDelete),
+    List(List),
 }
 
 impl FamilyAction for CloudpanelAction {
@@ -500,6 +510,14 @@ impl FamilyAction for CloudpanelAction {
                 Ok(CloudpanelAction::UserAdd(user))
             }
             "cloudpanel.user.delete" => Ok(CloudpanelAction::UserDelete(payload(kind, value)?)),
+            "cloudpanel.list" => {
+                let value = if value.is_null() {
+                    Value::Object(Default::default())
+                } else {
+                    value
+                };
+                Ok(CloudpanelAction::List(payload(kind, value)?))
+            }
             _ => Err(ActionError::UnknownType(kind.to_owned())),
         }
     }
@@ -511,6 +529,7 @@ impl FamilyAction for CloudpanelAction {
             CloudpanelAction::DbAdd(_) => "cloudpanel.db.add",
             CloudpanelAction::UserAdd(_) => "cloudpanel.user.add",
             CloudpanelAction::UserDelete(_) => "cloudpanel.user.delete",
+            CloudpanelAction::List(_) => "cloudpanel.list",
         }
     }
 
@@ -521,6 +540,7 @@ impl FamilyAction for CloudpanelAction {
             CloudpanelAction::DbAdd(a) => serde_json::to_value(a),
             CloudpanelAction::UserAdd(a) => serde_json::to_value(a),
             CloudpanelAction::UserDelete(a) => serde_json::to_value(a),
+            CloudpanelAction::List(a) => serde_json::to_value(a),
         };
         value.expect("cloudpanel payloads always serialize")
     }
@@ -532,6 +552,7 @@ impl FamilyAction for CloudpanelAction {
             CloudpanelAction::DbAdd(a) => format!("cloudpanel:site:{}", a.domain),
             CloudpanelAction::UserAdd(a) => format!("cloudpanel:user:{}", a.user_name),
             CloudpanelAction::UserDelete(a) => format!("cloudpanel:user:{}", a.user_name),
+            CloudpanelAction::List(_) => "cloudpanel:list".to_owned(),
         })
     }
 
@@ -548,7 +569,9 @@ impl FamilyAction for CloudpanelAction {
             CloudpanelAction::SiteAdd(_) => &["site_user_password"],
             CloudpanelAction::DbAdd(_) => &["database_user_password"],
             CloudpanelAction::UserAdd(_) => &["password"],
-            CloudpanelAction::SiteDelete(_) | CloudpanelAction::UserDelete(_) => &[],
+            CloudpanelAction::SiteDelete(_)
+            | CloudpanelAction::UserDelete(_)
+            | CloudpanelAction::List(_) => &[],
         }
     }
 }

@@ -17,6 +17,9 @@ pub struct CloudpanelConfig {
     pub home_dir: PathBuf,
     /// Longest one clpctl command may take.
     pub command_timeout_secs: u64,
+    /// The six-field cron of the default `refresh-cloudpanel` schedule
+    /// (`cloudpanel.list`).
+    pub refresh_cron: String,
 }
 
 impl Default for CloudpanelConfig {
@@ -26,6 +29,7 @@ impl Default for CloudpanelConfig {
             clpctl: vec!["clpctl".into()],
             home_dir: PathBuf::from("/home"),
             command_timeout_secs: 600,
+            refresh_cron: "0 */5 * * * *".into(),
         }
     }
 }
@@ -33,6 +37,10 @@ impl Default for CloudpanelConfig {
 impl FamilySection for CloudpanelConfig {
     fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    fn refresh_cron(&self) -> Option<&str> {
+        Some(&self.refresh_cron)
     }
 
     fn check(&self) -> Result<(), String> {

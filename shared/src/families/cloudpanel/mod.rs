@@ -12,6 +12,12 @@
 //! redacted by the worker from every log line and result. clpctl itself
 //! takes them as arguments, so `ps` shows them to root while it runs.
 //!
+//! Observed state: `cloudpanel.list` (the monitor's `refresh-cloudpanel`)
+//! records every site (an htdocs directory under a site user's home: clpctl
+//! has no `site:list`) and every panel user (`clpctl user:list`). clpctl
+//! cannot list databases, so the databases shown are those opsqueue added
+//! (recorded as managed by `cloudpanel.db.add`).
+//!
 //! Sites and their databases serialize on `cloudpanel:site:<domain>`, users
 //! on `cloudpanel:user:<name>`. Adding or deleting a site or a user checks
 //! first whether it is already done, so those are safe to re-run;
@@ -34,5 +40,5 @@ pub static DECLARATION: Family = Family {
     catalogue: actions::CATALOGUE,
     routes: routes::ROUTES,
     reach: None,
-    refresh: None,
+    refresh: Some("cloudpanel.list"),
 };

@@ -4,7 +4,11 @@
 //! apart and shown as `"***"` in every answer, including this one. The
 //! names in paths are checked by the action's own parser.
 
-use crate::families::route::{Body, Enqueue, Kind, Method, PathParam, Route, Serves};
+use super::actions::UserName;
+use crate::families::route::{
+    Body, Enqueue, Kind, Method, Observed, PathParam, Route, Serves, any_object,
+};
+use crate::names::Domain;
 
 /// `POST` of a body that is the whole payload.
 const fn create(
@@ -25,13 +29,67 @@ const fn create(
             body: Some(Body {
                 description: body,
                 required: &[],
+                schema: any_object,
             }),
             query: &[],
         }),
     }
 }
 
+/// `GET` of every observed object of `kind` (joined with what opsqueue
+/// manages when `managed`).
+const fn list(
+    path: &'static str,
+    summary: &'static str,
+    kind: &'static str,
+    managed: bool,
+    answer: &'static str,
+) -> Route {
+    Route {
+        method: Method::Get,
+        path,
+        summary,
+        description: "",
+        params: &[],
+        serves: Serves::Observed(Observed {
+            kind,
+            managed,
+            answer,
+            how: "",
+        }),
+    }
+}
+
 pub const ROUTES: &[Route] = &[
+    list(
+        "/api/v1/cloudpanel/sites",
+        "The sites as last observed (each site user's htdocs directories), and those opsqueue added.",
+        "site",
+        true,
+        "Each site as observed ({domain, site_user, root_directory}) with observed_at, and \
+         `managed` (the spec, without its password) for the sites opsqueue added",
+    ),
+    list(
+        "/api/v1/cloudpanel/databases",
+        "The databases opsqueue added (clpctl cannot list databases).",
+        "database",
+        true,
+        "Each database opsqueue added: `managed` {domain, database_name, database_user_name}",
+    ),
+    list(
+        "/api/v1/cloudpanel/users",
+        "The panel users as `clpctl user:list` showed them when last observed.",
+        "user",
+        false,
+        "Each user as listed (user_name, and the table's other columns: email, role, …) with observed_at",
+    ),
+    Route::enqueue(
+        Method::Post,
+        "/api/v1/cloudpanel/refresh",
+        "Observe the sites and the panel users now (`cloudpanel.list`); the monitor also schedules one (`refresh-cloudpanel`).",
+        &[],
+        "cloudpanel.list",
+    ),
     create(
         "/api/v1/cloudpanel/sites",
         "Add a site (`cloudpanel.site.add`).",
@@ -51,6 +109,7 @@ pub const ROUTES: &[Route] = &[
             description: "The site's domain",
             field: "domain",
             parse: None,
+            schema: Domain::schema,
         }],
         "cloudpanel.site.delete",
     ),
@@ -79,6 +138,7 @@ pub const ROUTES: &[Route] = &[
             description: "The user name",
             field: "user_name",
             parse: None,
+            schema: UserName::schema,
         }],
         "cloudpanel.user.delete",
     ),

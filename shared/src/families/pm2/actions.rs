@@ -80,7 +80,21 @@ impl ProcessName {
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
+
+    pub fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::names::string_schema(
+            "A pm2 app name: letters, digits and `._-`, a letter or digit first, no `..`, \
+             not all digits (pm2 would read an id) and not `all`",
+            format!(
+                "^(?![Aa][Ll][Ll]$)(?![0-9]+$){}",
+                &crate::names::name_pattern("._-")[1..]
+            ),
+            ProcessNameText::MAX,
+        )
+    }
 }
+
+crate::name_schema!(ProcessName);
 
 impl TryFrom<String> for ProcessName {
     type Error = NameError;
@@ -129,7 +143,21 @@ impl Interpreter {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    pub fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::names::string_schema(
+            "`node`, `bun`, `python3`, `python`, `bash`, `sh`, `none`, or an absolute path",
+            format!(
+                "^(?:{}|{})$",
+                INTERPRETERS.join("|"),
+                AbsolutePath::pattern()
+            ),
+            AbsolutePath::MAX,
+        )
+    }
 }
+
+crate::name_schema!(Interpreter);
 
 impl TryFrom<String> for Interpreter {
     type Error = NameError;
@@ -158,8 +186,8 @@ pub struct AppArg(String);
 impl AppArg {
     pub fn parse(value: &str) -> Result<Self, NameError> {
         let refuse = |reason: &str| NameError::new("argument", value, reason);
-        if value.len() > MAX_ARG_LEN {
-            return Err(refuse("is over 1024 bytes"));
+        if value.chars().count() > MAX_ARG_LEN {
+            return Err(refuse("is over 1024 characters"));
         }
         if value.chars().any(char::is_control) {
             return Err(refuse("must not hold control characters (newline, NUL, …)"));
@@ -170,7 +198,22 @@ impl AppArg {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    pub fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .description(Some("Any text without control characters"))
+            .pattern(Some(NO_CONTROL_CHARACTERS))
+            .max_length(Some(MAX_ARG_LEN))
+            .into()
+    }
 }
+
+crate::name_schema!(AppArg);
+
+/// What `char::is_control` refuses, as a pattern: none of U+0000–U+001F
+/// and U+007F–U+009F.
+pub const NO_CONTROL_CHARACTERS: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$";
 
 impl TryFrom<String> for AppArg {
     type Error = NameError;
@@ -223,7 +266,25 @@ impl EnvName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    pub fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let reserved: Vec<String> = RESERVED_ENV
+            .iter()
+            .map(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => prefix.to_owned(),
+                None => format!("{pattern}$"),
+            })
+            .collect();
+        crate::names::string_schema(
+            "An environment variable name: letters, digits and `_`, not a digit first; \
+             not PATH, NODE_OPTIONS, PM2_* or LD_*",
+            format!("^(?!{})[A-Za-z_][A-Za-z0-9_]*$", reserved.join("|")),
+            128,
+        )
+    }
 }
+
+crate::name_schema!(EnvName);
 
 impl TryFrom<String> for EnvName {
     type Error = NameError;
@@ -249,6 +310,16 @@ pub const MAX_INSTANCES: u32 = 64;
 pub const MAX_LOG_LINES: u32 = 1_000;
 pub const DEFAULT_LOG_LINES: u32 = 100;
 
+/// An optional field that, when sent, holds a value: `null` is refused as
+/// the schema says (absent is the way to leave it out).
+fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -260,13 +331,25 @@ fn is_false(b: &bool) -> bool {
 pub struct Start {
     pub name: ProcessName,
     /// The program or script to run, inside `[pm2] base_dir`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub script: Option<AbsolutePath>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub interpreter: Option<Interpreter>,
     /// The working directory, inside `[pm2] base_dir`; default: the
     /// script's directory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cwd: Option<AbsolutePath>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<AppArg>,
@@ -274,17 +357,119 @@ pub struct Start {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<EnvName, String>,
     /// More than one runs the app in cluster mode (node only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instances: Option<u32>,
     /// Wait until the app signals `ready` (`process.send('ready')`), up to
     /// `listen_timeout_ms`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub wait_ready: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub listen_timeout_ms: Option<u64>,
 }
 
 impl Start {
+    /// The spec's schema, with its rules across fields: the spec fields
+    /// need `script`, `listen_timeout_ms` needs `wait_ready: true`, and
+    /// more than one instance needs a node app.
+    pub fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
+        let spec_fields = [
+            "interpreter",
+            "cwd",
+            "args",
+            "env",
+            "instances",
+            "wait_ready",
+            "listen_timeout_ms",
+        ];
+        let mut rules = utoipa::openapi::extensions::Extensions::default();
+        rules.insert(
+            "dependentRequired".into(),
+            serde_json::Value::Object(
+                spec_fields
+                    .iter()
+                    .map(|field| {
+                        let needs = if *field == "listen_timeout_ms" {
+                            serde_json::json!(["script", "wait_ready"])
+                        } else {
+                            serde_json::json!(["script"])
+                        };
+                        ((*field).to_owned(), needs)
+                    })
+                    .collect(),
+            ),
+        );
+        rules.insert(
+            "allOf".into(),
+            serde_json::json!([
+                {"if": {"required": ["listen_timeout_ms"]},
+                 "then": {"properties": {"wait_ready": {"const": true}}}},
+                {"if": {"required": ["wait_ready"], "properties": {"wait_ready": {"const": true}}},
+                 "then": {"required": ["script"]}},
+                {"if": {"required": ["instances"], "properties": {"instances": {"minimum": 2}}},
+                 "then": {"properties": {"interpreter": {"const": "node"}}}},
+            ]),
+        );
+        let mut env_value = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[^\\u0000]*$"))
+            .max_length(Some(MAX_ENV_VALUE_LEN));
+        env_value = env_value.description(Some("Any text without NUL"));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("name", ProcessName::schema())
+            .required("name")
+            .property("script", AbsolutePath::schema())
+            .property("interpreter", Interpreter::schema())
+            .property("cwd", AbsolutePath::schema())
+            .property(
+                "args",
+                ArrayBuilder::new()
+                    .items(AppArg::schema())
+                    .max_items(Some(MAX_ARGS)),
+            )
+            .property(
+                "env",
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .description(Some("Secret: stored apart, shown as \"***\""))
+                    .property_names(Some(crate::names::inline(EnvName::schema())))
+                    .additional_properties(Some(env_value))
+                    .max_properties(Some(MAX_ENV_VARS)),
+            )
+            .property(
+                "instances",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1))
+                    .maximum(Some(MAX_INSTANCES)),
+            )
+            .property(
+                "wait_ready",
+                ObjectBuilder::new().schema_type(Type::Boolean),
+            )
+            .property(
+                "listen_timeout_ms",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1))
+                    .maximum(Some(MAX_LISTEN_TIMEOUT_MS)),
+            )
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ))
+            .extensions(Some(rules))
+            .into()
+    }
+
     /// Whether the payload carries a spec to create the app from.
     pub fn has_spec(&self) -> bool {
         self.script.is_some()
@@ -312,10 +497,10 @@ impl Start {
         if let Some((name, _)) = self
             .env
             .iter()
-            .find(|(_, v)| v.len() > MAX_ENV_VALUE_LEN || v.contains('\0'))
+            .find(|(_, v)| v.chars().count() > MAX_ENV_VALUE_LEN || v.contains('\0'))
         {
             return Err(format!(
-                "env {name}: a value must be at most {MAX_ENV_VALUE_LEN} bytes and hold no NUL",
+                "env {name}: a value must be at most {MAX_ENV_VALUE_LEN} characters and hold no NUL",
                 name = name.as_str()
             ));
         }
@@ -348,6 +533,8 @@ impl Start {
         Ok(())
     }
 }
+
+crate::name_schema!(Start);
 
 /// An action on one app by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -564,6 +751,35 @@ mod tests {
         let list = Action::parse("pm2.list", Value::Null).unwrap();
         assert_eq!(list.resource(), None);
         assert_eq!(list.payload(), json!({}));
+    }
+
+    #[test]
+    fn the_start_schema_names_every_field_the_spec_has() {
+        let full = start(json!({
+            "name": "w", "script": "/srv/x.js", "interpreter": "node", "cwd": "/srv",
+            "args": ["a"], "env": {"A": "1"}, "instances": 2, "wait_ready": true,
+            "listen_timeout_ms": 10,
+        }))
+        .unwrap();
+        let schema = serde_json::to_value(Start::schema()).unwrap();
+        let mut documented: Vec<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let payload = full.payload();
+        let mut fields: Vec<&str> = payload
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        documented.sort_unstable();
+        fields.sort_unstable();
+        assert_eq!(documented, fields);
+        assert_eq!(schema["required"], json!(["name"]));
+        assert_eq!(schema["additionalProperties"], json!(false));
     }
 
     #[test]

@@ -8,10 +8,10 @@
 //! with their `observed_at`. The process list is refreshed by `pm2.list`
 //! (`POST /api/v1/pm2/refresh`, and the monitor's `refresh-pm2` schedule).
 
-use super::actions::ProcessName;
+use super::actions::{MAX_LOG_LINES, ProcessName, Start};
 use crate::families::route::{
     Body, Enqueue, Kind, Method, Observed, PathParam, QueryParam, QueryValue, Required, Route,
-    Serves,
+    Serves, body_schema,
 };
 
 const NAME: &[PathParam] = &[PathParam {
@@ -19,6 +19,7 @@ const NAME: &[PathParam] = &[PathParam {
     description: "App name",
     field: "name",
     parse: Some(|text| ProcessName::parse(text).map(|name| name.to_string())),
+    schema: ProcessName::schema,
 }];
 
 const PROCESSES: &str = "/api/v1/pm2/processes";
@@ -52,6 +53,7 @@ pub const ROUTES: &[Route] = &[
             kind: Kind::One("pm2.start"),
             body: Some(Body {
                 description: "The app's spec",
+                schema: body_schema::<Start>,
                 required: &[Required {
                     field: "script",
                     message: "creating an app needs a script (POST …/{name}/start starts an existing one)",
@@ -133,7 +135,10 @@ pub const ROUTES: &[Route] = &[
             query: &[QueryParam {
                 name: "lines",
                 description: "The last N lines of each stream (default 100, at most 1000).",
-                value: QueryValue::Count,
+                value: QueryValue::Count {
+                    min: 1,
+                    max: MAX_LOG_LINES,
+                },
             }],
         }),
     },

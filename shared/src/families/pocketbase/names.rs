@@ -45,6 +45,16 @@ impl ServiceName {
         Ok(Self(value.to_owned()))
     }
 
+    /// The rule as a JSON schema (what `parse` refuses, stated).
+    pub fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::names::string_schema(
+            "A service name (`my-app`): lower-case letters, digits and `-`, a letter first, \
+             no `-` last",
+            "^[a-z](?:[a-z0-9-]*[a-z0-9])?$".to_owned(),
+            MAX_SERVICE_NAME,
+        )
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

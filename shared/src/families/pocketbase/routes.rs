@@ -10,14 +10,16 @@ use super::names::ServiceName;
 use super::workflows;
 use crate::families::route::{
     Body, Enqueue, Filter, Kind, Match, Method, Observed, ObservedPage, PathParam, QueryParam,
-    QueryValue, Required, Route, Serves, Workflow,
+    QueryValue, Required, Route, Serves, Workflow, any_object,
 };
+use crate::families::systemd::MAX_LOG_LINES;
 
 const NAME: &[PathParam] = &[PathParam {
     name: "name",
     description: "The service's name (`my-app`)",
     field: "name",
     parse: Some(|text| ServiceName::parse(text).map(|name| name.to_string())),
+    schema: ServiceName::schema,
 }];
 
 const SERVICES: &str = "/api/v1/pocketbase/services";
@@ -83,6 +85,7 @@ pub const ROUTES: &[Route] = &[
         serves: Serves::Workflow(Workflow {
             build: workflows::create,
             body: Some(Body {
+                schema: any_object,
                 description: "The service",
                 required: &[],
             }),
@@ -115,6 +118,7 @@ pub const ROUTES: &[Route] = &[
         serves: Serves::Workflow(Workflow {
             build: workflows::upgrade,
             body: Some(Body {
+                schema: any_object,
                 description: "`{version}`",
                 required: &[Required {
                     field: "version",
@@ -172,7 +176,10 @@ pub const ROUTES: &[Route] = &[
                 QueryParam {
                     name: "lines",
                     description: "The last this many lines (1 to 10000, default 100).",
-                    value: QueryValue::Count,
+                    value: QueryValue::Count {
+                        min: 1,
+                        max: MAX_LOG_LINES,
+                    },
                 },
                 QueryParam {
                     name: "since",
@@ -210,6 +217,7 @@ pub const ROUTES: &[Route] = &[
         serves: Serves::Enqueue(Enqueue {
             kind: Kind::One("pocketbase.validate"),
             body: Some(Body {
+                schema: any_object,
                 description: "The service, as create takes it",
                 required: &[],
             }),
@@ -247,6 +255,7 @@ pub const ROUTES: &[Route] = &[
         serves: Serves::Enqueue(Enqueue {
             kind: Kind::One("pocketbase.version.install"),
             body: Some(Body {
+                schema: any_object,
                 description: "The version and where it comes from",
                 required: &[],
             }),

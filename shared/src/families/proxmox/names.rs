@@ -117,6 +117,13 @@ impl fmt::Display for VmId {
 }
 
 crate::name_type!(
+    /// A registered node's name (`lab`, `pve-prod.1`): unique among the
+    /// registered nodes, shown in answers and log lines and looked up by the
+    /// client; letters, digits and `._-`, starting with a letter or digit.
+    NodeName, "node name", max = 100, extra = "._-"
+);
+
+crate::name_type!(
     /// A PVE cluster node's name (`pve1`): a DNS label.
     PveNodeName, "Proxmox node name", max = 63, extra = "-"
 );

@@ -32,6 +32,8 @@ const MAX_UNIT_NAME: usize = 255;
 #[serde(try_from = "String", into = "String")]
 pub struct UnitName(String);
 
+crate::name_schema!(UnitName);
+
 impl UnitName {
     pub const WHAT: &'static str = "unit name";
 
@@ -42,6 +44,9 @@ impl UnitName {
             value: value.chars().take(80).collect(),
             reason: reason.to_owned(),
         };
+        if value.ends_with('.') {
+            return Err(refuse("must not end with '.'"));
+        }
         let has_type = value
             .rsplit_once('.')
             .is_some_and(|(_, suffix)| UNIT_TYPES.contains(&suffix));
@@ -65,6 +70,19 @@ impl UnitName {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The rule as a JSON schema: `check_name`'s with `._-@:`, at most one
+    /// `@`, and room for the `.service` a name without a type gets.
+    pub fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        const PART: &str = "(?:\\.?[A-Za-z0-9_:-])*";
+        crate::names::string_schema(
+            "A unit name (`web`, `web.service`, `pb@site1.service`): letters, digits and \
+             `._-@:`, a letter or digit first, no `..`, no `.` last, at most one `@`; without a type it \
+             gets `.service`",
+            format!("^[A-Za-z0-9]{PART}(?:\\.?@{PART})?$"),
+            MAX_UNIT_NAME - ".service".len(),
+        )
     }
 
     /// `service`, `timer`, …

@@ -15,6 +15,7 @@
 use super::names::UnitName;
 use crate::families::route::{
     Body, Enqueue, Kind, Method, Observed, PathParam, QueryParam, QueryValue, Route, Serves,
+    any_object,
 };
 
 const UNIT: &[PathParam] = &[PathParam {
@@ -22,6 +23,7 @@ const UNIT: &[PathParam] = &[PathParam {
     description: "Unit name (`web` means `web.service`)",
     field: "unit",
     parse: Some(|text| UnitName::parse(text).map(|unit| unit.to_string())),
+    schema: UnitName::schema,
 }];
 
 const UNITS: &str = "/api/v1/systemd/units";
@@ -59,6 +61,7 @@ pub const ROUTES: &[Route] = &[
             kind: Kind::One("systemd.unit.install"),
             body: Some(Body {
                 description: "The unit's spec",
+                schema: any_object,
                 required: &[],
             }),
             query: &[],
@@ -105,7 +108,10 @@ pub const ROUTES: &[Route] = &[
                 QueryParam {
                     name: "lines",
                     description: "The last this many lines (1 to 10000, default 100).",
-                    value: QueryValue::Count,
+                    value: QueryValue::Count {
+                        min: 1,
+                        max: super::actions::MAX_LOG_LINES,
+                    },
                 },
                 QueryParam {
                     name: "since",

@@ -25,7 +25,7 @@ use std::time::Duration;
 use opsqueue_shared::Action;
 use opsqueue_shared::Config;
 use opsqueue_shared::families::cloudpanel::{
-    CloudpanelAction, DbAdd, SiteAdd, SiteDelete, SiteType, UserAdd, UserDelete, UserName,
+    CloudpanelAction, DbAdd, SiteAdd, SiteDelete, SiteType, SiteUser, UserAdd, UserDelete, UserName,
 };
 use opsqueue_shared::names::Domain;
 use opsqueue_shared::store::StateEffect;
@@ -231,10 +231,87 @@ impl Cloudpanel {
             format!("--databaseUserPassword={password}"),
         ];
         self.clpctl(ctx, args, &[password]).await?;
+        ctx.record(StateEffect::Managed {
+            family: "cloudpanel".into(),
+            kind: "database".into(),
+            name: db.database_name.to_string(),
+            spec: serde_json::json!({
+                "domain": db.domain,
+                "database_name": db.database_name,
+                "database_user_name": db.database_user_name,
+            }),
+        });
         Ok(Outcome::changed()
             .with("domain", &db.domain)
             .with("database_name", &db.database_name)
             .with("database_user_name", &db.database_user_name))
+    }
+
+    /// Every site: the `htdocs/<domain>` directories of the homes under
+    /// `home_dir` (clpctl has no `site:list`), as (domain, observation).
+    fn sites(&self) -> Result<Vec<(String, serde_json::Value)>, DriverError> {
+        let homes = match std::fs::read_dir(&self.home_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(DriverError::retryable(
+                    "cloudpanel_home_unreadable",
+                    format!("{}: {e}", self.home_dir.display()),
+                ));
+            }
+        };
+        let mut sites = Vec::new();
+        for home in homes.flatten() {
+            let user = home.file_name().to_string_lossy().into_owned();
+            let Ok(domains) = std::fs::read_dir(home.path().join("htdocs")) else {
+                continue;
+            };
+            for entry in domains.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // Only what a site can be named: a domain under a site user.
+                let (Ok(domain), Ok(_)) = (Domain::parse(&name), SiteUser::parse(&user)) else {
+                    continue;
+                };
+                if entry.path().is_dir() {
+                    sites.push((
+                        domain.to_string(),
+                        serde_json::json!({
+                            "domain": domain,
+                            "site_user": user,
+                            "root_directory": entry.path(),
+                        }),
+                    ));
+                }
+            }
+        }
+        sites.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(sites)
+    }
+
+    /// Observes every site and every panel user.
+    async fn list(&self, ctx: &Context) -> Result<Outcome, DriverError> {
+        let sites = self.sites()?;
+        let output = self.clpctl(ctx, vec!["user:list".into()], &[]).await?;
+        let users = listed_rows(&output.stdout_text());
+        ctx.step(format!(
+            "{} sites and {} panel users observed",
+            sites.len(),
+            users.len()
+        ));
+        let counts = (sites.len(), users.len());
+        ctx.record(StateEffect::ObservedAll {
+            family: "cloudpanel".into(),
+            kind: "site".into(),
+            items: sites,
+        });
+        ctx.record(StateEffect::ObservedAll {
+            family: "cloudpanel".into(),
+            kind: "user".into(),
+            items: users,
+        });
+        Ok(Outcome::unchanged()
+            .with("sites", counts.0)
+            .with("users", counts.1))
     }
 
     /// Whether `clpctl user:list` shows the user.
@@ -291,6 +368,60 @@ impl Cloudpanel {
         };
         Ok(outcome.with("user_name", name))
     }
+}
+
+/// The rows of `clpctl user:list`'s table, each as (user name, an object of
+/// its cells keyed by their headers in snake case: `user_name`, `email`,
+/// `first_name`, `role`, `status`, …). The table's layout is the stand-in's
+/// assumption of the real one (see `tests/fakes/clpctl`).
+fn listed_rows(table: &str) -> Vec<(String, serde_json::Value)> {
+    let (header, body) = table_cells(table);
+    let keys: Vec<String> = header
+        .iter()
+        .map(|cell| {
+            // "User Name" → user_name, "E-Mail" → email.
+            cell.to_ascii_lowercase()
+                .replace('-', "")
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .filter(|word| !word.is_empty())
+                .collect::<Vec<_>>()
+                .join("_")
+        })
+        .collect();
+    let names = listed_users(table);
+    body.iter()
+        .zip(names)
+        .map(|(row, name)| {
+            let cells: serde_json::Map<String, serde_json::Value> = keys
+                .iter()
+                .zip(row)
+                .map(|(key, cell)| (key.clone(), serde_json::json!(cell)))
+                .collect();
+            let mut cells = serde_json::Value::Object(cells);
+            cells["user_name"] = serde_json::json!(name);
+            (name, cells)
+        })
+        .collect()
+}
+
+/// A `|`-bordered table's header cells and body rows.
+fn table_cells(table: &str) -> (Vec<&str>, Vec<Vec<&str>>) {
+    let mut rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if rows.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let header = rows.remove(0);
+    (header, rows)
 }
 
 /// The user names in `clpctl user:list`'s table: the column headed
@@ -351,6 +482,7 @@ impl Driver for Cloudpanel {
             CloudpanelAction::DbAdd(db) => self.db_add(db, ctx).await,
             CloudpanelAction::UserAdd(user) => self.user_add(user, ctx).await,
             CloudpanelAction::UserDelete(user) => self.user_delete(user, ctx).await,
+            CloudpanelAction::List(_) => self.list(ctx).await,
         }
     }
 }
