@@ -676,6 +676,7 @@ fn operation(family: &Family, route: &Route, refs: &mut SchemaRefs) -> Operation
             }
             operation = operation
                 .response("400", problem("An unknown or malformed query field"))
+                .response("422", problem("An invalid target"))
                 .response(
                     "200",
                     ResponseBuilder::new()

@@ -3,16 +3,19 @@
 //! without touching the host. Info is the opsqueue version, how long this
 //! API process has run, and the pocketbase family's configuration (it
 //! holds no secrets). Health is the last `pocketbase.system.validate` (its
-//! checks as observed, with `observed_at`): `503` when a check failed or
-//! none ran yet (`POST …/validate/system` runs one).
+//! checks as observed, with `observed_at`): `503`, a problem with the same
+//! members, when a check failed or none ran yet (`POST …/validate/system`
+//! runs one).
 
 use actix_web::{HttpResponse, get, web};
 use opsqueue_shared::families::pocketbase::{FAMILY, SYSTEM_KIND, SYSTEM_NAME};
 use opsqueue_shared::names::Label;
+use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::IntoParams;
 
 use crate::observed;
-use crate::problem::{ApiError, Problem};
+use crate::problem::{ApiError, PROBLEM_JSON, Problem};
 use crate::state::AppState;
 
 /// The API process's uptime as `2h30m15s`.
@@ -43,22 +46,33 @@ pub async fn system_info(state: web::Data<AppState>) -> Result<HttpResponse, Api
     })))
 }
 
+/// `GET …/system/health`'s query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HealthQuery {
+    /// Which host (default `local`).
+    #[param(schema_with = Label::schema)]
+    pub target: Option<String>,
+}
+
 /// The host's checks as last observed; 503 when one failed or none ran.
 #[utoipa::path(
     tag = "pocketbase",
-    params(("target" = Option<String>, Query, description = "Which host (default `local`)")),
+    params(HealthQuery),
     responses(
         (status = 200, description = "`{healthy: true, checks: [{name, ok, message}], observed_at}`", body = Object),
-        (status = 503, description = "A check failed (`healthy: false`), or no check ran yet", body = Object),
-        (status = 400, description = "Invalid target", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A check failed, or no check ran yet: a problem (`code: unhealthy`) with the same members (`healthy: false`, `checks`, `observed_at`)", body = Object, content_type = "application/problem+json"),
+        (status = 400, description = "An unknown or malformed query field", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid target", body = Problem, content_type = "application/problem+json"),
     ),
 )]
 #[get("/api/v1/pocketbase/system/health")]
 pub async fn system_health(
     state: web::Data<AppState>,
-    query: web::Query<std::collections::HashMap<String, String>>,
+    query: web::Query<HealthQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let target = match query.get("target") {
+    let target = match &query.target {
         Some(text) => {
             Label::parse(text).map_err(|e| ApiError::invalid_field("target", e.to_string()))?
         }
@@ -70,11 +84,11 @@ pub async fn system_health(
         .into_iter()
         .find(|item| item["name"] == SYSTEM_NAME)
     else {
-        return Ok(HttpResponse::ServiceUnavailable().json(json!({
+        return Ok(unhealthy(json!({
+            "detail": "no system check ran yet on this target: POST /api/v1/pocketbase/validate/system",
             "healthy": false,
             "checks": [],
             "observed_at": null,
-            "message": "no system check ran yet on this target: POST /api/v1/pocketbase/validate/system",
         })));
     };
     let healthy = checks["valid"] == Value::Bool(true);
@@ -87,6 +101,24 @@ pub async fn system_health(
     Ok(if healthy {
         HttpResponse::Ok().json(body)
     } else {
-        HttpResponse::ServiceUnavailable().json(body)
+        let mut body = body;
+        body["detail"] = json!("a system check failed: see checks");
+        unhealthy(body)
     })
+}
+
+/// A `503` problem (`code: unhealthy`) whose extension members are the
+/// checks (RFC 9457 §3.2), so it passes the API's problem handler as is.
+fn unhealthy(mut members: Value) -> HttpResponse {
+    for (key, value) in [
+        ("type", json!("urn:opsqueue:problem:unhealthy")),
+        ("title", json!("Unhealthy")),
+        ("status", json!(503)),
+        ("code", json!("unhealthy")),
+    ] {
+        members[key] = value;
+    }
+    HttpResponse::ServiceUnavailable()
+        .insert_header((actix_web::http::header::CONTENT_TYPE, PROBLEM_JSON))
+        .body(members.to_string())
 }

@@ -1265,6 +1265,7 @@ async fn the_system_is_validated_on_the_host_and_its_health_and_info_answer_at_o
         health.body
     );
     assert_eq!(health.body["healthy"], false);
+    health.assert_problem("unhealthy", "system/health with a failed check");
 
     // The version comes from a release archive, as published: the cache
     // keeps the binary inside it, and the same install again changes
