@@ -147,6 +147,26 @@
     }
   }
 
+  // --- A workflow: each step's card (and the workflow's own badge) changes
+  // state in place; a compensation that starts brings the page again.
+  const workflow = document.getElementById("workflow");
+  if (workflow) {
+    const again = debounce(300, function () { window.location.reload(); });
+    handlers.push(function (type, event) {
+      const card = document.getElementById("op-" + event.operation_id);
+      if (card) {
+        update(card, event.data);
+        // The workflow itself ended: so did its phase.
+        if (event.operation_id === workflow.dataset.id
+            && ["completed", "failed", "cancelled"].indexOf(event.data.status) >= 0) {
+          document.getElementById("phase").textContent = "ended";
+        }
+      } else if (type === "operation.created" && event.parent_id === workflow.dataset.id) {
+        again();
+      }
+    });
+  }
+
   // --- One operation: its summary is fetched again on each of its events.
   const summary = document.getElementById("summary");
   if (summary) {

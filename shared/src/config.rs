@@ -307,7 +307,8 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Defaults, then the file (if any), then `OPSQUEUE_*` variables.
+    /// Defaults, then the file (if any), then `OPSQUEUE_SECTION__KEY`
+    /// variables.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
@@ -316,7 +317,12 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        let env = Env::prefixed("OPSQUEUE_").split("__").ignore(&["config"]);
+        // Every key is `section.key`, spelled `OPSQUEUE_SECTION__KEY`; a
+        // variable without `__` (`OPSQUEUE_CONFIG`, the variables scripts
+        // get, another tool's) is not configuration.
+        let env = Env::prefixed("OPSQUEUE_")
+            .filter(|key| key.as_str().contains("__"))
+            .split("__");
         let config: Config = figment
             .merge(env)
             .extract()

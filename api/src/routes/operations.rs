@@ -79,9 +79,17 @@ pub async fn enqueue(
 #[into_params(parameter_in = Query)]
 pub struct GetQuery {
     /// Hold the request up to this many seconds (capped by the server's
-    /// `max_wait_secs`) until the operation is terminal.
+    /// `max_wait_secs`) until the operation is terminal (a workflow: until
+    /// the whole workflow ended).
     #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
     pub wait: Option<u32>,
+}
+
+impl GetQuery {
+    /// The wait asked for, capped by `api.max_wait_secs`.
+    pub(crate) fn wait(&self, state: &AppState) -> Duration {
+        Duration::from_secs(u64::from(self.wait.unwrap_or(0)).min(state.config.api.max_wait_secs))
+    }
 }
 
 /// Read an operation, optionally waiting for it to end.
@@ -101,11 +109,15 @@ pub async fn get_operation(
     query: web::Query<GetQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = operation_id(&id)?;
-    let wait =
-        Duration::from_secs(u64::from(query.wait.unwrap_or(0)).min(state.config.api.max_wait_secs));
-    let operation = wait_until_terminal(&state.store, &state.notifier, id, wait, &state.stopping)
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let operation = wait_until_terminal(
+        &state.store,
+        &state.notifier,
+        id,
+        query.wait(&state),
+        &state.stopping,
+    )
+    .await?
+    .ok_or_else(|| not_found(id))?;
     let target = operation.target.clone();
     let online = state
         .store

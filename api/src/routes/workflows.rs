@@ -8,8 +8,6 @@
 //! the parent with its steps and compensations; `?wait=` holds the request
 //! until the whole workflow ended. Cancel and retry act on the whole graph.
 
-use std::time::Duration;
-
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
@@ -25,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::operations::{cancel_with, retry_with};
+use super::operations::{GetQuery, cancel_with, retry_with};
 use crate::auth::Caller;
 use crate::enqueue::{
     IDEMPOTENT_REPLAYED_HEADER, idempotency_key, idempotency_key_header, resolve_source,
@@ -161,20 +159,10 @@ pub async fn store_workflow(
     Ok(response.json(view))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct WaitQuery {
-    /// Hold the request up to this many seconds (capped by the server's
-    /// `max_wait_secs`) until the whole workflow ended.
-    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
-    pub wait: Option<u32>,
-}
-
 /// Read a workflow: its parent operation, phase, steps and compensations.
 #[utoipa::path(
     tag = "workflows",
-    params(("id" = uuid::Uuid, Path, description = "The workflow's id (its parent operation's)"), WaitQuery),
+    params(("id" = uuid::Uuid, Path, description = "The workflow's id (its parent operation's)"), GetQuery),
     responses(
         (status = 200, description = "The workflow", body = WorkflowView),
         (status = 400, description = "Malformed id or query", body = Problem, content_type = "application/problem+json"),
@@ -185,11 +173,10 @@ pub struct WaitQuery {
 pub async fn get_workflow(
     state: web::Data<AppState>,
     id: web::Path<String>,
-    query: web::Query<WaitQuery>,
+    query: web::Query<GetQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = operation_id(&id)?;
-    let wait =
-        Duration::from_secs(u64::from(query.wait.unwrap_or(0)).min(state.config.api.max_wait_secs));
+    let wait = query.wait(&state);
     if !wait.is_zero() {
         wait_until_terminal(&state.store, &state.notifier, id, wait, &state.stopping).await?;
     }

@@ -10,7 +10,7 @@
 //! functions), so a refusal is the API's, shown field by field.
 //!
 //! Pages live one module each (`overview`, `operations`, `fire`,
-//! `schedules`, `workers`, `families`), over `layout` (the page shell, the
+//! `schedules`, `workers`, `workflows`, `families`), over `layout` (the page shell, the
 //! navigation, shared pieces) and `session` (sign-in, sign-out). Adding a
 //! page: a module with its handlers, one line in [`configure`], and a
 //! [`layout::Section`] if it belongs in the navigation. The auth middleware
@@ -27,6 +27,7 @@ mod overview;
 mod schedules;
 mod session;
 mod workers;
+mod workflows;
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, HttpResponseBuilder, web};
@@ -61,6 +62,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/ui/schedules", web::get().to(schedules::list))
         .route("/ui/schedules/{name}", web::post().to(schedules::update))
         .route("/ui/workers", web::get().to(workers::list))
+        .route("/ui/workflows/{id}", web::get().to(workflows::page))
         .route("/ui/families/{family}", web::get().to(families::page));
 }
 

@@ -343,6 +343,15 @@ fn summary_markup(op: &Operation, caller: &Caller) -> Markup {
                         Some(&format!("Run {} ({}) again?", op.kind, op.id)), false))
                 }
             }
+            @if op.kind == "workflow.run" {
+                p { a href={"/ui/workflows/" (op.id)} { "Its steps, as a graph" } }
+            }
+            @if let (Some(parent), Some(step)) = (op.parent_id, &op.step) {
+                p { "Step " strong { (step) } " of " a href={"/ui/workflows/" (parent)} { "workflow " (short_id(&parent)) } }
+            }
+            @if let (Some(parent), Some(step)) = (op.parent_id, &op.compensates) {
+                p { "Undoes step " strong { (step) } " of " a href={"/ui/workflows/" (parent)} { "workflow " (short_id(&parent)) } }
+            }
             @if let Some(progress) = &op.progress {
                 p {
                     @if let Some(percent) = progress.percent {

@@ -124,3 +124,30 @@ fn an_agent_key_is_bound_to_its_targets_and_holds_no_other_scope() {
         assert!(stderr.contains(why), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn only_opsqueue_section_key_variables_are_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = test_config(dir.path()).database.path;
+    let other_tool = Command::new(env!("CARGO_BIN_EXE_opsqueue-api"))
+        .args(["keys", "list"])
+        .env("OPSQUEUE_DATABASE__PATH", &database)
+        .env("OPSQUEUE_FAKEPVE_VENV", "/opt/elsewhere")
+        .env_remove("OPSQUEUE_CONFIG")
+        .output()
+        .unwrap();
+    stdout(&other_tool);
+    let misspelt = Command::new(env!("CARGO_BIN_EXE_opsqueue-api"))
+        .args(["keys", "list"])
+        .env("OPSQUEUE_DATABASE__PATH", &database)
+        .env("OPSQUEUE_API__LISTEN_ADRESS", "127.0.0.1:1")
+        .env_remove("OPSQUEUE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!misspelt.status.success(), "a misspelt key was accepted");
+    assert!(
+        String::from_utf8_lossy(&misspelt.stderr).contains("listen_adress"),
+        "{}",
+        String::from_utf8_lossy(&misspelt.stderr)
+    );
+}

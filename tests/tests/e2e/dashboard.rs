@@ -510,3 +510,78 @@ async fn an_invalid_payload_is_refused_with_the_error_beside_its_field() {
         "a refused form stored something"
     );
 }
+
+#[tokio::test]
+async fn a_workflow_s_steps_are_drawn_by_depth_and_change_state_without_a_reload() {
+    let (mut cluster, browser) = setup().await;
+    let response = cluster
+        .post(
+            "/api/v1/workflows",
+            json!({"name": "diamond", "steps": [
+                {"name": "a", "type": "diag.noop"},
+                {"name": "b", "type": "diag.sleep", "payload": {"seconds": 1}, "depends_on": ["a"]},
+                {"name": "c", "type": "diag.noop", "depends_on": ["a"]},
+                {"name": "d", "type": "diag.noop", "depends_on": ["b", "c"]},
+            ]}),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::ACCEPTED, "{:#}", response.body);
+    let id = response.body["id"].as_str().unwrap().to_owned();
+    browser.sign_in(&cluster.api_url, &cluster.token).await;
+    browser
+        .goto(&format!("{}/ui/workflows/{id}", cluster.api_url))
+        .await;
+    let columns = browser
+        .eval(
+            "return [...document.querySelectorAll('.graph .column')]
+                .map(c => [...c.querySelectorAll('[data-step]')].map(s => s.dataset.step));",
+        )
+        .await;
+    assert_eq!(columns, json!([["a"], ["b", "c"], ["d"]]));
+    assert_eq!(
+        browser
+            .find("[data-step=d]")
+            .await
+            .attr("data-status")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("pending")
+    );
+    eventually_live(&browser).await;
+    mark_page(&browser).await;
+
+    cluster.start_worker(&[]);
+    browser
+        .wait_text(
+            "[data-step=d] .badge",
+            "the last step completes on the page",
+            |t| t == "completed",
+        )
+        .await;
+    browser
+        .wait_text("#phase", "the workflow's phase ends", |t| t == "ended")
+        .await;
+    assert!(still_marked(&browser).await, "the page was reloaded");
+    browser.screenshot("workflow").await;
+
+    // The step's own page leads back to its workflow.
+    browser.find("[data-step=b]").await.click().await.unwrap();
+    browser
+        .wait_text("#summary", "the step names its workflow", |t| {
+            t.contains("Step b of workflow")
+        })
+        .await;
+
+    // The fleet's targets: the worker's target is online.
+    browser
+        .goto(&format!("{}/ui/workers", cluster.api_url))
+        .await;
+    browser
+        .wait_text(
+            "#targets [data-target=local]",
+            "the local target is online",
+            |t| t.contains("online") && t.contains("1 of 1"),
+        )
+        .await;
+}

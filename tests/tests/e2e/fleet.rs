@@ -265,6 +265,12 @@ async fn a_remote_worker_killed_mid_operation_is_reaped_by_its_lease_and_rerun_o
     for id in [&safe, &unsafe_] {
         cluster.wait_until(id, |op| op["status"] == "running").await;
     }
+    // `running` is written at the claim: wait until both runs started.
+    eventually("both runs started", || {
+        let runs = agent.executed();
+        runs.contains(&safe) && runs.contains(&unsafe_)
+    })
+    .await;
 
     cluster.workers[first].signal(libc::SIGKILL);
     cluster.workers[first]
