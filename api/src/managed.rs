@@ -135,3 +135,23 @@ pub async fn is_managed(
         .await?;
     Ok(!rows.is_empty())
 }
+
+/// The spec of the object opsqueue manages as `name`, or `404 not_found`.
+pub async fn spec(
+    state: &AppState,
+    target: &Label,
+    family: &'static str,
+    kind: &'static str,
+    name: &str,
+) -> Result<Value, ApiError> {
+    let (target_text, name_text) = (target.to_string(), name.to_owned());
+    let rows = state
+        .store
+        .call(move |s| s.read(|c| managed_list(c, &target_text, family, kind, Some(&name_text))))
+        .await?;
+    rows.into_iter().next().map(|row| row.spec).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "opsqueue manages no {family} {kind} {name:?} on {target}"
+        ))
+    })
+}

@@ -67,6 +67,23 @@ pub fn start_ticks(pid: u32) -> io::Result<Option<u64>> {
         .map_err(|_| io::Error::other("bad start time in /proc stat"))
 }
 
+/// How long `pid` has been running (its start time against the system's
+/// uptime), or `None` if there is no such process.
+pub fn running_for(pid: u32) -> io::Result<Option<std::time::Duration>> {
+    let Some(started) = start_ticks(pid)? else {
+        return Ok(None);
+    };
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")?
+        .split_whitespace()
+        .next()
+        .and_then(|secs| secs.parse().ok())
+        .ok_or_else(|| io::Error::other("unreadable /proc/uptime"))?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let secs = (uptime - started as f64 / ticks).max(0.0);
+    Ok(Some(std::time::Duration::from_secs_f64(secs)))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Liveness {
     Alive,

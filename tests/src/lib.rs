@@ -15,6 +15,7 @@ pub mod fakepve;
 pub mod fleet;
 pub mod nspawn;
 pub mod pm2_home;
+pub mod pocketbase;
 pub mod user_systemd;
 
 use std::io::{BufRead, BufReader, Write};
@@ -105,6 +106,17 @@ impl Drop for Proc {
     }
 }
 
+/// The test client: it drops an idle connection after 2 s, before the
+/// API's keep-alive (5 s, actix's default) closes it, so a request after a
+/// slow step never goes out on a connection the server just closed
+/// (`IncompleteMessage`).
+fn client(builder: reqwest::ClientBuilder) -> reqwest::Client {
+    builder
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .expect("an HTTP client")
+}
+
 /// A temporary opsqueue installation.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -159,7 +171,7 @@ impl Cluster {
             api: None,
             workers: Vec::new(),
             monitors: Vec::new(),
-            http: reqwest::Client::new(),
+            http: client(reqwest::Client::builder()),
             started: 0,
         }
     }
@@ -235,10 +247,7 @@ impl Cluster {
         self.set_env("OPSQUEUE_API__TLS_KEY", key.display());
         let pem = std::fs::read(cert).expect("the certificate");
         let tls = opsqueue_tls::pinned_config(&pem).expect("a PEM certificate");
-        self.http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .build()
-            .expect("an HTTPS client");
+        self.http = client(reqwest::Client::builder().use_preconfigured_tls(tls));
     }
 
     /// Starts the API and waits until it listens.

@@ -153,6 +153,7 @@ impl LineSink for LogBuffer {
 struct Scope {
     fence: Fence,
     kind: String,
+    source: String,
     target: String,
     deadline: Instant,
     stop: Arc<Stop>,
@@ -189,6 +190,7 @@ impl Context {
         let scope = Scope {
             fence: op.fence().expect("a claimed operation has a worker"),
             kind: op.kind.clone(),
+            source: op.source.clone(),
             target: op.target.clone(),
             deadline: Instant::now() + Duration::from_secs(op.timeout_secs.max(1) as u64),
             stop,
@@ -214,6 +216,7 @@ impl Context {
                 attempt: 1,
             },
             kind: kind.to_owned(),
+            source: "api".to_owned(),
             target: "local".to_owned(),
             deadline: Instant::now() + Duration::from_secs(24 * 3600),
             stop: Arc::default(),
@@ -248,6 +251,12 @@ impl Context {
     /// `family.verb`.
     pub fn kind(&self) -> &str {
         &self.scope.kind
+    }
+
+    /// Who asked for the operation (`api`, `ui`, `cli`, …; a workflow's
+    /// steps carry the workflow's).
+    pub fn source(&self) -> &str {
+        &self.scope.source
     }
 
     /// The host the operation runs on (its `target`, `local` on a detached

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod events;
 pub mod health;
 pub mod operations;
+pub mod pocketbase;
 pub mod proxmox;
 pub mod schedules;
 pub mod targets;
@@ -76,6 +77,8 @@ hand_written!(
     proxmox::guest_action,
     proxmox::all_history,
     proxmox::node_history,
+    pocketbase::system_info,
+    pocketbase::system_health,
 );
 
 /// Every request no route matched: `405` with `Allow` when another method

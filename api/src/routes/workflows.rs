@@ -17,7 +17,7 @@ use opsqueue_shared::store::{
     workflow_retry, workflow_summaries,
 };
 use opsqueue_shared::wake::Role;
-use opsqueue_shared::workflow::{WORKFLOW_KIND, WorkflowBody};
+use opsqueue_shared::workflow::{WORKFLOW_KIND, WorkflowBody, WorkflowRequest};
 use opsqueue_shared::{OperationId, Status};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -96,6 +96,16 @@ pub async fn submit_workflow(
         .transpose()?;
     let source = resolve_source(requested, caller.key())?;
     let request = body.parse(source).map_err(ApiError::refused)?;
+    store_workflow(&state, request).await
+}
+
+/// Checks a parsed workflow against the configuration and stores it with
+/// every step in one transaction, committed before the `202` (also the
+/// end of the typed routes that build workflows).
+pub async fn store_workflow(
+    state: &AppState,
+    request: WorkflowRequest,
+) -> Result<HttpResponse, ApiError> {
     let refused = request.check_config(&state.config);
     if !refused.is_empty() {
         return Err(ApiError::refused(refused));

@@ -85,6 +85,13 @@ pub enum Reach {
         name: String,
         refusal: String,
     },
+    /// Acts on `name` (of the family's `kind`), which must be managed on
+    /// the operation's target; otherwise `404 not_found` with `missing`.
+    IfExists {
+        kind: &'static str,
+        name: String,
+        missing: String,
+    },
 }
 
 /// What every family's action type tells the catalogue.

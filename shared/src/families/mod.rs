@@ -20,6 +20,7 @@ pub mod caddy;
 pub mod cloudpanel;
 pub mod diag;
 pub mod pm2;
+pub mod pocketbase;
 pub mod proxmox;
 pub mod script;
 pub mod systemd;
@@ -43,6 +44,7 @@ macro_rules! families {
             pm2: Pm2(Pm2Action, Pm2Config) [pm2],
             script: Script(ScriptAction, ScriptsConfig) [scripts],
             cloudpanel: Cloudpanel(CloudpanelAction, CloudpanelConfig) [cloudpanel],
+            pocketbase: Pocketbase(PocketbaseAction, PocketbaseConfig) [pocketbase],
         }
     };
 }

@@ -6,9 +6,14 @@
 //!
 //! A route either enqueues one operation type ([`Enqueue`]: the payload is
 //! the JSON body, if the route takes one, plus the fields its path and query
-//! parameters fill) or answers from what a worker last observed
-//! ([`Observed`]). Routes that do neither (Proxmox node registration,
-//! history, schedules, keys) are written by hand in the API.
+//! parameters fill), builds a workflow from its request ([`Workflow`]: the
+//! family's builder makes the steps in code, and the API parses, checks and
+//! stores them exactly as `POST /api/v1/workflows` would), or answers from
+//! what a worker last observed ([`Observed`], [`ObservedPage`]). Routes
+//! that do none of these (Proxmox node registration, history, schedules,
+//! keys) are written by hand in the API.
+
+use serde_json::{Map, Value};
 
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
@@ -88,6 +93,8 @@ pub enum QueryValue {
     Count { min: u32, max: u32 },
     /// An RFC 3339 time.
     Time,
+    /// `true` or `false`.
+    Flag,
 }
 
 /// A query parameter that fills the payload field of the same name.
@@ -171,10 +178,128 @@ pub struct Observed {
     pub how: &'static str,
 }
 
+/// How a filter of an [`ObservedPage`] compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    Equals,
+    Prefix,
+}
+
+/// A query parameter that narrows an [`ObservedPage`] to the items whose
+/// text at `pointer` (a JSON pointer into the item, `/name`,
+/// `/managed/spec/domain`) matches it.
+#[derive(Debug)]
+pub struct Filter {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub pointer: &'static str,
+    pub matches: Match,
+}
+
+/// [`Observed`]'s list, filtered and paged: `?limit=` (default 50, at most
+/// 500) and `?offset=`, and the answer says the `total` that matched.
+#[derive(Debug)]
+pub struct ObservedPage {
+    pub observed: Observed,
+    pub filters: &'static [Filter],
+}
+
+/// What a [`BuildWorkflow`] gets: the request's fields (the JSON body,
+/// plus the fields its path and query parameters fill), the family's
+/// configuration section as configured (as JSON), and the record of the
+/// subject, when the route names one.
+#[derive(Debug)]
+pub struct WorkflowInput<'a> {
+    pub fields: &'a Map<String, Value>,
+    pub section: &'a Value,
+    /// The managed object's spec (see [`Workflow::subject`]).
+    pub subject: Option<&'a Value>,
+}
+
+/// One request field a builder refuses (`422`, nothing stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldRefusal {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldRefusal {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One step of a [`Plan`], as `POST /api/v1/workflows` takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanStep {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub payload: Value,
+    pub depends_on: Vec<&'static str>,
+    /// The action that undoes it: `(type, payload)`.
+    pub compensate: Option<(&'static str, Value)>,
+    pub timeout_secs: Option<i64>,
+}
+
+impl PlanStep {
+    pub fn new(name: &'static str, kind: &'static str, payload: Value) -> Self {
+        Self {
+            name,
+            kind,
+            payload,
+            depends_on: Vec::new(),
+            compensate: None,
+            timeout_secs: None,
+        }
+    }
+
+    pub fn after(mut self, step: &'static str) -> Self {
+        self.depends_on.push(step);
+        self
+    }
+
+    pub fn undo(mut self, kind: &'static str, payload: Value) -> Self {
+        self.compensate = Some((kind, payload));
+        self
+    }
+}
+
+/// The workflow a route builds: its name, its steps, and whether a step
+/// that fails for good undoes the completed ones (`compensate`) or stops.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub name: String,
+    pub compensate: bool,
+    pub steps: Vec<PlanStep>,
+}
+
+/// Builds a route's workflow from its request, or refuses request fields.
+pub type BuildWorkflow = fn(&WorkflowInput) -> Result<Plan, Vec<FieldRefusal>>;
+
+/// A route that builds a workflow (202 + the workflow, `Location:
+/// /api/v1/workflows/{id}`).
+#[derive(Debug)]
+pub struct Workflow {
+    pub build: BuildWorkflow,
+    pub body: Option<Body>,
+    pub query: &'static [QueryParam],
+    /// The managed kind of the object the route acts on, named by its
+    /// first path parameter: its record is read before the build and
+    /// handed to it; `404` when opsqueue manages no such object.
+    pub subject: Option<&'static str>,
+    /// What the workflow does, for the OpenAPI document.
+    pub steps: &'static str,
+}
+
 #[derive(Debug)]
 pub enum Serves {
     Enqueue(Enqueue),
+    Workflow(Workflow),
     Observed(Observed),
+    ObservedPage(ObservedPage),
 }
 
 /// One typed route.

@@ -9,6 +9,7 @@ mod dashboard;
 mod fleet;
 mod openapi_conformance;
 mod pm2;
+mod pocketbase;
 mod proxmox;
 mod queue;
 mod scripts;

@@ -13,6 +13,7 @@ pub mod cloudpanel;
 pub mod diag;
 pub mod driver;
 pub mod pm2;
+pub mod pocketbase;
 pub mod proxmox;
 pub mod script;
 pub mod systemd;

@@ -31,6 +31,7 @@ mod caddy;
 mod cloudpanel;
 mod conformance;
 mod pm2;
+mod pocketbase;
 mod proxmox;
 mod scripts;
 mod systemd;

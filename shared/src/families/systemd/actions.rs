@@ -138,6 +138,14 @@ pub struct UnitSpec {
     pub group: Option<AccountName>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environment: BTreeMap<EnvName, EnvValue>,
+    /// `EnvironmentFile=`: variables read from a file at start (keeps
+    /// secrets out of the world-readable unit file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_file: Option<AbsolutePath>,
+    /// `ReadWritePaths=`: kept writable under any hardening preset (under
+    /// `strict` the working directory is writable too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_write_paths: Vec<AbsolutePath>,
     #[serde(rename = "type", default, skip_serializing_if = "is_default")]
     pub service_type: ServiceType,
     #[serde(default, skip_serializing_if = "is_default")]
@@ -182,6 +190,12 @@ impl UnitSpec {
         }
         if self.environment.len() > 128 {
             return Err("environment may hold at most 128 variables".into());
+        }
+        if self.read_write_paths.len() > 16 {
+            return Err("read_write_paths may hold at most 16 paths".into());
+        }
+        if self.read_write_paths.iter().any(|p| p.as_str() == "/") {
+            return Err("read_write_paths must not hold / (that undoes the sandbox)".into());
         }
         Ok(())
     }
@@ -539,6 +553,9 @@ mod tests {
             with("restart", json!("sometimes")),
             with("restart_sec", json!(100_000)),
             with("hardening", json!("paranoid")),
+            with("read_write_paths", json!(["/"])),
+            with("read_write_paths", json!(["relative"])),
+            with("environment_file", json!("/etc/../shadow")),
             with("wanted_by", json!("web.service")),
             with("type", json!("forking")),
             with("bogus", json!(1)),

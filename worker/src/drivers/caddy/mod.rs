@@ -27,8 +27,8 @@
 //! - The worker's start-up probe waits at most [`PROBE_TIMEOUT`] for an
 //!   answer: a hung admin API must not hold up the worker's start.
 
-mod admin;
-mod sites;
+pub mod admin;
+pub mod sites;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 
 /// The properties the driver asks `systemctl show` for.
 pub const SHOW_PROPERTIES: &str = "Id,Description,LoadState,ActiveState,SubState,UnitFileState,\
-MainPID,ExecMainStatus,Result,NRestarts,FragmentPath,CanReload,NeedDaemonReload,ActiveEnterTimestamp";
+MainPID,ExecMainStatus,Result,NRestarts,FragmentPath,CanReload,NeedDaemonReload,ActiveEnterTimestamp,\
+MemoryCurrent,CPUUsageNSec";
 
 /// One unit as `systemctl show` described it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -107,6 +108,9 @@ impl UnitState {
             "restarts": self.number("NRestarts"),
             "fragment_path": self.text("FragmentPath"),
             "active_since": active_since(self.get("ActiveEnterTimestamp")),
+            // `[not set]` (no accounting) and 2^64-1 (unknown) read as null.
+            "memory_bytes": self.number("MemoryCurrent"),
+            "cpu_usage_nsec": self.number("CPUUsageNSec"),
         })
     }
 }

@@ -143,11 +143,17 @@ pub fn render(spec: &UnitSpec, scope: SystemdScope) -> String {
             environment_word(name.as_str(), value.as_str())
         ));
     }
+    if let Some(file) = &spec.environment_file {
+        out.push(format!("EnvironmentFile={file}"));
+    }
     out.push(format!("Restart={}", spec.restart.as_str()));
     if let Some(secs) = spec.restart_sec {
         out.push(format!("RestartSec={secs}"));
     }
     out.extend(hardening_lines(spec));
+    for path in &spec.read_write_paths {
+        out.push(format!("ReadWritePaths={path}"));
+    }
     out.push(String::new());
 
     out.push("[Install]".into());
@@ -237,6 +243,27 @@ mod tests {
         assert!(!lines.contains(&"ProtectSystem=full"));
         assert_eq!(lines[lines.len() - 1], "WantedBy=multi-user.target");
         assert!(unit.ends_with('\n'));
+    }
+
+    #[test]
+    fn an_environment_file_and_writable_paths_are_rendered_under_any_preset() {
+        for hardening in ["none", "basic", "strict"] {
+            let unit = render(
+                &spec(json!({
+                    "unit": "pocketbase-app1",
+                    "exec_start": ["/opt/pocketbase/app1/pocketbase", "serve"],
+                    "working_directory": "/opt/pocketbase/app1/pb_data",
+                    "environment_file": "/opt/pocketbase/app1/service.env",
+                    "read_write_paths": ["/opt/pocketbase/app1/pb_data", "/var/lib/x"],
+                    "hardening": hardening,
+                })),
+                SystemdScope::System,
+            );
+            let lines: Vec<&str> = unit.lines().collect();
+            assert!(lines.contains(&"EnvironmentFile=/opt/pocketbase/app1/service.env"));
+            assert!(lines.contains(&"ReadWritePaths=/opt/pocketbase/app1/pb_data"));
+            assert!(lines.contains(&"ReadWritePaths=/var/lib/x"));
+        }
     }
 
     #[test]
