@@ -794,3 +794,60 @@ fn a_target_going_online_and_offline_writes_its_events_and_a_heartbeat_does_not(
         ]
     );
 }
+
+#[test]
+fn a_list_read_while_another_operation_observed_an_object_keeps_that_newer_observation() {
+    use opsqueue_shared::store::{StateEffect, observation_list, state_apply};
+    let t = test_store();
+    let effect = |name: &str, data: serde_json::Value| StateEffect::Observed {
+        family: "systemd".into(),
+        kind: "unit".into(),
+        name: name.into(),
+        data,
+    };
+    let apply = |op: OperationId, effects: &[StateEffect]| {
+        t.store
+            .write(|tx| state_apply(tx, "local", op, effects, now()))
+            .unwrap()
+    };
+    // An observation from before the refresh started: the refresh replaces it.
+    let earlier = t.enqueue(&request("diag.noop", json!({})));
+    apply(
+        earlier,
+        &[effect("old.service", json!({"from": "earlier"}))],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    // The refresh starts (its attempt's started_at), and reads the list...
+    t.enqueue(&request("diag.sleep", json!({"seconds": 1, "key": "list"})));
+    let refresh = t.claim(1).pop().unwrap().id;
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    // ... while an install finishes and observes its unit.
+    let install = t.enqueue(&request("diag.noop", json!({})));
+    apply(
+        install,
+        &[effect("new.service", json!({"from": "install"}))],
+    );
+    // The refresh's list, read before the install, lacks the new unit.
+    apply(
+        refresh,
+        &[StateEffect::ObservedAll {
+            family: "systemd".into(),
+            kind: "unit".into(),
+            items: vec![("sshd.service".into(), json!({"from": "refresh"}))],
+        }],
+    );
+    let seen: Vec<(String, serde_json::Value)> = t
+        .store
+        .read(|c| observation_list(c, "local", "systemd", "unit", None))
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.name, o.data["from"].clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("new.service".into(), json!("install")),
+            ("sshd.service".into(), json!("refresh")),
+        ]
+    );
+}

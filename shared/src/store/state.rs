@@ -7,7 +7,7 @@
 //! operation's completion, only if its fence still holds. So a reaped
 //! worker's late observation cannot overwrite a newer one.
 
-use rusqlite::{Connection, named_params};
+use rusqlite::{Connection, OptionalExtension, named_params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -97,12 +97,35 @@ pub fn state_apply(
                 kind,
                 items,
             } => {
+                // The list was read at some time after the attempt started,
+                // perhaps long before now: an object another operation
+                // observed since then (an install that finished while the
+                // list was being read) is newer than this list, so it is
+                // neither replaced nor deleted, and what this list writes
+                // is stamped with the attempt's start.
+                let started: Option<String> = conn
+                    .prepare_cached("SELECT started_at FROM operations WHERE id = ?1")?
+                    .query_row([&op], |r| r.get(0))
+                    .optional()?
+                    .flatten();
+                let read_after = started.unwrap_or_else(|| now.clone());
                 conn.prepare_cached(
-                    "DELETE FROM observations WHERE target = ?1 AND family = ?2 AND kind = ?3",
+                    "DELETE FROM observations WHERE target = ?1 AND family = ?2 AND kind = ?3
+                         AND observed_at <= ?4",
                 )?
-                .execute([target, family, kind])?;
+                .execute([target, family, kind, &read_after])?;
                 for (name, data) in items {
-                    observe(conn, target, family, kind, name, data, &now, &op)?;
+                    conn.prepare_cached(
+                        "INSERT INTO observations (target, family, kind, name, data, observed_at, operation_id)
+                         VALUES (:target, :family, :kind, :name, :data, :at, :op)
+                         ON CONFLICT (target, family, kind, name)
+                         DO UPDATE SET data = :data, observed_at = :at, operation_id = :op
+                         WHERE observations.observed_at <= :at",
+                    )?
+                    .execute(named_params! {
+                        ":target": target, ":family": family, ":kind": kind, ":name": name,
+                        ":data": data.to_string(), ":at": read_after, ":op": op,
+                    })?;
                 }
             }
             StateEffect::Observed {
