@@ -269,6 +269,10 @@ async fn the_monitor_keeps_the_observed_process_list_fresh() {
     let mut cluster = Cluster::new();
     configure(&pm2, &mut cluster);
     cluster.set_env("OPSQUEUE_PM2__REFRESH_CRON", "*/1 * * * * *");
+    // The daemon first: a `pm2 start` racing the refreshes' `pm2 jlist` on
+    // a home without one could each spawn a daemon and hang.
+    let ping = pm2.pm2(&["ping"]);
+    assert!(ping.status.success(), "{ping:?}");
     cluster.start_all();
 
     // Started behind opsqueue's back: only a refresh can see it.
