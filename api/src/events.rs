@@ -86,12 +86,9 @@ impl Hub {
         })
     }
 
-    /// Joins the broadcast: every event after the returned id will arrive
-    /// on the receiver.
-    pub async fn join(
-        &self,
-        store: &Store,
-    ) -> Result<(broadcast::Receiver<Batch>, i64), StoreError> {
+    /// Joins the broadcast: every event after the returned position will
+    /// arrive on the receiver.
+    pub async fn join(&self, store: &Store) -> Result<Joined, StoreError> {
         let mut cursor = self.cursor.lock().await;
         let receiver = self.batches.subscribe();
         let position = match *cursor {
@@ -102,7 +99,7 @@ impl Hub {
                 latest
             }
         };
-        Ok((receiver, position))
+        Ok(Joined { receiver, position })
     }
 
     /// Reads and broadcasts until `stop` is cancelled.
@@ -257,6 +254,15 @@ fn parse_type(item: &str) -> Result<TypePattern, ApiError> {
     )))
 }
 
+/// A subscriber's place in the broadcast. A stream joins before its
+/// response is sent, so that whatever its client does after seeing the
+/// response (an enqueue) is an event it receives.
+pub struct Joined {
+    pub receiver: broadcast::Receiver<Batch>,
+    /// The last event committed when it joined.
+    pub position: i64,
+}
+
 /// Where a subscriber starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
@@ -273,17 +279,18 @@ pub trait Credential: Send + 'static {
     fn still_valid(&self) -> impl Future<Output = bool> + Send;
 }
 
-/// Streams the events `filter` selects, from `start`, into `sink` until the
-/// client goes away, the credential lapses or `stop` is cancelled.
+/// Streams the events `filter` selects, from `start` (`Now`: after the
+/// position it `joined` at), into `sink` until the client goes away, the
+/// credential lapses or `stop` is cancelled.
 pub async fn stream(
-    hub: Arc<Hub>,
+    joined: Joined,
     store: Store,
     filter: Filter,
     start: Start,
     credential: impl Credential,
     sink: Sink,
 ) {
-    if let Err(e) = stream_inner(&hub, &store, &filter, start, &credential, &sink).await {
+    if let Err(e) = stream_inner(joined, &store, &filter, start, &credential, &sink).await {
         tracing::warn!(error = %e, "an event stream ended on a store error");
     }
 }
@@ -316,14 +323,17 @@ impl From<sse::Closed> for Ended {
 }
 
 async fn stream_inner(
-    hub: &Hub,
+    joined: Joined,
     store: &Store,
     filter: &Filter,
     start: Start,
     credential: &impl Credential,
     sink: &Sink,
 ) -> Result<(), Ended> {
-    let (mut receiver, position) = hub.join(store).await?;
+    let Joined {
+        mut receiver,
+        position,
+    } = joined;
     let mut sent = match start {
         Start::Now => position,
         Start::After(after) => {

@@ -66,7 +66,7 @@ async fn follow_inner(
     credential: &impl Credential,
     sink: &Sink,
 ) -> Result<(), Ended> {
-    let (mut receiver, _) = hub.join(store).await?;
+    let mut receiver = hub.join(store).await?.receiver;
     let id_text = id.to_string();
     let mut recheck = tokio::time::interval(sse::KEEP_ALIVE);
     recheck.reset();

@@ -113,9 +113,10 @@ pub async fn follow_events(
         query.operation.as_deref(),
     )?;
     let start = start(&req, query.last_event_id)?;
-    let (hub, store) = (state.events.clone(), state.store.clone());
+    let joined = state.events.join(&state.store).await?;
+    let store = state.store.clone();
     let credential = caller.credential(&state.store);
     Ok(crate::sse::respond(&state.stopping, move |sink| {
-        events::stream(hub, store, filter, start, credential, sink)
+        events::stream(joined, store, filter, start, credential, sink)
     }))
 }
