@@ -29,6 +29,14 @@ use serde_json::Value;
 
 pub use family::{ActionError, ActionInfo, Family, FamilyAction, FamilySection, Reach};
 
+/// A family's action type taken out of [`Action`]: implemented for every
+/// family by the one list, so a driver names its action type and nothing
+/// else.
+pub trait SelectAction: FamilyAction {
+    /// This family's action, `None` for another family's.
+    fn select(action: &Action) -> Option<&Self>;
+}
+
 /// The one list of families: `module: Variant(ActionType, SectionType)
 /// [config section]`. It hands the list to `$callback!`, a macro that
 /// builds something per family (the [`Action`] enum here, the config
@@ -82,6 +90,16 @@ macro_rules! actions {
                 }
             }
         }
+
+        $(impl SelectAction for $module::$action {
+            fn select(action: &Action) -> Option<&Self> {
+                #[allow(unreachable_patterns)]
+                match action {
+                    Action::$variant(action) => Some(action),
+                    _ => None,
+                }
+            }
+        })+
     };
 }
 

@@ -20,6 +20,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use opsqueue_shared::families::{FamilyAction, SelectAction};
 use opsqueue_shared::{Action, OperationError};
 use serde_json::{Map, Value};
 
@@ -139,14 +140,6 @@ impl DriverError {
 /// ```ignore
 /// impl Driver for Pm2 {
 ///     type Action = Pm2Action;
-///     const FAMILY: &'static str = "pm2";
-///
-///     fn select(action: &Action) -> Option<&Pm2Action> {
-///         match action {
-///             Action::Pm2(a) => Some(a),
-///             _ => None,
-///         }
-///     }
 ///
 ///     async fn execute(&self, action: &Pm2Action, ctx: &Context) -> Result<Outcome, DriverError> {
 ///         let Pm2Action::Restart(name) = action else { todo!() };
@@ -157,14 +150,11 @@ impl DriverError {
 /// }
 /// ```
 pub trait Driver: Send + Sync + 'static {
-    /// The family's typed actions (from `opsqueue_shared::actions`).
-    type Action: Send + Sync;
+    /// The family's typed actions (its `opsqueue_shared::families` type).
+    type Action: SelectAction + Send + Sync;
 
     /// The `family` of `family.verb`.
-    const FAMILY: &'static str;
-
-    /// This family's action out of the catalogue's enum, `None` for others.
-    fn select(action: &Action) -> Option<&Self::Action>;
+    const FAMILY: &'static str = <Self::Action as FamilyAction>::FAMILY;
 
     /// Executes one action. Called once per attempt; the executor owns
     /// timeout, cancellation, retry and the record of the outcome.
@@ -207,7 +197,7 @@ fn dispatch<'a, D: Driver>(
     action: &'a Action,
     ctx: &'a Context,
 ) -> DriverFuture<'a> {
-    match D::select(action) {
+    match D::Action::select(action) {
         Some(typed) => Box::pin(driver.execute(typed, ctx)),
         None => {
             let error = DriverError::wrong_family(D::FAMILY, action);

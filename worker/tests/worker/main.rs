@@ -521,15 +521,6 @@ struct Gated {
 
 impl Driver for Gated {
     type Action = DiagAction;
-    const FAMILY: &'static str = "diag";
-
-    fn select(action: &Action) -> Option<&DiagAction> {
-        #[allow(unreachable_patterns)]
-        match action {
-            Action::Diag(a) => Some(a),
-            _ => None,
-        }
-    }
 
     async fn execute(&self, action: &DiagAction, ctx: &Context) -> Result<Outcome, DriverError> {
         if let DiagAction::Fail(fail) = action {
@@ -768,15 +759,6 @@ struct Chatty;
 
 impl Driver for Chatty {
     type Action = DiagAction;
-    const FAMILY: &'static str = "diag";
-
-    fn select(action: &Action) -> Option<&DiagAction> {
-        #[allow(unreachable_patterns)]
-        match action {
-            Action::Diag(a) => Some(a),
-            _ => None,
-        }
-    }
 
     async fn execute(&self, _action: &DiagAction, ctx: &Context) -> Result<Outcome, DriverError> {
         ctx.step("starting");
@@ -830,15 +812,6 @@ struct Observer;
 
 impl Driver for Observer {
     type Action = DiagAction;
-    const FAMILY: &'static str = "diag";
-
-    fn select(action: &Action) -> Option<&DiagAction> {
-        #[allow(unreachable_patterns)]
-        match action {
-            Action::Diag(a) => Some(a),
-            _ => None,
-        }
-    }
 
     async fn execute(&self, action: &DiagAction, ctx: &Context) -> Result<Outcome, DriverError> {
         let name = ctx.id().to_string();
@@ -896,15 +869,6 @@ struct Echo;
 
 impl Driver for Echo {
     type Action = DiagAction;
-    const FAMILY: &'static str = "diag";
-
-    fn select(action: &Action) -> Option<&DiagAction> {
-        #[allow(unreachable_patterns)]
-        match action {
-            Action::Diag(a) => Some(a),
-            _ => None,
-        }
-    }
 
     async fn execute(&self, _: &DiagAction, ctx: &Context) -> Result<Outcome, DriverError> {
         Ok(Outcome::changed()

@@ -33,7 +33,6 @@ pub mod sites;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use opsqueue_shared::Action;
 use opsqueue_shared::Config;
 use opsqueue_shared::families::caddy::CaddyConfig;
 use opsqueue_shared::families::caddy::{
@@ -394,14 +393,6 @@ pub fn driver(config: &Config, link: &Link) -> std::io::Result<AnyDriver> {
 
 impl Driver for Caddy {
     type Action = CaddyAction;
-    const FAMILY: &'static str = FAMILY;
-
-    fn select(action: &Action) -> Option<&CaddyAction> {
-        match action {
-            Action::Caddy(action) => Some(action),
-            _ => None,
-        }
-    }
 
     async fn execute(&self, action: &CaddyAction, ctx: &Context) -> Result<Outcome, DriverError> {
         match action {

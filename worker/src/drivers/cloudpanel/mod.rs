@@ -22,7 +22,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use opsqueue_shared::Action;
 use opsqueue_shared::Config;
 use opsqueue_shared::families::cloudpanel::{
     CloudpanelAction, DbAdd, SiteAdd, SiteDelete, SiteType, SiteUser, UserAdd, UserDelete, UserName,
@@ -462,14 +461,6 @@ pub fn driver(config: &Config, _link: &Link) -> std::io::Result<AnyDriver> {
 
 impl Driver for Cloudpanel {
     type Action = CloudpanelAction;
-    const FAMILY: &'static str = opsqueue_shared::families::cloudpanel::FAMILY;
-
-    fn select(action: &Action) -> Option<&CloudpanelAction> {
-        match action {
-            Action::Cloudpanel(action) => Some(action),
-            _ => None,
-        }
-    }
 
     async fn execute(
         &self,

@@ -17,7 +17,6 @@ use std::fs::File;
 use std::io::Write as _;
 use std::time::Duration;
 
-use opsqueue_shared::Action;
 use opsqueue_shared::Config;
 use opsqueue_shared::families::diag::{DiagAction, Fail, Sleep};
 
@@ -95,15 +94,6 @@ pub fn driver(config: &Config, _link: &Link) -> std::io::Result<AnyDriver> {
 
 impl Driver for Diag {
     type Action = DiagAction;
-    const FAMILY: &'static str = opsqueue_shared::families::diag::FAMILY;
-
-    fn select(action: &Action) -> Option<&DiagAction> {
-        #[allow(unreachable_patterns)]
-        match action {
-            Action::Diag(action) => Some(action),
-            _ => None,
-        }
-    }
 
     async fn execute(&self, action: &DiagAction, ctx: &Context) -> Result<Outcome, DriverError> {
         self.record(ctx)?;
@@ -119,6 +109,7 @@ impl Driver for Diag {
 mod tests {
     use std::sync::Arc;
 
+    use opsqueue_shared::families::FamilyAction;
     use serde_json::json;
 
     use super::*;
@@ -129,10 +120,7 @@ mod tests {
     }
 
     fn action(kind: &str, payload: serde_json::Value) -> DiagAction {
-        match Action::parse(kind, payload).unwrap() {
-            Action::Diag(a) => a,
-            other => panic!("not a diag action: {other:?}"),
-        }
+        <DiagAction as FamilyAction>::parse(kind, payload).unwrap()
     }
 
     #[tokio::test]

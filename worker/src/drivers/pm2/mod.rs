@@ -40,7 +40,6 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use opsqueue_shared::Action;
 use opsqueue_shared::Config;
 use opsqueue_shared::families::pm2::{Logs, Named, Pm2Action, ProcessName};
 use opsqueue_shared::names::AbsolutePath;
@@ -398,14 +397,6 @@ pub fn driver(config: &Config, _link: &Link) -> std::io::Result<AnyDriver> {
 
 impl Driver for Pm2 {
     type Action = Pm2Action;
-    const FAMILY: &'static str = opsqueue_shared::families::pm2::FAMILY;
-
-    fn select(action: &Action) -> Option<&Pm2Action> {
-        match action {
-            Action::Pm2(action) => Some(action),
-            _ => None,
-        }
-    }
 
     async fn execute(&self, action: &Pm2Action, ctx: &Context) -> Result<Outcome, DriverError> {
         match action {

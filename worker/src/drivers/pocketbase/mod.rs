@@ -34,7 +34,6 @@ mod versions;
 use std::path::Path;
 use std::time::Duration;
 
-use opsqueue_shared::Action;
 use opsqueue_shared::Config;
 use opsqueue_shared::families::pocketbase::{
     BinaryInstall, FAMILY, HomeRemove, LOGS_KIND, Logs, PocketbaseAction, PocketbaseConfig,
@@ -673,14 +672,6 @@ pub fn driver(config: &Config, link: &Link) -> std::io::Result<AnyDriver> {
 
 impl Driver for Pocketbase {
     type Action = PocketbaseAction;
-    const FAMILY: &'static str = FAMILY;
-
-    fn select(action: &Action) -> Option<&PocketbaseAction> {
-        match action {
-            Action::Pocketbase(action) => Some(action),
-            _ => None,
-        }
-    }
 
     async fn execute(
         &self,

@@ -32,7 +32,6 @@ mod task;
 
 use std::time::Duration;
 
-use opsqueue_shared::Action;
 use opsqueue_shared::families::proxmox::{
     Connection, GuestAction, GuestType, NodeId, ProxmoxAction, Refresh,
 };
@@ -632,14 +631,6 @@ pub fn driver(config: &Config, link: &Link) -> std::io::Result<AnyDriver> {
 
 impl Driver for Proxmox {
     type Action = ProxmoxAction;
-    const FAMILY: &'static str = FAMILY;
-
-    fn select(action: &Action) -> Option<&ProxmoxAction> {
-        match action {
-            Action::Proxmox(action) => Some(action),
-            _ => None,
-        }
-    }
 
     async fn execute(&self, action: &ProxmoxAction, ctx: &Context) -> Result<Outcome, DriverError> {
         match action {

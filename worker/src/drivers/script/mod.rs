@@ -25,7 +25,6 @@ use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use opsqueue_shared::Action;
 use opsqueue_shared::Config;
 use opsqueue_shared::families::script::{Run, ScriptAction, ScriptName};
 use serde_json::{Value, json};
@@ -172,14 +171,6 @@ pub fn driver(config: &Config, _link: &Link) -> std::io::Result<AnyDriver> {
 
 impl Driver for Scripts {
     type Action = ScriptAction;
-    const FAMILY: &'static str = opsqueue_shared::families::script::FAMILY;
-
-    fn select(action: &Action) -> Option<&ScriptAction> {
-        match action {
-            Action::Script(action) => Some(action),
-            _ => None,
-        }
-    }
 
     async fn execute(&self, action: &ScriptAction, ctx: &Context) -> Result<Outcome, DriverError> {
         let ScriptAction::Run(run) = action;

@@ -37,7 +37,6 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use opsqueue_shared::Action;
 use opsqueue_shared::Config;
 use opsqueue_shared::families::systemd::{
     self as actions, FAMILY, Logs, SystemdAction, UNIT_KIND, UnitName, UnitSpec, UnitVerb,
@@ -721,14 +720,6 @@ pub fn driver(config: &Config, link: &Link) -> std::io::Result<AnyDriver> {
 
 impl Driver for Systemd {
     type Action = SystemdAction;
-    const FAMILY: &'static str = FAMILY;
-
-    fn select(action: &Action) -> Option<&SystemdAction> {
-        match action {
-            Action::Systemd(action) => Some(action),
-            _ => None,
-        }
-    }
 
     async fn execute(&self, action: &SystemdAction, ctx: &Context) -> Result<Outcome, DriverError> {
         match action {
