@@ -144,6 +144,32 @@ macro_rules! name_schema {
     };
 }
 
+/// `TryFrom<String>` through the type's `parse(&str)` and `From<Type> for
+/// String`: what a string newtype needs to (de)serialize as its text with
+/// `#[serde(try_from = "String", into = "String")]`, refusing bad input while
+/// deserializing. The error is `parse`'s ([`NameError`] unless named).
+#[macro_export]
+macro_rules! parsed_string {
+    ($name:ident) => {
+        $crate::parsed_string!($name, $crate::names::NameError);
+    };
+    ($name:ident, $error:ty) => {
+        impl TryFrom<String> for $name {
+            type Error = $error;
+
+            fn try_from(value: String) -> Result<Self, $error> {
+                Self::parse(&value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+    };
+}
+
 /// Declares a string newtype checked by [`check_name`]; it (de)serializes as
 /// a plain string and refuses bad input while deserializing.
 #[macro_export]
@@ -178,20 +204,7 @@ macro_rules! name_type {
             }
         }
 
-        impl TryFrom<String> for $name {
-            type Error = $crate::names::NameError;
-
-            fn try_from(value: String) -> Result<Self, Self::Error> {
-                $crate::names::check_name($what, &value, $max, $extra)?;
-                Ok(Self(value))
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(name: $name) -> String {
-                name.0
-            }
-        }
+        $crate::parsed_string!($name);
 
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
@@ -282,19 +295,7 @@ impl Domain {
 
 crate::name_schema!(Domain);
 
-impl TryFrom<String> for Domain {
-    type Error = NameError;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<Domain> for String {
-    fn from(domain: Domain) -> String {
-        domain.0
-    }
-}
+crate::parsed_string!(Domain);
 
 impl std::fmt::Display for Domain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -434,19 +435,7 @@ impl AbsolutePath {
     }
 }
 
-impl TryFrom<String> for AbsolutePath {
-    type Error = NameError;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<AbsolutePath> for String {
-    fn from(path: AbsolutePath) -> String {
-        path.0
-    }
-}
+crate::parsed_string!(AbsolutePath);
 
 impl AsRef<std::path::Path> for AbsolutePath {
     fn as_ref(&self) -> &std::path::Path {

@@ -76,19 +76,7 @@ impl ServiceName {
     }
 }
 
-impl TryFrom<String> for ServiceName {
-    type Error = NameError;
-
-    fn try_from(value: String) -> Result<Self, NameError> {
-        Self::parse(&value)
-    }
-}
-
-impl From<ServiceName> for String {
-    fn from(name: ServiceName) -> String {
-        name.0
-    }
-}
+crate::parsed_string!(ServiceName);
 
 impl std::fmt::Display for ServiceName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -164,19 +152,7 @@ impl Version {
     }
 }
 
-impl TryFrom<String> for Version {
-    type Error = NameError;
-
-    fn try_from(value: String) -> Result<Self, NameError> {
-        Self::parse(&value)
-    }
-}
-
-impl From<Version> for String {
-    fn from(version: Version) -> String {
-        version.0
-    }
-}
+crate::parsed_string!(Version);
 
 impl std::fmt::Display for Version {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -227,19 +203,7 @@ impl Email {
     }
 }
 
-impl TryFrom<String> for Email {
-    type Error = NameError;
-
-    fn try_from(value: String) -> Result<Self, NameError> {
-        Self::parse(&value)
-    }
-}
-
-impl From<Email> for String {
-    fn from(email: Email) -> String {
-        email.0
-    }
-}
+crate::parsed_string!(Email);
 
 /// The fewest characters accepted for a superuser password.
 pub const MIN_PASSWORD: usize = 8;
@@ -277,19 +241,7 @@ impl std::fmt::Debug for Password {
     }
 }
 
-impl TryFrom<String> for Password {
-    type Error = NameError;
-
-    fn try_from(value: String) -> Result<Self, NameError> {
-        Self::parse(&value)
-    }
-}
-
-impl From<Password> for String {
-    fn from(password: Password) -> String {
-        password.0
-    }
-}
+crate::parsed_string!(Password);
 
 /// The value of one of a service's environment variables: printable, at
 /// most 4096 bytes. A secret: a refusal never repeats it.
@@ -320,19 +272,7 @@ impl std::fmt::Debug for SecretValue {
     }
 }
 
-impl TryFrom<String> for SecretValue {
-    type Error = NameError;
-
-    fn try_from(value: String) -> Result<Self, NameError> {
-        Self::parse(&value)
-    }
-}
-
-impl From<SecretValue> for String {
-    fn from(value: SecretValue) -> String {
-        value.0
-    }
-}
+crate::parsed_string!(SecretValue);
 
 /// A sha256 digest: 64 hexadecimal digits, kept in lower case.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -356,19 +296,7 @@ impl Sha256Hex {
     }
 }
 
-impl TryFrom<String> for Sha256Hex {
-    type Error = NameError;
-
-    fn try_from(value: String) -> Result<Self, NameError> {
-        Self::parse(&value)
-    }
-}
-
-impl From<Sha256Hex> for String {
-    fn from(digest: Sha256Hex) -> String {
-        digest.0
-    }
-}
+crate::parsed_string!(Sha256Hex);
 
 /// Where a version's binary comes from: an `https://` URL (a release
 /// archive `.zip`, or the binary itself), or a path on the host.
@@ -396,19 +324,7 @@ impl HttpsUrl {
     }
 }
 
-impl TryFrom<String> for HttpsUrl {
-    type Error = NameError;
-
-    fn try_from(value: String) -> Result<Self, NameError> {
-        Self::parse(&value)
-    }
-}
-
-impl From<HttpsUrl> for String {
-    fn from(url: HttpsUrl) -> String {
-        url.0
-    }
-}
+crate::parsed_string!(HttpsUrl);
 
 #[cfg(test)]
 mod tests {

@@ -211,19 +211,7 @@ impl Host {
     }
 }
 
-impl TryFrom<String> for Host {
-    type Error = String;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<Host> for String {
-    fn from(host: Host) -> String {
-        host.0
-    }
-}
+crate::parsed_string!(Host, String);
 
 impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -273,19 +261,7 @@ impl TokenId {
     }
 }
 
-impl TryFrom<String> for TokenId {
-    type Error = String;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<TokenId> for String {
-    fn from(id: TokenId) -> String {
-        id.0
-    }
-}
+crate::parsed_string!(TokenId, String);
 
 impl fmt::Display for TokenId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -325,19 +301,7 @@ impl fmt::Debug for TokenSecret {
     }
 }
 
-impl TryFrom<String> for TokenSecret {
-    type Error = String;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<TokenSecret> for String {
-    fn from(secret: TokenSecret) -> String {
-        secret.0
-    }
-}
+crate::parsed_string!(TokenSecret, String);
 
 /// A PEM certificate to trust instead of the system roots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -364,16 +328,4 @@ impl CaCert {
     }
 }
 
-impl TryFrom<String> for CaCert {
-    type Error = String;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<CaCert> for String {
-    fn from(cert: CaCert) -> String {
-        cert.0
-    }
-}
+crate::parsed_string!(CaCert, String);

@@ -68,19 +68,7 @@ impl ScriptArg {
     }
 }
 
-impl TryFrom<String> for ScriptArg {
-    type Error = NameError;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<ScriptArg> for String {
-    fn from(arg: ScriptArg) -> String {
-        arg.0
-    }
-}
+crate::parsed_string!(ScriptArg);
 
 /// `script.run`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

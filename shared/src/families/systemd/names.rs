@@ -96,19 +96,7 @@ impl UnitName {
     }
 }
 
-impl TryFrom<String> for UnitName {
-    type Error = NameError;
-
-    fn try_from(value: String) -> Result<Self, NameError> {
-        Self::parse(&value)
-    }
-}
-
-impl From<UnitName> for String {
-    fn from(name: UnitName) -> String {
-        name.0
-    }
-}
+crate::parsed_string!(UnitName);
 
 impl std::fmt::Display for UnitName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
