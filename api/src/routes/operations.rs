@@ -192,6 +192,21 @@ pub(crate) fn cursor(cursor: Option<&str>) -> Result<Option<OperationId>, ApiErr
         .transpose()
 }
 
+/// Cuts `items` (read with `limit + 1`) to one page; the cursor of the next
+/// page (the last id kept) when there is one.
+pub(crate) fn one_page<T>(
+    mut items: Vec<T>,
+    limit: usize,
+    id: impl Fn(&T) -> OperationId,
+) -> (Vec<T>, Option<String>) {
+    if items.len() <= limit {
+        return (items, None);
+    }
+    items.truncate(limit);
+    let next_cursor = items.last().map(|item| id(item).to_string());
+    (items, next_cursor)
+}
+
 /// One page of operations, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OperationPage {
@@ -236,16 +251,11 @@ pub async fn list_operations(
         before: cursor(query.cursor.as_deref())?,
         limit: limit + 1,
     };
-    let mut items = state
+    let items = state
         .store
         .call(move |s| s.read(|c| operation_list(c, &filter)))
         .await?;
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|op| op.id.to_string())
-    } else {
-        None
-    };
+    let (items, next_cursor) = one_page(items, limit, |op| op.id);
     Ok(HttpResponse::Ok().json(OperationPage { items, next_cursor }))
 }
 

@@ -405,6 +405,28 @@ async fn existing_node(state: &AppState, id: NodeId) -> Result<ProxmoxNode, ApiE
         .ok_or_else(|| node_not_found(id))
 }
 
+/// Enqueues `kind` about the node `id` (404 when it is not registered).
+async fn enqueue_for_node(
+    state: &AppState,
+    caller: &Caller,
+    req: &HttpRequest,
+    query: &TypedQuery,
+    id: &str,
+    kind: &str,
+) -> Result<HttpResponse, ApiError> {
+    let id = node_id(id)?;
+    existing_node(state, id).await?;
+    enqueue_typed(
+        state,
+        caller,
+        req,
+        query,
+        kind,
+        json!({"node": id.to_string()}),
+    )
+    .await
+}
+
 /// Register a Proxmox node.
 #[utoipa::path(
     tag = "proxmox",
@@ -569,17 +591,7 @@ pub async fn test_node(
     id: web::Path<String>,
     query: web::Query<TypedQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = node_id(&id)?;
-    existing_node(&state, id).await?;
-    enqueue_typed(
-        &state,
-        &caller,
-        &req,
-        &query,
-        "proxmox.node.test",
-        json!({"node": id.to_string()}),
-    )
-    .await
+    enqueue_for_node(&state, &caller, &req, &query, &id, "proxmox.node.test").await
 }
 
 /// Test an unsaved configuration: an operation whose result says
@@ -630,17 +642,7 @@ pub async fn refresh_node(
     id: web::Path<String>,
     query: web::Query<TypedQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = node_id(&id)?;
-    existing_node(&state, id).await?;
-    enqueue_typed(
-        &state,
-        &caller,
-        &req,
-        &query,
-        "proxmox.refresh",
-        json!({"node": id.to_string()}),
-    )
-    .await
+    enqueue_for_node(&state, &caller, &req, &query, &id, "proxmox.refresh").await
 }
 
 /// A node's guests as last observed.

@@ -238,16 +238,11 @@ pub async fn list_workflows(
         limit: limit + 1,
         ..Default::default()
     };
-    let mut items = state
+    let items = state
         .store
         .call(move |s| s.read(|c| workflow_summaries(c, operation_list(c, &filter)?)))
         .await?;
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|w| w.operation.id.to_string())
-    } else {
-        None
-    };
+    let (items, next_cursor) = super::operations::one_page(items, limit, |w| w.operation.id);
     Ok(HttpResponse::Ok().json(WorkflowPage { items, next_cursor }))
 }
 
