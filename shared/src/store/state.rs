@@ -115,17 +115,7 @@ pub fn state_apply(
                 )?
                 .execute([target, family, kind, &read_after])?;
                 for (name, data) in items {
-                    conn.prepare_cached(
-                        "INSERT INTO observations (target, family, kind, name, data, observed_at, operation_id)
-                         VALUES (:target, :family, :kind, :name, :data, :at, :op)
-                         ON CONFLICT (target, family, kind, name)
-                         DO UPDATE SET data = :data, observed_at = :at, operation_id = :op
-                         WHERE observations.observed_at <= :at",
-                    )?
-                    .execute(named_params! {
-                        ":target": target, ":family": family, ":kind": kind, ":name": name,
-                        ":data": data.to_string(), ":at": read_after, ":op": op,
-                    })?;
+                    observe(conn, target, family, kind, name, data, &read_after, &op)?;
                 }
             }
             StateEffect::Observed {
@@ -170,6 +160,7 @@ pub fn state_apply(
     Ok(())
 }
 
+/// Records what was seen of one object at `at`, unless it was seen since.
 #[allow(clippy::too_many_arguments)]
 fn observe(
     conn: &Connection,
@@ -178,18 +169,19 @@ fn observe(
     kind: &str,
     name: &str,
     data: &Value,
-    now: &str,
+    at: &str,
     op: &str,
 ) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO observations (target, family, kind, name, data, observed_at, operation_id)
-         VALUES (:target, :family, :kind, :name, :data, :now, :op)
+         VALUES (:target, :family, :kind, :name, :data, :at, :op)
          ON CONFLICT (target, family, kind, name)
-         DO UPDATE SET data = :data, observed_at = :now, operation_id = :op",
+         DO UPDATE SET data = :data, observed_at = :at, operation_id = :op
+         WHERE observations.observed_at <= :at",
     )?
     .execute(named_params! {
         ":target": target, ":family": family, ":kind": kind, ":name": name,
-        ":data": data.to_string(), ":now": now, ":op": op,
+        ":data": data.to_string(), ":at": at, ":op": op,
     })?;
     Ok(())
 }
