@@ -295,19 +295,11 @@ async fn run(sizes: Sizes, only: Vec<u32>) -> anyhow::Result<()> {
                     .rate,
             );
         }
-        let (empty_rate, full_rate) = (median(&mut empty), median(&mut full));
-        println!(
-            "| history rows | operations/s | vs empty table | runs (operations/s) |\n|---|---|---|---|"
-        );
-        println!(
-            "| 0 | {empty_rate:.0} | 100 % | {} |",
-            runs_cell(empty.iter().copied())
-        );
-        println!(
-            "| {} | {full_rate:.0} | {:.0} % | {} |",
+        print_against(
+            ("history rows", "empty table"),
             sizes.history_rows,
-            full_rate / empty_rate * 100.0,
-            runs_cell(full.iter().copied())
+            &mut empty,
+            &mut full,
         );
     }
 
@@ -406,19 +398,11 @@ async fn run(sizes: Sizes, only: Vec<u32>) -> anyhow::Result<()> {
             none.push(enqueue_with_subscribers(0, sizes.enqueue_secs).await?);
             with.push(enqueue_with_subscribers(sizes.subscribers, sizes.enqueue_secs).await?);
         }
-        let (none_rate, with_rate) = (median(&mut none), median(&mut with));
-        println!(
-            "| subscribers | operations/s | vs none | runs (operations/s) |\n|---|---|---|---|"
-        );
-        println!(
-            "| 0 | {none_rate:.0} | 100 % | {} |",
-            runs_cell(none.iter().copied())
-        );
-        println!(
-            "| {} | {with_rate:.0} | {:.0} % | {} |",
+        print_against(
+            ("subscribers", "none"),
             sizes.subscribers,
-            with_rate / none_rate * 100.0,
-            runs_cell(with.iter().copied())
+            &mut none,
+            &mut with,
         );
     }
 
@@ -783,6 +767,25 @@ async fn enqueue_load(cluster: &Cluster, clients: usize, secs: f64) -> Load {
 }
 
 /// The median of a few measurements (the upper middle one of an even count).
+/// The table of two series of runs taken in alternation: without
+/// (`0` of `what`) and with `count` of it, each as its median and as a
+/// share of the first. `what` is the column's name and what the first row
+/// is called in the share's header.
+fn print_against(what: (&str, &str), count: usize, without: &mut [f64], with: &mut [f64]) {
+    let (name, base) = what;
+    let (without_rate, with_rate) = (median(without), median(with));
+    println!("| {name} | operations/s | vs {base} | runs (operations/s) |\n|---|---|---|---|");
+    println!(
+        "| 0 | {without_rate:.0} | 100 % | {} |",
+        runs_cell(without.iter().copied())
+    );
+    println!(
+        "| {count} | {with_rate:.0} | {:.0} % | {} |",
+        with_rate / without_rate * 100.0,
+        runs_cell(with.iter().copied())
+    );
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
