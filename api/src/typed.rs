@@ -143,6 +143,41 @@ fn resource(family: &'static Family, route: &'static Route) -> Resource {
     }
 }
 
+/// Serves the typed route `method path` of `family` (an enqueue or a
+/// workflow route) as its handler serves it, for the dashboard's forms:
+/// `req` carries the path parameters (the dashboard's route names them as
+/// the API's does), `query` the query fields, `body` the JSON body.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_route(
+    family: &str,
+    method: Method,
+    path: &str,
+    state: &AppState,
+    caller: &Caller,
+    req: &HttpRequest,
+    query: Vec<(String, String)>,
+    body: Option<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let (family, route) = FAMILIES
+        .iter()
+        .filter(|f| f.name == family)
+        .flat_map(|f| f.routes.iter().map(move |route| (f, route)))
+        .find(|(_, route)| route.method == method && route.path == path)
+        .ok_or_else(|| ApiError::internal(format!("no typed route {method:?} {path}")))?;
+    let query = web::Query(query);
+    match &route.serves {
+        Serves::Enqueue(enqueue) => {
+            serve_enqueue(route, enqueue, state, caller, req, query, body).await
+        }
+        Serves::Workflow(workflow) => {
+            serve_workflow(family, route, workflow, state, caller, req, query, body).await
+        }
+        Serves::Observed(_) | Serves::ObservedPage(_) => {
+            Err(ApiError::internal(format!("{method:?} {path} only reads")))
+        }
+    }
+}
+
 /// `?target=` and the route's own query fields; anything else is refused.
 struct QueryFields {
     target: Option<String>,
