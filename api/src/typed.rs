@@ -19,7 +19,9 @@
 //! says so; a paged read also filters, and says the total.
 //!
 //! Every typed route also takes `?target=` (default `local`); any other
-//! query field it does not declare is `400 invalid_query`.
+//! query field it does not declare is `400 invalid_query`. The dashboard's
+//! forms for a family's routes (PocketBase's create and delete) run these
+//! same handlers through [`serve_route`].
 
 use std::collections::BTreeMap;
 

@@ -309,7 +309,7 @@ async fn observed_table(
             @if can_write {
                 (fire_button(caller, table.refresh, &json!({}), target.as_str(), "Observe again", None))
                 @if let Some((label, path)) = table.create {
-                    a.button href={(path) "?" (query_string([("target", target.as_str())]))} { (label) }
+                    a.button.small href={(path) "?" (query_string([("target", target.as_str())]))} { (label) }
                 }
             }
         }
@@ -323,7 +323,7 @@ async fn observed_table(
                 tbody {
                     @for item in &items {
                         @let name = text(item.get("name"));
-                        tr {
+                        tr data-name=(name) {
                             @for (_, cell) in table.columns { td { (cell(item)) } }
                             @if can_write {
                                 td { div.actions {

@@ -214,6 +214,8 @@ async fn every_page_renders_with_its_security_headers_and_a_disabled_family_says
         ("/ui/families/systemd", "systemd on local"),
         ("/ui/families/caddy", "Caddy on local"),
         ("/ui/families/proxmox?target=web-2", "Proxmox on web-2"),
+        ("/ui/families/pocketbase", "PocketBase on local"),
+        ("/ui/pocketbase/create", "Create a PocketBase service"),
     ] {
         let response = get_response(&app, &session.cookie, path).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
@@ -243,6 +245,11 @@ async fn every_page_renders_with_its_security_headers_and_a_disabled_family_says
     );
     let systemd = get(&app, &session.cookie, "/ui/families/systemd").await;
     assert!(systemd.contains("The systemd family is off"));
+    assert!(
+        systemd.contains(r#"href="/ui/families/pm2""#)
+            && !systemd.contains(r#"href="/ui/families/pocketbase""#),
+        "the navigation links only the enabled families"
+    );
     let bad = get_response(&app, &session.cookie, "/ui/operations?status=exploded").await;
     assert_eq!(bad.status(), StatusCode::OK);
     assert!(bad.text().await.unwrap().contains("unknown status"));
