@@ -109,6 +109,11 @@ fn target_query(target: &Option<String>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A refusal about the whole request, shown above the form.
+fn about_the_request(message: String) -> Refusal {
+    Refusal::new(vec![FieldError::new("", message)])
+}
+
 /// An API refusal as the form shows it: by field when it names fields.
 fn refusal_of(error: &ApiError) -> Refusal {
     match error {
@@ -117,8 +122,23 @@ fn refusal_of(error: &ApiError) -> Refusal {
         {
             Refusal::new(errors.clone())
         }
-        other => Refusal::new(vec![FieldError::new("", other.to_string())]),
+        other => about_the_request(other.to_string()),
     }
+}
+
+/// `pocketbase.validate`'s result (`warnings` are not the form's concern:
+/// the create workflow's check logs them).
+#[derive(Debug, Deserialize)]
+struct Findings {
+    valid: bool,
+    #[serde(default)]
+    errors: Vec<Finding>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Finding {
+    field: String,
+    message: String,
 }
 
 /// What the host's check said of the form.
@@ -129,48 +149,41 @@ enum Validation {
     Refused(Refusal),
 }
 
-/// `pocketbase.validate`'s answer, once the operation `location` ended.
+/// `pocketbase.validate`'s answer, once the operation at `location` ended.
 async fn validation(state: &AppState, location: &str) -> Result<Validation, ApiError> {
     let id = operation_id(location.rsplit('/').next().unwrap_or_default())?;
     let wait = Duration::from_secs(state.config.api.max_wait_secs);
     let operation = wait_until_terminal(&state.store, &state.notifier, id, wait, &state.stopping)
         .await?
         .ok_or_else(|| ApiError::internal(format!("the validation {id} is gone")))?;
-    let result = operation.result.unwrap_or(Value::Null);
-    let general = |message: String| {
-        Ok(Validation::Refused(Refusal::new(vec![FieldError::new(
-            "", message,
-        )])))
-    };
+    let refused = |message: String| Ok(Validation::Refused(about_the_request(message)));
     match operation.status {
-        Status::Completed if result["valid"] == json!(true) => Ok(Validation::Valid),
         Status::Completed => {
-            let errors: Vec<FieldError> = result["errors"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|e| {
-                    FieldError::new(
-                        e["field"].as_str().unwrap_or_default(),
-                        layout::text(e.get("message")),
-                    )
-                })
-                .collect();
-            if errors.is_empty() {
-                return general(format!(
-                    "the validation found this service invalid: {result}"
-                ));
+            let result = operation.result.unwrap_or_default();
+            match serde_json::from_value::<Findings>(result.clone()) {
+                Ok(findings) if findings.valid => Ok(Validation::Valid),
+                Ok(findings) if !findings.errors.is_empty() => {
+                    Ok(Validation::Refused(Refusal::new(
+                        findings
+                            .errors
+                            .into_iter()
+                            .map(|f| FieldError::new(&f.field, f.message))
+                            .collect(),
+                    )))
+                }
+                _ => refused(format!(
+                    "the validation did not say the service is valid: {result}; nothing was created"
+                )),
             }
-            Ok(Validation::Refused(Refusal::new(errors)))
         }
-        status if status.is_terminal() => general(format!(
+        status if status.is_terminal() => refused(format!(
             "the validation ended {}: {}; nothing was created",
             status.as_str(),
             operation
                 .error
                 .map_or_else(|| "no error given".to_owned(), |e| e.message)
         )),
-        _ => general(format!(
+        _ => refused(format!(
             "no worker of this target finished the validation within {} s; nothing was created (it runs when one does: see its page)",
             wait.as_secs()
         )),
