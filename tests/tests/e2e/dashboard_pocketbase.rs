@@ -93,6 +93,16 @@ async fn a_service_made_from_the_form_is_validated_first_then_listed_with_button
         host.cluster.logs_tail()
     );
     assert_eq!(view["name"], "pocketbase-create-my-app");
+    let time = |value: &Value| {
+        value
+            .as_str()
+            .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+            .unwrap_or_else(|| panic!("not a time: {value}"))
+    };
+    assert!(
+        time(&validation["finished_at"]) <= time(&view["created_at"]),
+        "the workflow was made before its validation ended: {validation:#} {view:#}"
+    );
 
     // Listed as observed, its secret nowhere on the page.
     browser.visit("/ui/families/pocketbase").await;
