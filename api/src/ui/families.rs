@@ -54,7 +54,8 @@ struct Table {
     /// not make (a workflow route's), given the caller, the object's name
     /// and the target.
     more_actions: Option<fn(&Caller, &str, &str) -> Markup>,
-    /// The page of the form that makes a new one, if there is one.
+    /// The link (label, path) to the form that makes a new one, if there
+    /// is one; the page's target goes with it.
     create: Option<(&'static str, &'static str)>,
 }
 
