@@ -19,7 +19,9 @@
 //! says so; a paged read also filters, and says the total.
 //!
 //! Every typed route also takes `?target=` (default `local`); any other
-//! query field it does not declare is `400 invalid_query`.
+//! query field it does not declare is `400 invalid_query`. The dashboard's
+//! forms for a family's routes (PocketBase's create and delete) run these
+//! same handlers through [`serve_route`].
 
 use std::collections::BTreeMap;
 
@@ -139,6 +141,41 @@ fn resource(family: &'static Family, route: &'static Route) -> Resource {
             resource.to(move |state: web::Data<AppState>, query: Query| async move {
                 serve_page(family, page, &state, query).await
             })
+        }
+    }
+}
+
+/// Serves the typed route `method path` of `family` (an enqueue or a
+/// workflow route) as its handler serves it, for the dashboard's forms:
+/// `req` carries the path parameters (the dashboard's route names them as
+/// the API's does), `query` the query fields, `body` the JSON body.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_route(
+    family: &str,
+    method: Method,
+    path: &str,
+    state: &AppState,
+    caller: &Caller,
+    req: &HttpRequest,
+    query: Vec<(String, String)>,
+    body: Option<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let (family, route) = FAMILIES
+        .iter()
+        .filter(|f| f.name == family)
+        .flat_map(|f| f.routes.iter().map(move |route| (f, route)))
+        .find(|(_, route)| route.method == method && route.path == path)
+        .ok_or_else(|| ApiError::internal(format!("no typed route {method:?} {path}")))?;
+    let query = web::Query(query);
+    match &route.serves {
+        Serves::Enqueue(enqueue) => {
+            serve_enqueue(route, enqueue, state, caller, req, query, body).await
+        }
+        Serves::Workflow(workflow) => {
+            serve_workflow(family, route, workflow, state, caller, req, query, body).await
+        }
+        Serves::Observed(_) | Serves::ObservedPage(_) => {
+            Err(ApiError::internal(format!("{method:?} {path} only reads")))
         }
     }
 }

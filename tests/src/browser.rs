@@ -16,7 +16,7 @@ use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-use crate::DEADLINE;
+use crate::{Cluster, DEADLINE};
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -40,6 +40,8 @@ const FLAGS: &[&str] = &[
 
 pub struct Browser {
     pub client: Client,
+    /// The API the pages come from (`http://127.0.0.1:…`).
+    base: String,
     driver: Child,
     _profile: tempfile::TempDir,
 }
@@ -64,10 +66,12 @@ fn free_port() -> u16 {
 }
 
 impl Browser {
-    /// Starts chromedriver and a headless chromium session.
-    pub async fn start(log_dir: &std::path::Path) -> Browser {
+    /// Starts chromedriver and a headless chromium session for the pages
+    /// of `cluster`'s API (started already); chromedriver logs beside the
+    /// cluster's processes.
+    pub async fn start(cluster: &Cluster) -> Browser {
         let port = free_port();
-        let log = std::fs::File::create(log_dir.join("chromedriver.log")).unwrap();
+        let log = std::fs::File::create(cluster.path("logs").join("chromedriver.log")).unwrap();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .process_group(0)
@@ -103,13 +107,22 @@ impl Browser {
         };
         Browser {
             client,
+            base: cluster.api_url.clone(),
             driver,
             _profile: profile,
         }
     }
 
-    pub async fn goto(&self, url: &str) {
-        self.client.goto(url).await.expect("the page loads");
+    /// Opens the API's page at `path` (`/ui/operations`).
+    pub async fn visit(&self, path: &str) {
+        let url = format!("{}{path}", self.base);
+        self.client.goto(&url).await.expect("the page loads");
+    }
+
+    /// The path of the page shown now.
+    pub async fn path(&self) -> String {
+        let url = self.client.current_url().await.expect("a page");
+        url.path().to_owned()
     }
 
     /// The element `css` selects, once it is there.
@@ -136,6 +149,23 @@ impl Browser {
         self.find(css).await.text().await.expect("its text")
     }
 
+    /// Clicks what `css` selects, once it is there.
+    pub async fn click(&self, css: &str) {
+        self.find(css).await.click().await.expect("a click");
+    }
+
+    /// Replaces the text of the field `css` selects with `text`.
+    pub async fn fill(&self, css: &str, text: &str) {
+        let field = self.find(css).await;
+        field.clear().await.expect("the field clears");
+        field.send_keys(text).await.expect("the keys are typed");
+    }
+
+    /// The value of the field `css` selects.
+    pub async fn value(&self, css: &str) -> Option<String> {
+        self.find(css).await.prop("value").await.expect("its value")
+    }
+
     /// Waits until the text of `css` satisfies `check`; returns it.
     pub async fn wait_text(&self, css: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + DEADLINE;
@@ -160,17 +190,53 @@ impl Browser {
             .expect("the script runs")
     }
 
+    /// Waits until `script` returns `true` in the page.
+    pub async fn wait_until(&self, script: &str, what: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        while self.eval(script).await != json!(true) {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the live indicator says the event stream is connected.
+    pub async fn wait_live(&self) {
+        self.wait_until(
+            "return document.getElementById('live').dataset.state === 'on';",
+            "the event stream connects",
+        )
+        .await;
+    }
+
+    /// Marks the page, so [`Browser::not_reloaded`] can tell it was not
+    /// loaded again since.
+    pub async fn mark_page(&self) {
+        self.eval("window.__notReloaded = true; return true;").await;
+    }
+
+    pub async fn not_reloaded(&self) -> bool {
+        self.eval("return window.__notReloaded === true;").await == json!(true)
+    }
+
+    /// Types `key` into the sign-in form and sends it.
+    pub async fn submit_key(&self, key: &str) {
+        self.find("#key").await.send_keys(key).await.unwrap();
+        self.click("form button[type=submit]").await;
+    }
+
     /// Signs in with `key` through the sign-in form.
-    pub async fn sign_in(&self, base: &str, key: &str) {
-        self.goto(&format!("{base}/ui")).await;
-        let field = self.find("#key").await;
-        field.send_keys(key).await.unwrap();
-        self.find("form button[type=submit]")
-            .await
-            .click()
-            .await
-            .unwrap();
+    pub async fn sign_in(&self, key: &str) {
+        self.visit("/ui").await;
+        self.submit_key(key).await;
         self.find("main#content").await;
+    }
+
+    /// The session's CSRF token, as the page carries it.
+    pub async fn csrf_token(&self) -> String {
+        let token = self
+            .eval("return document.querySelector('meta[name=csrf-token]').content;")
+            .await;
+        token.as_str().expect("a CSRF token").to_owned()
     }
 
     /// The session cookie's value.

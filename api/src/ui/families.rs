@@ -1,12 +1,16 @@
 //! One page per family, from what its workers last observed (the API never
-//! looks at the host): pm2 apps, systemd units, Caddy sites, and Proxmox
-//! nodes with their guests. Each row's buttons fire the family's actions
-//! through the fire form (the same parse and enqueue as the API); a
-//! refresh is an operation too. A family whose section is off says so.
+//! looks at the host): pm2 apps, systemd units, Caddy sites, PocketBase
+//! services, and Proxmox nodes with their guests. Each row's buttons fire
+//! the family's actions through the fire form (the same parse and enqueue
+//! as the API); a refresh is an operation too. A family whose section is
+//! off says so.
 //!
-//! The pm2, systemd and Caddy pages are one table each, described as data
-//! ([`Table`]): adding a family's page is one more table, or a function
-//! like [`proxmox`] when its objects nest.
+//! The pm2, systemd, Caddy and PocketBase pages are one table each,
+//! described as data ([`Table`]): adding a family's page is one more
+//! table, or a function like [`proxmox`] when its objects nest. What the
+//! fire form cannot do (a workflow, such as PocketBase's create and
+//! delete) is a table's `more_actions` and `create`, served by the
+//! family's own module (`pocketbase`).
 
 use std::collections::BTreeSet;
 
@@ -21,7 +25,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::layout::{self, Page, Section, fire_button, text, time};
-use super::{given, ok};
+use super::pocketbase;
+use super::{given, ok, query_string};
 use crate::auth::Caller;
 use crate::managed;
 use crate::observed::{self, ObservedList};
@@ -45,6 +50,13 @@ struct Table {
     actions: &'static [(&'static str, &'static str, &'static str)],
     /// The operation type that observes them all again.
     refresh: &'static str,
+    /// Row buttons besides the fired actions: requests the fire form does
+    /// not make (a workflow route's), given the caller, the object's name
+    /// and the target.
+    more_actions: Option<fn(&Caller, &str, &str) -> Markup>,
+    /// The link (label, path) to the form that makes a new one, if there
+    /// is one; the page's target goes with it.
+    create: Option<(&'static str, &'static str)>,
 }
 
 fn at(pointer: &'static str) -> impl Fn(&Value) -> String {
@@ -93,6 +105,16 @@ fn managed_by_opsqueue(item: &Value) -> String {
     .into()
 }
 
+/// A PocketBase service's last health check.
+fn pocketbase_health(item: &Value) -> String {
+    match item.pointer("/health/ok").and_then(Value::as_bool) {
+        Some(true) => "healthy",
+        Some(false) => "failing",
+        None => "—",
+    }
+    .into()
+}
+
 const TABLES: &[Table] = &[
     Table {
         family: "pm2",
@@ -115,6 +137,8 @@ const TABLES: &[Table] = &[
             ("Start", "pm2.start", ""),
         ],
         refresh: "pm2.list",
+        more_actions: None,
+        create: None,
     },
     Table {
         family: "systemd",
@@ -135,6 +159,8 @@ const TABLES: &[Table] = &[
             ("Stop", "systemd.stop", "Stop {}?"),
         ],
         refresh: "systemd.refresh",
+        more_actions: None,
+        create: None,
     },
     Table {
         family: "caddy",
@@ -154,6 +180,35 @@ const TABLES: &[Table] = &[
             "Remove the site {} from Caddy?",
         )],
         refresh: "caddy.list",
+        more_actions: None,
+        create: None,
+    },
+    Table {
+        family: "pocketbase",
+        title: "PocketBase services",
+        kind: "service",
+        managed: true,
+        name_field: "name",
+        columns: &[
+            ("Service", |v| at("/name")(v)),
+            ("Port", |v| at("/managed/spec/port")(v)),
+            ("Domain", |v| at("/managed/spec/domain")(v)),
+            ("Version", |v| at("/managed/spec/version")(v)),
+            ("Status", |v| at("/status")(v)),
+            ("Health", pocketbase_health),
+        ],
+        actions: &[
+            ("Start", "pocketbase.start", ""),
+            (
+                "Restart",
+                "pocketbase.restart",
+                "Restart PocketBase service {}?",
+            ),
+            ("Stop", "pocketbase.stop", "Stop PocketBase service {}?"),
+        ],
+        refresh: "pocketbase.refresh",
+        more_actions: Some(pocketbase::delete_button),
+        create: Some(("Create a service", pocketbase::CREATE_PATH)),
     },
 ];
 
@@ -254,6 +309,9 @@ async fn observed_table(
             }
             @if can_write {
                 (fire_button(caller, table.refresh, &json!({}), target.as_str(), "Observe again", None))
+                @if let Some((label, path)) = table.create {
+                    a.button.small href={(path) "?" (query_string([("target", target.as_str())]))} { (label) }
+                }
             }
         }
         h2 { (table.title) }
@@ -266,13 +324,16 @@ async fn observed_table(
                 tbody {
                     @for item in &items {
                         @let name = text(item.get("name"));
-                        tr {
+                        tr data-name=(name) {
                             @for (_, cell) in table.columns { td { (cell(item)) } }
                             @if can_write {
                                 td { div.actions {
                                     @for (label, kind, confirm) in table.actions {
                                         @let question = (!confirm.is_empty()).then(|| confirm.replace("{}", &name));
                                         (fire_button(caller, kind, &json!({ (table.name_field): name }), target.as_str(), label, question.as_deref()))
+                                    }
+                                    @if let Some(more) = table.more_actions {
+                                        (more(caller, &name, target.as_str()))
                                     }
                                 } }
                             }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::layout::{self, Page, Section};
-use super::{given, html, ok, see_other};
+use super::{given, html, ok, see_accepted};
 use crate::auth::Caller;
 use crate::enqueue::{EnqueueBody, accepted};
 use crate::problem::{ApiError, FieldError};
@@ -34,72 +34,83 @@ pub struct FireForm {
 
 /// What a refusal says, by field (`""`: about the whole request).
 #[derive(Debug, Default)]
-struct Refusal {
+pub(super) struct Refusal {
     fields: Vec<FieldError>,
 }
 
+/// The fire form's fields (a refusal about another is shown above it).
+const FIELDS: &[&str] = &[
+    "type",
+    "payload",
+    "target",
+    "priority",
+    "max_attempts",
+    "timeout_secs",
+    "idempotency_key",
+];
+
 impl Refusal {
-    fn about(&self, field: &str) -> Option<&str> {
+    pub(super) fn new(fields: Vec<FieldError>) -> Self {
+        Self { fields }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    pub(super) fn about(&self, field: &str) -> Option<&str> {
         self.fields
             .iter()
             .find(|e| e.field == field)
             .map(|e| e.message.as_str())
     }
 
-    fn general(&self) -> Vec<&FieldError> {
-        const SHOWN: &[&str] = &[
-            "type",
-            "payload",
-            "target",
-            "priority",
-            "max_attempts",
-            "timeout_secs",
-            "idempotency_key",
-        ];
+    /// What is about none of the form's `shown` fields.
+    pub(super) fn general(&self, shown: &[&str]) -> Vec<&FieldError> {
         self.fields
             .iter()
-            .filter(|e| !SHOWN.contains(&e.field.as_str()))
+            .filter(|e| !shown.contains(&e.field.as_str()))
             .collect()
+    }
+
+    pub(super) fn refuse(&mut self, field: &str, message: impl Into<String>) {
+        self.fields.push(FieldError::new(field, message));
+    }
+
+    /// A form's whole-number field, or a refusal of its text.
+    pub(super) fn number(&mut self, field: &str, value: &Option<String>) -> Option<i64> {
+        let text = given(value)?;
+        match text.parse() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.refuse(field, "must be a whole number");
+                None
+            }
+        }
     }
 }
 
 /// The request body the form stands for, or what is wrong with its text.
 fn body(form: &FireForm) -> Result<EnqueueBody, Refusal> {
     let mut refusal = Refusal::default();
-    let mut number = |field: &str, value: &Option<String>| -> Option<i64> {
-        let text = given(value)?;
-        match text.parse() {
-            Ok(n) => Some(n),
-            Err(_) => {
-                refusal
-                    .fields
-                    .push(FieldError::new(field, "must be a whole number"));
-                None
-            }
-        }
-    };
-    let priority = number("priority", &form.priority);
-    let max_attempts = number("max_attempts", &form.max_attempts);
-    let timeout_secs = number("timeout_secs", &form.timeout_secs);
+    let priority = refusal.number("priority", &form.priority);
+    let max_attempts = refusal.number("max_attempts", &form.max_attempts);
+    let timeout_secs = refusal.number("timeout_secs", &form.timeout_secs);
     let payload = match given(&form.payload) {
         None => Value::Object(Default::default()),
         Some(text) => match serde_json::from_str::<Value>(text) {
             Ok(value) => value,
             Err(e) => {
-                refusal
-                    .fields
-                    .push(FieldError::new("payload", format!("is not JSON: {e}")));
+                refusal.refuse("payload", format!("is not JSON: {e}"));
                 Value::Null
             }
         },
     };
     let Some(kind) = given(&form.kind) else {
-        refusal
-            .fields
-            .push(FieldError::new("type", "choose an operation type"));
+        refusal.refuse("type", "choose an operation type");
         return Err(refusal);
     };
-    if !refusal.fields.is_empty() {
+    if !refusal.is_empty() {
         return Err(refusal);
     }
     Ok(EnqueueBody {
@@ -144,7 +155,8 @@ fn choices(state: &AppState) -> Vec<ActionInfo> {
         .collect()
 }
 
-fn field(
+/// A labelled input with its refusal beside it.
+pub(super) fn field(
     label: &str,
     name: &str,
     hint: &str,
@@ -175,7 +187,7 @@ fn form_markup(state: &AppState, caller: &Caller, form: &FireForm, refusal: &Ref
     let type_error = refusal.about("type");
     let payload_error = refusal.about("payload");
     html! {
-        @for error in refusal.general() {
+        @for error in refusal.general(FIELDS) {
             (layout::notice(&error.message, true))
         }
         div.panel {
@@ -264,16 +276,7 @@ pub async fn fire(
     }
     .await;
     match outcome {
-        Ok(response) => {
-            let id = response
-                .headers()
-                .get(actix_web::http::header::LOCATION)
-                .and_then(|l| l.to_str().ok())
-                .and_then(|l| l.rsplit('/').next())
-                .unwrap_or_default()
-                .to_owned();
-            Ok(see_other(&format!("/ui/operations/{id}")))
-        }
+        Ok(accepted) => see_accepted(&accepted),
         Err(error @ (ApiError::StoreBusy | ApiError::Internal)) => Err(error),
         Err(error) => Ok(refused(refusal_of(&error))),
     }
@@ -328,6 +331,6 @@ mod tests {
         ));
         assert_eq!(refusal.about("priority"), Some("must be between 0 and 9"));
         let refusal = refusal_of(&ApiError::SourceNotAllowed("no".into()));
-        assert_eq!(refusal.general().len(), 1);
+        assert_eq!(refusal.general(FIELDS).len(), 1);
     }
 }

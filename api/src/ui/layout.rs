@@ -29,6 +29,7 @@ pub const FAMILY_PAGES: &[(&str, &str)] = &[
     ("pm2", "pm2"),
     ("systemd", "systemd"),
     ("caddy", "Caddy"),
+    ("pocketbase", "PocketBase"),
     ("proxmox", "Proxmox"),
 ];
 

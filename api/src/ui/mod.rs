@@ -7,10 +7,12 @@
 //! the store functions the JSON routes use, and every change goes through
 //! the same parse and enqueue as the API (firing an operation is
 //! `POST /api/v1/operations`'s parse, cancel and retry are the routes' own
-//! functions), so a refusal is the API's, shown field by field.
+//! functions, a family's workflow is its typed route's handler), so a
+//! refusal is the API's, shown field by field.
 //!
 //! Pages live one module each (`overview`, `operations`, `fire`,
-//! `schedules`, `workers`, `workflows`, `families`), over `layout` (the page shell, the
+//! `schedules`, `workers`, `workflows`, `families`, and `pocketbase` for
+//! the forms its family page links to), over `layout` (the page shell, the
 //! navigation, shared pieces) and `session` (sign-in, sign-out). Adding a
 //! page: a module with its handlers, one line in [`configure`], and a
 //! [`layout::Section`] if it belongs in the navigation. The auth middleware
@@ -24,6 +26,7 @@ mod fire;
 mod layout;
 mod operations;
 mod overview;
+mod pocketbase;
 mod schedules;
 mod session;
 mod workers;
@@ -32,6 +35,8 @@ mod workflows;
 use actix_web::http::header;
 use actix_web::{HttpResponse, HttpResponseBuilder, web};
 use maud::Markup;
+
+use crate::problem::ApiError;
 
 /// Registers every page of the dashboard.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -63,7 +68,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/ui/schedules/{name}", web::post().to(schedules::update))
         .route("/ui/workers", web::get().to(workers::list))
         .route("/ui/workflows/{id}", web::get().to(workflows::page))
-        .route("/ui/families/{family}", web::get().to(families::page));
+        .route("/ui/families/{family}", web::get().to(families::page))
+        .route(pocketbase::CREATE_PATH, web::get().to(pocketbase::form))
+        .route(pocketbase::CREATE_PATH, web::post().to(pocketbase::create))
+        .route(
+            "/ui/pocketbase/services/{name}/delete",
+            web::post().to(pocketbase::delete),
+        );
 }
 
 /// An HTML answer with the headers every page carries: no caching, no
@@ -92,6 +103,27 @@ fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, location))
         .finish()
+}
+
+/// Where an accepted request (`202`) says its operation or workflow is:
+/// `/api/v1/operations/{id}`, `/api/v1/workflows/{id}`.
+fn accepted_location(accepted: &HttpResponse) -> Result<&str, ApiError> {
+    accepted
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|location| location.to_str().ok())
+        .ok_or_else(|| ApiError::internal("an accepted request without its Location"))
+}
+
+/// After a form the API accepted: to the dashboard's page of what it made,
+/// its `Location` under `/ui` (`/api/v1/operations/{id}` is
+/// `/ui/operations/{id}`, a workflow's `/ui/workflows/{id}`).
+fn see_accepted(accepted: &HttpResponse) -> Result<HttpResponse, ApiError> {
+    let location = accepted_location(accepted)?;
+    let rest = location
+        .strip_prefix("/api/v1/")
+        .ok_or_else(|| ApiError::internal(format!("an accepted request at {location}")))?;
+    Ok(see_other(&format!("/ui/{rest}")))
 }
 
 /// `key=value&…` with both sides encoded; empty values left out.

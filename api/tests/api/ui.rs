@@ -214,6 +214,8 @@ async fn every_page_renders_with_its_security_headers_and_a_disabled_family_says
         ("/ui/families/systemd", "systemd on local"),
         ("/ui/families/caddy", "Caddy on local"),
         ("/ui/families/proxmox?target=web-2", "Proxmox on web-2"),
+        ("/ui/families/pocketbase", "PocketBase on local"),
+        ("/ui/pocketbase/create", "Create a PocketBase service"),
     ] {
         let response = get_response(&app, &session.cookie, path).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
@@ -243,6 +245,11 @@ async fn every_page_renders_with_its_security_headers_and_a_disabled_family_says
     );
     let systemd = get(&app, &session.cookie, "/ui/families/systemd").await;
     assert!(systemd.contains("The systemd family is off"));
+    assert!(
+        systemd.contains(r#"href="/ui/families/pm2""#)
+            && !systemd.contains(r#"href="/ui/families/pocketbase""#),
+        "the navigation links only the enabled families"
+    );
     let bad = get_response(&app, &session.cookie, "/ui/operations?status=exploded").await;
     assert_eq!(bad.status(), StatusCode::OK);
     assert!(bad.text().await.unwrap().contains("unknown status"));
@@ -395,4 +402,50 @@ async fn a_schedule_s_cron_is_edited_and_it_is_turned_off_through_the_api_s_chec
         (stored.cron.as_str(), stored.enabled),
         ("30 4 * * *", false)
     );
+}
+
+#[tokio::test]
+async fn the_pocketbase_create_form_makes_nothing_until_a_worker_has_validated_it() {
+    let app = spawn_app_with(|config| {
+        config.systemd.enabled = true;
+        config.pocketbase.enabled = true;
+        config.api.max_wait_secs = 1;
+    })
+    .await;
+    let session = sign_in(&app, &app.write).await;
+    let form = [("name", "my-app"), ("version", "0.40.6")];
+    let refused = post_form(&app, &session, "/ui/pocketbase/create", &form).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = refused.text().await.unwrap();
+    assert!(page.contains(r#"id="port-error""#), "{page}");
+    assert_eq!(app.count_operations(), 0, "a refused form stored something");
+
+    // No worker validates it: the form says so and nothing is created.
+    let form = [
+        ("name", "my-app"),
+        ("port", "8090"),
+        ("version", "0.40.6"),
+        ("superuser_email", "admin@example.com"),
+        ("superuser_password", "a-Secret-Passw0rd"),
+    ];
+    let waited = post_form(&app, &session, "/ui/pocketbase/create", &form).await;
+    assert_eq!(waited.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = waited.text().await.unwrap();
+    assert!(
+        page.contains("no worker of this target finished the validation"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("a-Secret-Passw0rd"),
+        "the page shows the password"
+    );
+    assert!(page.contains(r#"value="my-app""#), "what was typed is kept");
+    let operations = app.get("/api/v1/operations").await;
+    let operations: serde_json::Value = operations.json().await.unwrap();
+    let items = operations["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{operations:#}");
+    assert_eq!(items[0]["type"], "pocketbase.validate");
+    assert_eq!(items[0]["status"], "pending");
+    let workflows: serde_json::Value = app.get("/api/v1/workflows").await.json().await.unwrap();
+    assert_eq!(workflows["items"], json!([]), "a workflow was made");
 }

@@ -18,50 +18,47 @@ async fn setup() -> (Cluster, Browser) {
     let mut cluster = Cluster::new();
     cluster.start_api();
     cluster.start_monitor();
-    let browser = Browser::start(&cluster.path("logs")).await;
+    let browser = Browser::start(&cluster).await;
     (cluster, browser)
 }
 
-/// Marks the page, so a later check can tell it was not reloaded.
-async fn mark_page(browser: &Browser) {
-    browser
-        .eval("window.__notReloaded = true; return true;")
-        .await;
-}
-
-async fn still_marked(browser: &Browser) -> bool {
-    browser.eval("return window.__notReloaded === true;").await == json!(true)
-}
-
-fn cookie_client() -> reqwest::Client {
+/// A client for requests made beside the browser, that shows redirects
+/// rather than following them.
+pub(crate) fn cookie_client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
 }
 
+/// The browser's session as a request beside it presents it: the cookie
+/// header, and the CSRF token.
+pub(crate) async fn session_of(browser: &Browser) -> (String, String) {
+    let cookie = format!("opsqueue_session={}", browser.session_cookie().await);
+    (cookie, browser.csrf_token().await)
+}
+
+/// Starts a worker and a long sleep; returns the sleep's id once it runs.
+async fn a_running_sleep(cluster: &mut Cluster) -> String {
+    cluster.start_worker(&[]);
+    let id = cluster
+        .enqueue_kind("diag.sleep", json!({"seconds": 120, "child": true}))
+        .await;
+    cluster
+        .wait_until(&id, |op| op["status"] == "running")
+        .await;
+    id
+}
+
 #[tokio::test]
 async fn signing_in_with_a_key_shows_the_overview_and_signing_out_ends_the_session() {
     let (cluster, browser) = setup().await;
-    browser
-        .goto(&format!("{}/ui/operations", cluster.api_url))
-        .await;
+    browser.visit("/ui/operations").await;
     assert!(
-        browser.client.current_url().await.unwrap().path() == "/ui/login",
+        browser.path().await == "/ui/login",
         "a page without a session leads to the sign-in form"
     );
-    browser
-        .find("#key")
-        .await
-        .send_keys("oq_wrong")
-        .await
-        .unwrap();
-    browser
-        .find("form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    browser.submit_key("oq_wrong").await;
     browser
         .wait_text(".field-error", "the wrong key is refused", |t| {
             t.contains("unknown")
@@ -69,17 +66,12 @@ async fn signing_in_with_a_key_shows_the_overview_and_signing_out_ends_the_sessi
         .await;
     browser.screenshot("sign-in").await;
 
-    browser.sign_in(&cluster.api_url, &cluster.token).await;
+    browser.sign_in(&cluster.token).await;
     assert_eq!(browser.text("main h1").await, "Overview");
-    eventually_live(&browser).await;
+    browser.wait_live().await;
 
     let cookie = browser.session_cookie().await;
-    browser
-        .find("form[action='/ui/logout'] button")
-        .await
-        .click()
-        .await
-        .unwrap();
+    browser.click("form[action='/ui/logout'] button").await;
     browser.find("#key").await;
     let answer = cookie_client()
         .get(format!("{}/api/v1/operations", cluster.api_url))
@@ -94,40 +86,13 @@ async fn signing_in_with_a_key_shows_the_overview_and_signing_out_ends_the_sessi
     );
 }
 
-/// Waits until the live indicator says the event stream is connected.
-async fn eventually_live(browser: &Browser) {
-    let deadline = std::time::Instant::now() + opsqueue_tests::DEADLINE;
-    loop {
-        let state = browser
-            .eval("return document.getElementById('live').dataset.state;")
-            .await;
-        if state == json!("on") {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the event stream never connected"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_sleep_fired_from_the_form_goes_pending_running_completed_without_a_reload() {
     let (mut cluster, browser) = setup().await;
-    browser.sign_in(&cluster.api_url, &cluster.token).await;
-    browser
-        .goto(&format!("{}/ui/fire?type=diag.sleep", cluster.api_url))
-        .await;
-    let payload = browser.find("#payload").await;
-    payload.clear().await.unwrap();
-    payload.send_keys(r#"{"seconds": 2}"#).await.unwrap();
-    browser
-        .find("#fire button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    browser.sign_in(&cluster.token).await;
+    browser.visit("/ui/fire?type=diag.sleep").await;
+    browser.fill("#payload", r#"{"seconds": 2}"#).await;
+    browser.click("#fire button[type=submit]").await;
 
     // No worker yet: it waits, pending, on its own page.
     browser
@@ -135,17 +100,11 @@ async fn a_sleep_fired_from_the_form_goes_pending_running_completed_without_a_re
             t == "pending"
         })
         .await;
-    let path = browser
-        .client
-        .current_url()
-        .await
-        .unwrap()
-        .path()
-        .to_owned();
+    let path = browser.path().await;
     let id = path.rsplit('/').next().unwrap().to_owned();
     assert_eq!(cluster.operation(&id).await["type"], "diag.sleep");
-    eventually_live(&browser).await;
-    mark_page(&browser).await;
+    browser.wait_live().await;
+    browser.mark_page().await;
 
     cluster.start_worker(&[]);
     browser
@@ -155,19 +114,17 @@ async fn a_sleep_fired_from_the_form_goes_pending_running_completed_without_a_re
     browser
         .wait_text("#summary .badge", "it completes", |t| t == "completed")
         .await;
-    assert!(still_marked(&browser).await, "the page was reloaded");
+    assert!(browser.not_reloaded().await, "the page was reloaded");
     assert!(browser.text("#summary").await.contains("Result"));
 }
 
 #[tokio::test]
 async fn the_operations_list_gains_new_rows_and_their_states_change_in_place() {
     let (mut cluster, browser) = setup().await;
-    browser.sign_in(&cluster.api_url, &cluster.token).await;
-    browser
-        .goto(&format!("{}/ui/operations", cluster.api_url))
-        .await;
-    eventually_live(&browser).await;
-    mark_page(&browser).await;
+    browser.sign_in(&cluster.token).await;
+    browser.visit("/ui/operations").await;
+    browser.wait_live().await;
+    browser.mark_page().await;
     let mut ids = Vec::new();
     for seconds in [1, 2, 3] {
         ids.push(
@@ -193,9 +150,9 @@ async fn the_operations_list_gains_new_rows_and_their_states_change_in_place() {
             )
             .await;
     }
-    assert!(still_marked(&browser).await, "the page was reloaded");
+    assert!(browser.not_reloaded().await, "the page was reloaded");
     browser.screenshot("operations").await;
-    browser.goto(&format!("{}/ui", cluster.api_url)).await;
+    browser.visit("/ui").await;
     browser
         .wait_text("[data-count=completed]", "the overview counts them", |t| {
             t == "3"
@@ -206,9 +163,7 @@ async fn the_operations_list_gains_new_rows_and_their_states_change_in_place() {
         "Last hour: 3 ended, 0 failed"
     );
     browser.screenshot("overview").await;
-    browser
-        .goto(&format!("{}/ui/operations", cluster.api_url))
-        .await;
+    browser.visit("/ui/operations").await;
 
     // Readable on a phone: the table scrolls inside its box, the page
     // does not.
@@ -223,38 +178,20 @@ async fn the_operations_list_gains_new_rows_and_their_states_change_in_place() {
 #[tokio::test]
 async fn a_running_operation_is_cancelled_from_its_page_after_a_confirmation() {
     let (mut cluster, browser) = setup().await;
-    cluster.start_worker(&[]);
-    let id = cluster
-        .enqueue_kind("diag.sleep", json!({"seconds": 120, "child": true}))
-        .await;
-    cluster
-        .wait_until(&id, |op| op["status"] == "running")
-        .await;
-    browser.sign_in(&cluster.api_url, &cluster.token).await;
-    browser
-        .goto(&format!("{}/ui/operations/{id}", cluster.api_url))
-        .await;
+    let id = a_running_sleep(&mut cluster).await;
+    browser.sign_in(&cluster.token).await;
+    browser.visit(&format!("/ui/operations/{id}")).await;
     browser
         .wait_text("#summary .badge", "it runs", |t| t == "running")
         .await;
 
     // Declining the question changes nothing.
-    browser
-        .find("form[action$='/cancel'] button")
-        .await
-        .click()
-        .await
-        .unwrap();
+    browser.click("form[action$='/cancel'] button").await;
     browser.client.dismiss_alert().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(cluster.operation(&id).await["status"], "running");
 
-    browser
-        .find("form[action$='/cancel'] button")
-        .await
-        .click()
-        .await
-        .unwrap();
+    browser.click("form[action$='/cancel'] button").await;
     browser.client.accept_alert().await.unwrap();
     browser
         .wait_text("#summary .badge", "it ends cancelled", |t| t == "cancelled")
@@ -266,22 +203,14 @@ async fn a_running_operation_is_cancelled_from_its_page_after_a_confirmation() {
 #[tokio::test]
 async fn a_read_key_sees_no_button_that_changes_anything_and_its_posts_are_refused() {
     let (mut cluster, browser) = setup().await;
-    cluster.start_worker(&[]);
-    let id = cluster
-        .enqueue_kind("diag.sleep", json!({"seconds": 120, "child": true}))
-        .await;
-    cluster
-        .wait_until(&id, |op| op["status"] == "running")
-        .await;
+    let id = a_running_sleep(&mut cluster).await;
     let read = cluster.create_key("viewer", "read");
-    browser.sign_in(&cluster.api_url, &read).await;
+    browser.sign_in(&read).await;
     assert!(
         !browser.has("nav a[href='/ui/fire']").await,
         "a read key sees Fire"
     );
-    browser
-        .goto(&format!("{}/ui/operations/{id}", cluster.api_url))
-        .await;
+    browser.visit(&format!("/ui/operations/{id}")).await;
     browser
         .wait_text("#summary .badge", "it runs", |t| t == "running")
         .await;
@@ -300,22 +229,19 @@ async fn a_read_key_sees_no_button_that_changes_anything_and_its_posts_are_refus
     assert!(browser.text("header").await.contains("read only"));
     browser.screenshot("read-only").await;
 
-    let cookie = browser.session_cookie().await;
-    let csrf = browser
-        .eval("return document.querySelector('meta[name=csrf-token]').content;")
-        .await;
+    let (cookie, csrf) = session_of(&browser).await;
     let refused = cookie_client()
         .post(format!("{}/ui/operations/{id}/cancel", cluster.api_url))
-        .header("cookie", format!("opsqueue_session={cookie}"))
-        .form(&[("csrf", csrf.as_str().unwrap())])
+        .header("cookie", &cookie)
+        .form(&[("csrf", &csrf)])
         .send()
         .await
         .unwrap();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     let refused = cookie_client()
         .post(format!("{}/api/v1/operations", cluster.api_url))
-        .header("cookie", format!("opsqueue_session={cookie}"))
-        .header("x-csrf-token", csrf.as_str().unwrap())
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
         .json(&json!({"type": "diag.noop"}))
         .send()
         .await
@@ -327,19 +253,10 @@ async fn a_read_key_sees_no_button_that_changes_anything_and_its_posts_are_refus
 #[tokio::test]
 async fn a_request_of_a_session_without_its_csrf_token_is_refused() {
     let (mut cluster, browser) = setup().await;
-    cluster.start_worker(&[]);
-    let id = cluster
-        .enqueue_kind("diag.sleep", json!({"seconds": 120, "child": true}))
-        .await;
-    cluster
-        .wait_until(&id, |op| op["status"] == "running")
-        .await;
-    browser.sign_in(&cluster.api_url, &cluster.token).await;
-    let cookie = format!("opsqueue_session={}", browser.session_cookie().await);
-    let csrf = browser
-        .eval("return document.querySelector('meta[name=csrf-token]').content;")
-        .await;
-    let csrf = csrf.as_str().unwrap();
+    let id = a_running_sleep(&mut cluster).await;
+    browser.sign_in(&cluster.token).await;
+    let (cookie, csrf) = session_of(&browser).await;
+    let csrf = csrf.as_str();
     let http = cookie_client();
     let cancel = format!("{}/ui/operations/{id}/cancel", cluster.api_url);
     for form in [vec![], vec![("csrf", "0".repeat(64))]] {
@@ -399,16 +316,14 @@ async fn the_log_of_a_running_operation_follows_live_on_its_page() {
     cluster.set_env("OPSQUEUE_SCRIPTS__ENABLED", "true");
     cluster.set_env("OPSQUEUE_SCRIPTS__DIR", dir.display());
     cluster.start_api();
-    let browser = Browser::start(&cluster.path("logs")).await;
+    let browser = Browser::start(&cluster).await;
     let id = cluster
         .enqueue_kind("script.run", json!({"name": "ticker.sh"}))
         .await;
-    browser.sign_in(&cluster.api_url, &cluster.token).await;
-    browser
-        .goto(&format!("{}/ui/operations/{id}", cluster.api_url))
-        .await;
+    browser.sign_in(&cluster.token).await;
+    browser.visit(&format!("/ui/operations/{id}")).await;
     browser.find("#log[data-follow]").await;
-    mark_page(&browser).await;
+    browser.mark_page().await;
     cluster.start_worker(&[]);
     browser
         .wait_text("#log", "the first line arrives", |t| t.contains("tick 1"))
@@ -424,19 +339,13 @@ async fn the_log_of_a_running_operation_follows_live_on_its_page() {
     browser
         .wait_text("#summary .badge", "it completes", |t| t == "completed")
         .await;
-    let deadline = std::time::Instant::now() + opsqueue_tests::DEADLINE;
-    while browser
-        .eval("return document.getElementById('log').dataset.ended === 'true';")
-        .await
-        != json!(true)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the log stream never said `end`"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(still_marked(&browser).await, "the page was reloaded");
+    browser
+        .wait_until(
+            "return document.getElementById('log').dataset.ended === 'true';",
+            "the log stream says `end`",
+        )
+        .await;
+    assert!(browser.not_reloaded().await, "the page was reloaded");
     let text = browser.text("#log").await;
     assert_eq!(
         text.matches("tick 2").count(),
@@ -449,25 +358,14 @@ async fn the_log_of_a_running_operation_follows_live_on_its_page() {
 #[tokio::test]
 async fn an_invalid_payload_is_refused_with_the_error_beside_its_field() {
     let (cluster, browser) = setup().await;
-    browser.sign_in(&cluster.api_url, &cluster.token).await;
-    browser
-        .goto(&format!("{}/ui/fire?type=diag.sleep", cluster.api_url))
-        .await;
+    browser.sign_in(&cluster.token).await;
+    browser.visit("/ui/fire?type=diag.sleep").await;
     let submit = |payload: &'static str, priority: &'static str| {
         let browser = &browser;
         async move {
-            let field = browser.find("#payload").await;
-            field.clear().await.unwrap();
-            field.send_keys(payload).await.unwrap();
-            let field = browser.find("input[name=priority]").await;
-            field.clear().await.unwrap();
-            field.send_keys(priority).await.unwrap();
-            browser
-                .find("#fire button[type=submit]")
-                .await
-                .click()
-                .await
-                .unwrap();
+            browser.fill("#payload", payload).await;
+            browser.fill("input[name=priority]", priority).await;
+            browser.click("#fire button[type=submit]").await;
         }
     };
     submit("{seconds: 2", "").await;
@@ -492,13 +390,7 @@ async fn an_invalid_payload_is_refused_with_the_error_beside_its_field() {
         .await;
     assert!(error.contains("diag.sleep"), "{error}");
     assert_eq!(
-        browser
-            .find("#payload")
-            .await
-            .prop("value")
-            .await
-            .unwrap()
-            .as_deref(),
+        browser.value("#payload").await.as_deref(),
         Some(r#"{"seconds": "soon"}"#),
         "what was typed is kept"
     );
@@ -527,10 +419,8 @@ async fn a_workflow_s_steps_are_drawn_by_depth_and_change_state_without_a_reload
         .await;
     assert_eq!(response.status, StatusCode::ACCEPTED, "{:#}", response.body);
     let id = response.body["id"].as_str().unwrap().to_owned();
-    browser.sign_in(&cluster.api_url, &cluster.token).await;
-    browser
-        .goto(&format!("{}/ui/workflows/{id}", cluster.api_url))
-        .await;
+    browser.sign_in(&cluster.token).await;
+    browser.visit(&format!("/ui/workflows/{id}")).await;
     let columns = browser
         .eval(
             "return [...document.querySelectorAll('.graph .column')]
@@ -548,8 +438,8 @@ async fn a_workflow_s_steps_are_drawn_by_depth_and_change_state_without_a_reload
             .as_deref(),
         Some("pending")
     );
-    eventually_live(&browser).await;
-    mark_page(&browser).await;
+    browser.wait_live().await;
+    browser.mark_page().await;
 
     cluster.start_worker(&[]);
     browser
@@ -562,11 +452,11 @@ async fn a_workflow_s_steps_are_drawn_by_depth_and_change_state_without_a_reload
     browser
         .wait_text("#phase", "the workflow's phase ends", |t| t == "ended")
         .await;
-    assert!(still_marked(&browser).await, "the page was reloaded");
+    assert!(browser.not_reloaded().await, "the page was reloaded");
     browser.screenshot("workflow").await;
 
     // The step's own page leads back to its workflow.
-    browser.find("[data-step=b]").await.click().await.unwrap();
+    browser.click("[data-step=b]").await;
     browser
         .wait_text("#summary", "the step names its workflow", |t| {
             t.contains("Step b of workflow")
@@ -574,9 +464,7 @@ async fn a_workflow_s_steps_are_drawn_by_depth_and_change_state_without_a_reload
         .await;
 
     // The fleet's targets: the worker's target is online.
-    browser
-        .goto(&format!("{}/ui/workers", cluster.api_url))
-        .await;
+    browser.visit("/ui/workers").await;
     browser
         .wait_text(
             "#targets [data-target=local]",

@@ -6,6 +6,7 @@ mod bench;
 mod caddy;
 mod cloudpanel;
 mod dashboard;
+mod dashboard_pocketbase;
 mod fleet;
 mod openapi_conformance;
 mod pm2;

@@ -29,18 +29,18 @@ use opsqueue_tests::{Cluster, DEADLINE, completed};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const VERSION: &str = "0.40.6";
+pub(crate) const VERSION: &str = "0.40.6";
 const PASSWORD: &str = "pb-secret-Passw0rd";
 const ENV_SECRET: &str = "env-secret-value-42";
 
-/// Everything one test runs against.
-struct Host {
-    manager: UserSystemd,
+/// Everything one test runs against (the dashboard's tests too).
+pub(crate) struct Host {
+    pub(crate) manager: UserSystemd,
     caddy: CaddyServer,
     users: UserDb,
     base_dir: PathBuf,
     versions_dir: PathBuf,
-    cluster: Cluster,
+    pub(crate) cluster: Cluster,
 }
 
 fn json_list(items: &[String]) -> String {
@@ -48,7 +48,7 @@ fn json_list(items: &[String]) -> String {
 }
 
 impl Host {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let manager = UserSystemd::start(Path::new(env!("CARGO_TARGET_TMPDIR")));
         let caddy = CaddyServer::start(Path::new(env!("CARGO_TARGET_TMPDIR")));
         let users = UserDb::create(&manager.dir().join("userdb"));
@@ -122,7 +122,7 @@ impl Host {
     }
 
     /// Puts a file in the version cache through the API, by path.
-    async fn install_version(&self, version: &str, file: &Path) -> Value {
+    pub(crate) async fn install_version(&self, version: &str, file: &Path) -> Value {
         let body = json!({"version": version, "sha256": sha256(file), "path": file});
         let op = self
             .cluster
@@ -182,7 +182,7 @@ impl Host {
         }
     }
 
-    async fn create(&self, body: Value) -> Value {
+    pub(crate) async fn create(&self, body: Value) -> Value {
         self.workflow(Method::POST, "/api/v1/pocketbase/services", Some(body))
             .await
     }
@@ -274,7 +274,7 @@ async fn superuser_login(port: u16, email: &str, password: &str) -> StatusCode {
         .status()
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
