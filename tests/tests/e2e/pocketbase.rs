@@ -212,6 +212,9 @@ impl Host {
             })
             .collect();
         let mut tree = Vec::new();
+        if !self.base_dir.exists() {
+            tree.push(format!("{} does not exist", self.base_dir.display()));
+        }
         list_tree(&self.base_dir, &mut tree);
         tree.sort();
         (units, self.caddy_config().await, tree, self.users.entries())

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use opsqueue_shared::families::pocketbase::SecretValue;
 use opsqueue_shared::families::systemd::EnvName;
@@ -26,6 +26,33 @@ pub const MARKER: &str = ".opsqueue";
 pub struct Marker {
     pub operation: String,
     pub user_created: bool,
+    /// The directories above the service's own that its create made
+    /// (`base_dir`, and its parents that were missing), innermost first:
+    /// removed with the service when they are empty again.
+    #[serde(default)]
+    pub dirs_created: Vec<PathBuf>,
+}
+
+/// Creates `dir` and the parents it lacks; the ones it made, innermost
+/// first.
+pub fn create_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    fs::create_dir_all(dir)?;
+    Ok(missing)
+}
+
+/// Removes each of `dirs` (innermost first) while it is empty; stops at the
+/// first that is not (something else lives there now).
+pub fn remove_empty_dirs(dirs: &[PathBuf]) {
+    for dir in dirs {
+        if fs::remove_dir(dir).is_err() && dir.exists() {
+            return;
+        }
+    }
 }
 
 pub fn read_marker(home: &Path) -> Option<Marker> {

@@ -31,7 +31,7 @@ mod files;
 mod observe;
 mod versions;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use opsqueue_shared::Config;
@@ -95,6 +95,16 @@ pub struct Pocketbase {
 
 fn file_error(what: &str, path: &Path, e: std::io::Error) -> DriverError {
     DriverError::permanent(codes::FILE, format!("{what} {}: {e}", path.display()))
+}
+
+/// What one attempt of `pocketbase.home.create` made so far, to undo if
+/// it fails.
+#[derive(Default)]
+struct Created {
+    /// Directories above the service's (`base_dir` and missing parents).
+    dirs: Vec<PathBuf>,
+    home: bool,
+    user: bool,
 }
 
 impl Pocketbase {
@@ -258,26 +268,23 @@ impl Pocketbase {
                 ),
             ));
         }
-        let mut created_home = false;
-        let mut created_user = false;
+        let mut created = Created::default();
         let result = self
-            .home_create_steps(
-                ctx,
-                spec,
-                &paths,
-                ours,
-                &mut created_home,
-                &mut created_user,
-            )
+            .home_create_steps(ctx, spec, &paths, ours, &mut created)
             .await;
         if let Err(error) = &result {
             ctx.step(format!("undoing what this attempt created ({error})"));
-            if created_user && let Err(e) = self.userdel(ctx, name).await {
+            if created.user
+                && let Err(e) = self.userdel(ctx, name).await
+            {
                 ctx.step(format!("could not remove the user {}: {e}", name.user()));
             }
-            if created_home && let Err(e) = files::remove_any(&paths.home) {
+            if created.home
+                && let Err(e) = files::remove_any(&paths.home)
+            {
                 ctx.step(format!("could not remove {}: {e}", paths.home.display()));
             }
+            files::remove_empty_dirs(&created.dirs);
         }
         result
     }
@@ -288,20 +295,21 @@ impl Pocketbase {
         spec: &ServiceSpec,
         paths: &ServicePaths,
         ours: bool,
-        created_home: &mut bool,
-        created_user: &mut bool,
+        created: &mut Created,
     ) -> Result<Outcome, DriverError> {
         let name = &spec.name;
         let mut marker = files::read_marker(&paths.home).unwrap_or(Marker {
             operation: ctx.id().to_string(),
             user_created: false,
+            dirs_created: Vec::new(),
         });
         if !ours {
-            std::fs::create_dir_all(&self.config.base_dir)
+            marker.dirs_created = files::create_dirs(&self.config.base_dir)
                 .map_err(|e| file_error("cannot create", &self.config.base_dir, e))?;
+            created.dirs = marker.dirs_created.clone();
             std::fs::create_dir(&paths.home)
                 .map_err(|e| file_error("cannot create", &paths.home, e))?;
-            *created_home = true;
+            created.home = true;
             use std::os::unix::fs::PermissionsExt as _;
             std::fs::set_permissions(&paths.home, std::fs::Permissions::from_mode(0o755))
                 .map_err(|e| file_error("cannot set the mode of", &paths.home, e))?;
@@ -311,7 +319,7 @@ impl Pocketbase {
         }
         if self.config.create_users && self.service_user(name)?.is_none() {
             self.useradd(ctx, name, &paths.home).await?;
-            *created_user = true;
+            created.user = true;
             marker.user_created = true;
             files::write_marker(&paths.home, &marker)
                 .map_err(|e| file_error("cannot write", &paths.home, e))?;
@@ -396,6 +404,9 @@ impl Pocketbase {
             files::remove_any(&paths.home)
                 .map_err(|e| file_error("cannot remove", &paths.home, e))?;
             ctx.step(format!("removed {}", paths.home.display()));
+            if let Some(marker) = &marker {
+                files::remove_empty_dirs(&marker.dirs_created);
+            }
             changed = true;
         }
         if self.config.create_users && user_created && self.service_user(name)?.is_some() {
