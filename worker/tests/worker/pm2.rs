@@ -423,3 +423,178 @@ async fn a_start_cancelled_or_timed_out_while_launching_deletes_the_app_it_creat
     );
     running.stop().await.unwrap();
 }
+
+/// Exits 3 when given `--crash`; otherwise prints its args and `GREETING`
+/// and idles.
+const CRASH_ON_FLAG: &str = "if (process.argv.includes('--crash')) { console.error('crashing as asked'); process.exit(3); }\n\
+     console.log('up ' + process.argv.slice(2).join(' ') + ' ' + (process.env.GREETING || ''));\n\
+     setInterval(() => {}, 1000);\n";
+
+/// The settings `pm2.update` changes, as pm2's own list shows them, and
+/// each instance's status. The env is the variables pm2 keeps for the app:
+/// its text values (pm2 also files an internal `restarts: {}` object there,
+/// which it turns into the text `"{}"` whenever it reads a configuration
+/// file, an update or not; no process can have an object in its
+/// environment).
+fn settings_in_pm2(pm2: &Pm2Home, name: &str) -> Value {
+    let jlist = pm2.pm2(&["jlist"]);
+    assert!(jlist.status.success(), "pm2 jlist: {jlist:?}");
+    let apps: Vec<Value> = serde_json::from_slice(&jlist.stdout).expect("jlist is a list");
+    let instances: Vec<&Value> = apps.iter().filter(|app| app["name"] == name).collect();
+    let first = &instances.first().expect("the app is in pm2's list")["pm2_env"];
+    json!({
+        "args": first["args"],
+        "env": first["env"]
+            .as_object()
+            .expect("an env")
+            .iter()
+            .filter(|(_, value)| value.is_string() && *value != "{}")
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect::<serde_json::Map<_, _>>(),
+        "autorestart": first["autorestart"],
+        "max_memory_restart": first["max_memory_restart"],
+        "log_date_format": first["log_date_format"],
+        "exec_interpreter": first["exec_interpreter"],
+        "pm_exec_path": first["pm_exec_path"],
+        "statuses": instances.iter().map(|i| &i["pm2_env"]["status"]).collect::<Vec<_>>(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_changes_an_apps_settings_in_place_and_a_second_one_finds_nothing_to_do() {
+    let pm2 = Pm2Home::new();
+    std::fs::write(pm2.apps.join("flag.js"), CRASH_ON_FLAG).unwrap();
+    let app = TestApp::with(|c| pm2.configure(c));
+    let worker = app.worker().await;
+    let secret = format!("planted-{}", uuid::Uuid::new_v4().simple());
+
+    let id = run_on(
+        &app,
+        &worker,
+        "pm2.start",
+        json!({"name": "web", "script": pm2.script("flag.js"), "args": ["one"],
+               "env": {"GREETING": "hi"}, "max_memory_restart": "200M",
+               "log_date_format": "YYYY-MM-DD HH:mm", "autorestart": true}),
+    )
+    .await;
+    assert!(changed(&app, id));
+    let started = settings_in_pm2(&pm2, "web");
+    assert_eq!(started["max_memory_restart"], 200 << 20, "{started}");
+    assert_eq!(started["log_date_format"], "YYYY-MM-DD HH:mm");
+    assert_eq!(started["args"], json!(["one"]));
+
+    let update = json!({"name": "web", "args": ["two", "three"],
+                        "env": {"GREETING": "hello", "API_TOKEN": secret},
+                        "autorestart": false, "max_memory_restart": "300M",
+                        "log_date_format": "HH:mm:ss", "instances": 2});
+    let id = run_on(&app, &worker, "pm2.update", update.clone()).await;
+    assert!(changed(&app, id), "{:?}", app.logs(id));
+    let op = app.get(id);
+    assert_eq!(op.payload["env"], "***", "env is a secret field");
+    let result = op.result.unwrap();
+    assert_eq!(
+        result["settings"],
+        json!([
+            "instances",
+            "env",
+            "args",
+            "autorestart",
+            "max_memory_restart",
+            "log_date_format"
+        ])
+    );
+    assert_eq!(result["process"]["max_memory_restart"], 300 << 20);
+    let updated = settings_in_pm2(&pm2, "web");
+    assert_eq!(updated["args"], json!(["two", "three"]), "{updated}");
+    assert_eq!(updated["env"]["GREETING"], "hello");
+    assert_eq!(updated["env"]["API_TOKEN"], secret.as_str());
+    assert_eq!(updated["autorestart"], false);
+    assert_eq!(updated["max_memory_restart"], 300 << 20);
+    assert_eq!(updated["log_date_format"], "HH:mm:ss");
+    assert_eq!(updated["statuses"], json!(["online", "online"]));
+    assert_eq!(updated["pm_exec_path"], started["pm_exec_path"]);
+    assert_eq!(updated["exec_interpreter"], started["exec_interpreter"]);
+    // The app itself runs with them.
+    let out_log = pm2.home.join("logs/web-out.log");
+    app.wait_until("the app printed its new args and env", || {
+        std::fs::read_to_string(&out_log).is_ok_and(|t| t.contains("up two three hello"))
+    })
+    .await;
+
+    let again = run_on(&app, &worker, "pm2.update", update).await;
+    assert!(
+        !changed(&app, again),
+        "the same settings again change nothing"
+    );
+    let id = run_on(
+        &app,
+        &worker,
+        "pm2.update",
+        json!({"name": "web", "instances": 1}),
+    )
+    .await;
+    assert!(changed(&app, id));
+    assert_eq!(settings_in_pm2(&pm2, "web")["statuses"], json!(["online"]));
+
+    let missing = run_on(
+        &app,
+        &worker,
+        "pm2.update",
+        json!({"name": "nosuch", "args": []}),
+    )
+    .await;
+    assert_eq!(error_code(&app.get(missing)), "process_not_found");
+
+    let mut seen = Vec::new();
+    for id in [id, again] {
+        seen.push(serde_json::to_string(&app.get(id)).unwrap());
+        seen.extend(app.logs(id).into_iter().map(|l| l.line));
+    }
+    for text in seen {
+        assert!(!text.contains(&secret), "the env leaked: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_the_app_cannot_run_with_leaves_it_online_with_its_previous_settings() {
+    let pm2 = Pm2Home::new();
+    std::fs::write(pm2.apps.join("flag.js"), CRASH_ON_FLAG).unwrap();
+    let app = TestApp::with(|c| pm2.configure(c));
+    let worker = app.worker().await;
+    for (autorestart, name) in [(true, "restarts"), (false, "stays-down")] {
+        let id = run_on(
+            &app,
+            &worker,
+            "pm2.start",
+            json!({"name": name, "script": pm2.script("flag.js"), "args": ["one"],
+                   "env": {"GREETING": "hi"}, "max_memory_restart": "200M",
+                   "log_date_format": "HH:mm", "autorestart": autorestart}),
+        )
+        .await;
+        assert!(changed(&app, id));
+        let before = settings_in_pm2(&pm2, name);
+
+        let id = run_on(
+            &app,
+            &worker,
+            "pm2.update",
+            json!({"name": name, "args": ["--crash"], "env": {"GREETING": "bye"},
+                   "max_memory_restart": "300M", "log_date_format": "HH:mm:ss",
+                   "autorestart": !autorestart, "instances": 2}),
+        )
+        .await;
+        let op = app.get(id);
+        assert_eq!(error_code(&op), "pm2_update_failed", "{op:?}");
+        let message = &op.error.as_ref().unwrap().message;
+        assert!(
+            message.contains("the previous settings were put back and the app is online"),
+            "{message}"
+        );
+        let after = settings_in_pm2(&pm2, name);
+        assert_eq!(
+            after, before,
+            "{name}: pm2's list differs after the failed update"
+        );
+        assert_eq!(after["statuses"], json!(["online"]));
+    }
+}
