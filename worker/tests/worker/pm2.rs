@@ -424,46 +424,9 @@ async fn a_start_cancelled_or_timed_out_while_launching_deletes_the_app_it_creat
     running.stop().await.unwrap();
 }
 
-/// Exits 3 when given `--crash`; otherwise prints its args and `GREETING`
-/// and idles.
-const CRASH_ON_FLAG: &str = "if (process.argv.includes('--crash')) { console.error('crashing as asked'); process.exit(3); }\n\
-     console.log('up ' + process.argv.slice(2).join(' ') + ' ' + (process.env.GREETING || ''));\n\
-     setInterval(() => {}, 1000);\n";
-
-/// The settings `pm2.update` changes, as pm2's own list shows them, and
-/// each instance's status. The env is the variables pm2 keeps for the app:
-/// its text values (pm2 also files an internal `restarts: {}` object there,
-/// which it turns into the text `"{}"` whenever it reads a configuration
-/// file, an update or not; no process can have an object in its
-/// environment).
-fn settings_in_pm2(pm2: &Pm2Home, name: &str) -> Value {
-    let jlist = pm2.pm2(&["jlist"]);
-    assert!(jlist.status.success(), "pm2 jlist: {jlist:?}");
-    let apps: Vec<Value> = serde_json::from_slice(&jlist.stdout).expect("jlist is a list");
-    let instances: Vec<&Value> = apps.iter().filter(|app| app["name"] == name).collect();
-    let first = &instances.first().expect("the app is in pm2's list")["pm2_env"];
-    json!({
-        "args": first["args"],
-        "env": first["env"]
-            .as_object()
-            .expect("an env")
-            .iter()
-            .filter(|(_, value)| value.is_string() && *value != "{}")
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect::<serde_json::Map<_, _>>(),
-        "autorestart": first["autorestart"],
-        "max_memory_restart": first["max_memory_restart"],
-        "log_date_format": first["log_date_format"],
-        "exec_interpreter": first["exec_interpreter"],
-        "pm_exec_path": first["pm_exec_path"],
-        "statuses": instances.iter().map(|i| &i["pm2_env"]["status"]).collect::<Vec<_>>(),
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_changes_an_apps_settings_in_place_and_a_second_one_finds_nothing_to_do() {
     let pm2 = Pm2Home::new();
-    std::fs::write(pm2.apps.join("flag.js"), CRASH_ON_FLAG).unwrap();
     let app = TestApp::with(|c| pm2.configure(c));
     let worker = app.worker().await;
     let secret = format!("planted-{}", uuid::Uuid::new_v4().simple());
@@ -478,7 +441,7 @@ async fn an_update_changes_an_apps_settings_in_place_and_a_second_one_finds_noth
     )
     .await;
     assert!(changed(&app, id));
-    let started = settings_in_pm2(&pm2, "web");
+    let started = pm2.settings("web");
     assert_eq!(started["max_memory_restart"], 200 << 20, "{started}");
     assert_eq!(started["log_date_format"], "YYYY-MM-DD HH:mm");
     assert_eq!(started["args"], json!(["one"]));
@@ -504,7 +467,7 @@ async fn an_update_changes_an_apps_settings_in_place_and_a_second_one_finds_noth
         ])
     );
     assert_eq!(result["process"]["max_memory_restart"], 300 << 20);
-    let updated = settings_in_pm2(&pm2, "web");
+    let updated = pm2.settings("web");
     assert_eq!(updated["args"], json!(["two", "three"]), "{updated}");
     assert_eq!(updated["env"]["GREETING"], "hello");
     assert_eq!(updated["env"]["API_TOKEN"], secret.as_str());
@@ -534,7 +497,7 @@ async fn an_update_changes_an_apps_settings_in_place_and_a_second_one_finds_noth
     )
     .await;
     assert!(changed(&app, id));
-    assert_eq!(settings_in_pm2(&pm2, "web")["statuses"], json!(["online"]));
+    assert_eq!(pm2.settings("web")["statuses"], json!(["online"]));
 
     let missing = run_on(
         &app,
@@ -558,7 +521,6 @@ async fn an_update_changes_an_apps_settings_in_place_and_a_second_one_finds_noth
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_the_app_cannot_run_with_leaves_it_online_with_its_previous_settings() {
     let pm2 = Pm2Home::new();
-    std::fs::write(pm2.apps.join("flag.js"), CRASH_ON_FLAG).unwrap();
     let app = TestApp::with(|c| pm2.configure(c));
     let worker = app.worker().await;
     for (autorestart, name) in [(true, "restarts"), (false, "stays-down")] {
@@ -572,7 +534,7 @@ async fn an_update_the_app_cannot_run_with_leaves_it_online_with_its_previous_se
         )
         .await;
         assert!(changed(&app, id));
-        let before = settings_in_pm2(&pm2, name);
+        let before = pm2.settings(name);
 
         let id = run_on(
             &app,
@@ -590,7 +552,7 @@ async fn an_update_the_app_cannot_run_with_leaves_it_online_with_its_previous_se
             message.contains("the previous settings were put back and the app is online"),
             "{message}"
         );
-        let after = settings_in_pm2(&pm2, name);
+        let after = pm2.settings(name);
         assert_eq!(
             after, before,
             "{name}: pm2's list differs after the failed update"
