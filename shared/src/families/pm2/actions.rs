@@ -325,6 +325,28 @@ where
     T::deserialize(deserializer).map(Some)
 }
 
+/// An instance count: a whole number as the schema's `integer` counts one
+/// (JSON Schema takes `3.0` for an integer, so the parser does too).
+fn whole_count<'de, D>(deserializer: D) -> Result<Option<u32>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let number = serde_json::Number::deserialize(deserializer)?;
+    number
+        .as_u64()
+        .or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(f))
+                .map(|f| f as u64)
+        })
+        .and_then(|n| u32::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid value: {number}, expected a whole number"))
+        })
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -364,7 +386,7 @@ pub struct Start {
     /// More than one runs the app in cluster mode (node only).
     #[serde(
         default,
-        deserialize_with = "not_null",
+        deserialize_with = "whole_count",
         skip_serializing_if = "Option::is_none"
     )]
     pub instances: Option<u32>,
@@ -609,7 +631,7 @@ pub struct Update {
     pub name: ProcessName,
     #[serde(
         default,
-        deserialize_with = "not_null",
+        deserialize_with = "whole_count",
         skip_serializing_if = "Option::is_none"
     )]
     pub instances: Option<u32>,
@@ -1077,12 +1099,16 @@ mod tests {
         fields.sort_unstable();
         assert_eq!(documented, fields);
         assert_eq!(schema["minProperties"], 2, "the name and one setting");
+        let whole = Action::parse("pm2.update", json!({"name": "web", "instances": 3.0})).unwrap();
+        assert_eq!(whole.payload()["instances"], 3, "3.0 is the integer 3");
 
         for payload in [
             json!({"name": "web"}),
             json!({"name": "web", "instances": 0}),
             json!({"name": "web", "instances": 65}),
             json!({"name": "web", "instances": null}),
+            json!({"name": "web", "instances": 2.5}),
+            json!({"name": "web", "instances": -1}),
             json!({"name": "web", "env": {"PATH": "/tmp"}}),
             json!({"name": "web", "env": {"A": "a\u{0}b"}}),
             json!({"name": "web", "args": ["a\nb"]}),
