@@ -63,36 +63,6 @@ crate::name_type!(
     Timezone, "timezone", max = 64, extra = "/_+-"
 );
 
-/// Declares a string newtype with its own `parse`, (de)serialized through it.
-macro_rules! parsed_string {
-    ($(#[$meta:meta])* $name:ident) => {
-        $(#[$meta])*
-        #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
-
-        impl $name {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = NameError;
-
-            fn try_from(value: String) -> Result<Self, Self::Error> {
-                Self::parse(&value)
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(value: $name) -> String {
-                value.0
-            }
-        }
-    };
-}
-
 parsed_string!(
     /// A password: 8 to 128 printable ASCII characters, no spaces. Its
     /// `Debug` never shows it.

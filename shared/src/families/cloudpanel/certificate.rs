@@ -71,38 +71,7 @@ fn check_certificates(
     Ok(())
 }
 
-/// Declares a PEM text newtype with its own `check`, (de)serialized
-/// through it.
-macro_rules! pem_text {
-    ($(#[$meta:meta])* $name:ident) => {
-        $(#[$meta])*
-        #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
-
-        impl $name {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = NameError;
-
-            fn try_from(value: String) -> Result<Self, Self::Error> {
-                Self::parse(&value)
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(value: $name) -> String {
-                value.0
-            }
-        }
-    };
-}
-
-pem_text!(
+parsed_string!(
     /// One PEM certificate (the site's own).
     Certificate
 );
@@ -120,7 +89,7 @@ impl std::fmt::Debug for Certificate {
     }
 }
 
-pem_text!(
+parsed_string!(
     /// The intermediate certificates, in PEM, one after another.
     CertificateChain
 );
@@ -138,7 +107,7 @@ impl std::fmt::Debug for CertificateChain {
     }
 }
 
-pem_text!(
+parsed_string!(
     /// One unencrypted private key in PEM (PKCS#8 `PRIVATE KEY`, PKCS#1
     /// `RSA PRIVATE KEY` or SEC1 `EC PRIVATE KEY`). Its `Debug` never shows
     /// it and no refusal repeats it.

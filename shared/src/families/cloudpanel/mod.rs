@@ -28,6 +28,37 @@
 //! run installs the same one again); `db:add` cannot be checked (clpctl
 //! lists no databases) and is not.
 
+/// Declares a string newtype with its own `parse`, (de)serialized through
+/// it (the family's files use it for their values that are not names).
+macro_rules! parsed_string {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = crate::names::NameError;
+
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::parse(&value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+    };
+}
+
 mod actions;
 mod certificate;
 mod config;
