@@ -499,6 +499,32 @@ async fn an_update_changes_an_apps_settings_in_place_and_a_second_one_finds_noth
     assert!(changed(&app, id));
     assert_eq!(pm2.settings("web")["statuses"], json!(["online"]));
 
+    // A cluster-mode app goes through pm2's reload (no downtime).
+    let id = run_on(
+        &app,
+        &worker,
+        "pm2.start",
+        json!({"name": "cluster", "script": pm2.script("flag.js"), "instances": 2}),
+    )
+    .await;
+    assert!(changed(&app, id));
+    let id = run_on(
+        &app,
+        &worker,
+        "pm2.update",
+        json!({"name": "cluster", "args": ["clustered"], "instances": 3}),
+    )
+    .await;
+    assert!(changed(&app, id), "{:?}", app.logs(id));
+    assert!(
+        app.logs(id).iter().any(|l| l.line.contains("reload")),
+        "{:?}",
+        app.logs(id)
+    );
+    let clustered = pm2.settings("cluster");
+    assert_eq!(clustered["args"], json!(["clustered"]), "{clustered}");
+    assert_eq!(clustered["statuses"], json!(["online", "online", "online"]));
+
     let missing = run_on(
         &app,
         &worker,
