@@ -67,6 +67,7 @@ fn http_method(method: Method) -> actix_web::http::Method {
         Method::Get => actix_web::http::Method::GET,
         Method::Post => actix_web::http::Method::POST,
         Method::Put => actix_web::http::Method::PUT,
+        Method::Patch => actix_web::http::Method::PATCH,
         Method::Delete => actix_web::http::Method::DELETE,
     }
 }
@@ -538,6 +539,7 @@ pub fn openapi_paths() -> (Paths, SchemaRefs) {
                 Method::Get => HttpMethod::Get,
                 Method::Post => HttpMethod::Post,
                 Method::Put => HttpMethod::Put,
+                Method::Patch => HttpMethod::Patch,
                 Method::Delete => HttpMethod::Delete,
             };
             paths.add_path_operation(
@@ -811,7 +813,10 @@ fn body_schema(route: &Route, body: &Body, refs: &mut SchemaRefs) -> RefOr<Schem
         return schema;
     };
     for param in route.params {
-        object.properties.remove(param.field);
+        if object.properties.remove(param.field).is_some() {
+            // The path gives the field: the body holds one property fewer.
+            object.min_properties = object.min_properties.map(|n| n.saturating_sub(1));
+        }
         object.required.retain(|field| field != param.field);
     }
     for required in body.required {

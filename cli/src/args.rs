@@ -455,6 +455,7 @@ pub struct TargetOnly {
 Examples:
   opsqueue pm2 restart web
   opsqueue pm2 start web script=/srv/web/server.js instances:=2 --wait
+  opsqueue pm2 set web instances:=4 max_memory_restart=300M --wait
   opsqueue pm2 logs web --lines 50
   opsqueue pm2 ls")]
 pub enum Pm2Command {
@@ -468,6 +469,21 @@ Examples:
         name: String,
         /// Spec fields for a new app: script=…, interpreter=…, cwd=…, args:=[…], env:={…}, instances:=N
         #[arg(value_name = "FIELD", value_parser = parse_field)]
+        fields: Vec<(String, Value)>,
+        #[command(flatten)]
+        fire: FireArgs,
+    },
+    /// Change an app's settings without deleting it (pm2 reloads it; the previous settings come back if it does not come up)
+    #[command(after_help = "\
+Examples:
+  opsqueue pm2 set web instances:=4 --wait
+  opsqueue pm2 set web 'args:=[\"--port\",\"8081\"]' 'env:={\"LOG_LEVEL\":\"debug\"}' autorestart:=false
+  opsqueue pm2 set web max_memory_restart=300M log_date_format='YYYY-MM-DD HH:mm Z'")]
+    Set {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Settings: instances:=N, env:={…} (variables to set), args:=[…], autorestart:=BOOL, max_memory_restart=150M, log_date_format=…
+        #[arg(value_name = "FIELD", value_parser = parse_field, required = true)]
         fields: Vec<(String, Value)>,
         #[command(flatten)]
         fire: FireArgs,

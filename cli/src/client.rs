@@ -70,6 +70,10 @@ impl<'a> Request<'a> {
         Self::api(Method::DELETE, segments)
     }
 
+    pub fn patch(segments: &[&str]) -> Self {
+        Self::api(Method::PATCH, segments)
+    }
+
     pub fn query(mut self, key: &'a str, value: impl ToString) -> Self {
         self.query.push((key, value.to_string()));
         self

@@ -1,13 +1,14 @@
 //! A private pm2 for tests (the real pm2, installed by
 //! `scripts/install-test-deps`): its own `PM2_HOME`, and a base directory
 //! of apps holding `server.js` (prints `hello <args>` on stdout and `an
-//! error line` on stderr, then idles) and `never_ready.js` (idles, never
-//! sends `ready`). Dropping it runs `pm2 kill` (apps and daemon) if a daemon
+//! error line` on stderr, then idles), `never_ready.js` (idles, never
+//! sends `ready`) and `flag.js` (exits 3 when given `--crash`; otherwise
+//! prints `up <args> <GREETING>` and idles). Dropping it runs `pm2 kill` (apps and daemon) if a daemon
 //! was ever started, also when a test failed. A missing pm2 fails the test
 //! with a message saying how to install it; it never skips.
 //!
 //! This file is also compiled into the worker's tests (`#[path]`), so it
-//! uses only std, libc and tempfile.
+//! uses only std, libc, serde_json and tempfile.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -59,6 +60,13 @@ impl Pm2Home {
             "setInterval(() => {}, 1000);\n",
         )
         .unwrap();
+        std::fs::write(
+            apps.join("flag.js"),
+            "if (process.argv.includes('--crash')) { console.error('crashing as asked'); process.exit(3); }\n\
+             console.log('up ' + process.argv.slice(2).join(' ') + ' ' + (process.env.GREETING || ''));\n\
+             setInterval(() => {}, 1000);\n",
+        )
+        .unwrap();
         let apps = std::fs::canonicalize(apps).unwrap();
         Self {
             _dir: dir,
@@ -83,6 +91,41 @@ impl Pm2Home {
     /// Runs pm2 on this home directly (to look behind opsqueue's back).
     pub fn pm2(&self, args: &[&str]) -> Output {
         self.command().args(args).output().expect("run pm2")
+    }
+
+    /// The settings `pm2.update` changes, as pm2's own list shows them, and
+    /// each instance's status. The env is the variables pm2 keeps for the
+    /// app: its text values (pm2 also files an internal `restarts: {}`
+    /// object there, which it turns into the text `"{}"` whenever it reads
+    /// a configuration file, an update or not; no process can have an
+    /// object in its environment).
+    pub fn settings(&self, name: &str) -> serde_json::Value {
+        let jlist = self.pm2(&["jlist"]);
+        assert!(jlist.status.success(), "pm2 jlist: {jlist:?}");
+        let apps: Vec<serde_json::Value> =
+            serde_json::from_slice(&jlist.stdout).expect("jlist is a list");
+        let instances: Vec<&serde_json::Value> =
+            apps.iter().filter(|app| app["name"] == name).collect();
+        let first = &instances.first().expect("the app is in pm2's list")["pm2_env"];
+        let env: serde_json::Map<String, serde_json::Value> = first["env"]
+            .as_object()
+            .expect("an env")
+            .iter()
+            .filter(|(_, value)| value.is_string() && *value != "{}")
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        let statuses: Vec<&serde_json::Value> =
+            instances.iter().map(|i| &i["pm2_env"]["status"]).collect();
+        serde_json::json!({
+            "args": first["args"],
+            "env": env,
+            "autorestart": first["autorestart"],
+            "max_memory_restart": first["max_memory_restart"],
+            "log_date_format": first["log_date_format"],
+            "exec_interpreter": first["exec_interpreter"],
+            "pm_exec_path": first["pm_exec_path"],
+            "statuses": statuses,
+        })
     }
 
     pub fn daemon_pid(&self) -> Option<i32> {

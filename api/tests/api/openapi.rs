@@ -82,7 +82,7 @@ async fn every_documented_route_is_served_and_nothing_else_is() {
 
     for (method, path) in [
         (Method::GET, "/api/v1/pm2/nothing-here"),
-        (Method::PATCH, "/api/v1/pm2/processes/web"),
+        (Method::PATCH, "/api/v1/systemd/units/nginx.service"),
         (Method::POST, "/api/v1/caddy/sites/example.com"),
         (Method::PUT, "/api/v1/cloudpanel/sites"),
         (Method::DELETE, "/api/v1/operations"),

@@ -1,7 +1,9 @@
 //! `opsqueue pm2 …`: the `/api/v1/pm2` routes, the same operations the API
 //! enqueues for them. `start NAME` starts an existing app; with spec fields
-//! (`script=…`) it creates one (`POST /api/v1/pm2/processes`). `logs` is an
-//! operation on the host: it fires `pm2.logs`, waits, and prints the lines.
+//! (`script=…`) it creates one (`POST /api/v1/pm2/processes`). `set NAME
+//! FIELD…` changes its settings (`PATCH /api/v1/pm2/processes/NAME`).
+//! `logs` is an operation on the host: it fires `pm2.logs`, waits, and
+//! prints the lines.
 
 use comfy_table::Cell;
 use serde_json::{Value, json};
@@ -29,6 +31,15 @@ pub async fn pm2(ctx: &Ctx, command: Pm2Command) -> Result<Exit, CliError> {
                 spec.insert("name".into(), json!(name));
                 Request::post(&["pm2", "processes"]).body(Value::Object(spec))
             };
+            fire(ctx, typed(request, &args), &args.wait).await
+        }
+        Pm2Command::Set {
+            name,
+            fields,
+            fire: args,
+        } => {
+            let request =
+                Request::patch(&["pm2", "processes", &name]).body(Value::Object(object(&fields)));
             fire(ctx, typed(request, &args), &args.wait).await
         }
         Pm2Command::Stop(on) => verb(ctx, on, "stop").await,

@@ -43,6 +43,23 @@ async fn each_shortcut_fires_the_operation_of_its_typed_route() {
     );
     let op = fired(&app, &["pm2", "start", "web"]).await;
     assert_eq!(op["type"], "pm2.start");
+    let op = fired(
+        &app,
+        &[
+            "pm2",
+            "set",
+            "web",
+            "instances:=4",
+            "max_memory_restart=300M",
+            "env:={\"LOG_LEVEL\":\"debug\"}",
+        ],
+    )
+    .await;
+    assert_eq!(op["type"], "pm2.update");
+    assert_eq!(
+        op["payload"],
+        json!({"name": "web", "instances": 4, "max_memory_restart": "300M", "env": "***"})
+    );
     let op = fired(&app, &["pm2", "delete", "web", "--target", "web-2"]).await;
     assert_eq!(
         (op["type"].as_str(), op["target"].as_str()),

@@ -155,6 +155,8 @@ async fn a_refused_cloudpanel_request_is_a_4xx_and_stores_nothing() {
     let mut cluster = Cluster::new();
     clpctl.configure(&mut cluster);
     cluster.start_api();
+    let (certificate, key) = certificate_and_key("ok.example.com");
+    let key_body = key_body(&key);
     let site = |field: &str, value: Value| {
         let mut body = json!({"site_type": "static", "domain": "ok.example.com", "site_user": "ok",
                               "site_user_password": "Good-pass-1"});
@@ -198,6 +200,39 @@ async fn a_refused_cloudpanel_request_is_a_4xx_and_stores_nothing() {
             "/api/v1/cloudpanel/users",
             Some(json!({"user_name": "x"})),
         ),
+        (
+            Method::POST,
+            "/api/v1/cloudpanel/sites/ok.example.com/certificate",
+            Some(
+                json!({"source": "upload", "certificate": "not a certificate",
+                        "private_key": NOT_A_KEY}),
+            ),
+        ),
+        (
+            Method::POST,
+            "/api/v1/cloudpanel/sites/ok.example.com/certificate",
+            Some(
+                json!({"source": "upload", "certificate": certificate.clone(),
+                        "private_key": NOT_A_KEY}),
+            ),
+        ),
+        (
+            Method::POST,
+            "/api/v1/cloudpanel/sites/ok.example.com/certificate",
+            Some(
+                json!({"source": "upload", "certificate": key.clone(), "private_key": key.clone()}),
+            ),
+        ),
+        (
+            Method::POST,
+            "/api/v1/cloudpanel/sites/ok.example.com/certificate",
+            Some(json!({"source": "lets-encrypt", "subject_alternative_names": ["a b.com"]})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/cloudpanel/sites/bad_domain.com/certificate",
+            Some(json!({"source": "lets-encrypt"})),
+        ),
     ];
     for (method, path, body) in refused {
         let response = cluster.request(method.clone(), path, body.clone()).await;
@@ -208,11 +243,13 @@ async fn a_refused_cloudpanel_request_is_a_4xx_and_stores_nothing() {
             response.body
         );
         response.assert_problem("invalid_payload", &format!("{method} {path} {body:?}"));
-        assert!(
-            !response.body.to_string().contains("short\""),
-            "{:?}",
-            response.body
-        );
+        for secret in ["short\"", NOT_A_KEY, key_body] {
+            assert!(
+                !response.body.to_string().contains(secret),
+                "{:?}",
+                response.body
+            );
+        }
     }
     let listed = cluster.get("/api/v1/operations").await;
     assert_eq!(listed.body["items"], json!([]));
@@ -309,5 +346,129 @@ async fn sites_databases_and_users_are_listed_from_the_last_refresh_and_the_moni
             "no refresh-cloudpanel schedule"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// What a refused private key held; no answer may repeat it.
+const NOT_A_KEY: &str = "secret-not-a-key-271828";
+
+/// A self-signed certificate and its key for `name`, in PEM.
+fn certificate_and_key(name: &str) -> (String, String) {
+    let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()])
+        .expect("a self-signed certificate");
+    (certified.cert.pem(), certified.signing_key.serialize_pem())
+}
+
+/// The first base64 line of a PEM key: what would show if it leaked.
+fn key_body(key: &str) -> &str {
+    key.lines()
+        .find(|l| !l.starts_with("-----"))
+        .expect("the key's base64")
+}
+
+#[tokio::test]
+async fn a_certificate_is_installed_over_http_and_its_key_shows_nowhere() {
+    let clpctl = Clpctl::new();
+    let mut cluster = Cluster::new();
+    clpctl.configure(&mut cluster);
+    cluster.start_api();
+    cluster.start_worker(&[]);
+    let (certificate, key) = certificate_and_key("shop.example.com");
+    let mut answers: Vec<String> = Vec::new();
+
+    let mut ids = Vec::new();
+    for (path, body) in [
+        (
+            "/api/v1/cloudpanel/sites",
+            json!({"site_type": "static", "domain": "shop.example.com", "site_user": "shop",
+                   "site_user_password": "Site-pass-31337"}),
+        ),
+        (
+            "/api/v1/cloudpanel/sites/shop.example.com/certificate",
+            json!({"source": "upload", "certificate": certificate, "private_key": key}),
+        ),
+        (
+            "/api/v1/cloudpanel/sites/shop.example.com/certificate",
+            json!({"source": "lets-encrypt", "subject_alternative_names": ["www.shop.example.com"]}),
+        ),
+    ] {
+        let response = cluster.request(Method::POST, path, Some(body)).await;
+        answers.push(response.body.to_string());
+        let id = response.accepted_id(path);
+        let op = cluster.wait_terminal(&id).await;
+        assert_eq!(op["status"], "completed", "{path}: {op:#}");
+        answers.push(op.to_string());
+        ids.push(id);
+    }
+    let upload = cluster.operation(&ids[1]).await;
+    assert_eq!(upload["type"], "cloudpanel.certificate.install");
+    assert_eq!(upload["payload"]["private_key"], "***");
+    assert_eq!(upload["result"]["source"], "upload");
+    assert!(
+        clpctl
+            .calls()
+            .contains("--subjectAlternativeName=www.shop.example.com"),
+        "{}",
+        clpctl.calls()
+    );
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(clpctl.dir.path().join("state/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        state["sites"]["shop.example.com"]["certificate"]["type"], "lets-encrypt",
+        "the second install replaced the first"
+    );
+
+    for id in &ids {
+        answers.push(
+            cluster
+                .get(&format!("/api/v1/operations/{id}/logs"))
+                .await
+                .body
+                .to_string(),
+        );
+    }
+    answers.push(
+        cluster
+            .get("/api/v1/operations?limit=500")
+            .await
+            .body
+            .to_string(),
+    );
+    let db = cluster.sqlite();
+    for table in [
+        "events",
+        "operation_logs",
+        "observations",
+        "managed_objects",
+    ] {
+        let rows: Vec<String> = db
+            .prepare(&format!("SELECT * FROM {table}"))
+            .unwrap()
+            .query_map([], |row| {
+                let count = row.as_ref().column_count();
+                Ok((0..count)
+                    .map(|i| match row.get_ref(i).unwrap() {
+                        rusqlite::types::ValueRef::Text(t) => {
+                            String::from_utf8_lossy(t).into_owned()
+                        }
+                        other => format!("{other:?}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(!rows.is_empty() || table != "events", "no events recorded");
+        answers.extend(rows);
+    }
+    let procs = cluster.api.iter().chain(&cluster.workers);
+    answers.extend(procs.map(|proc| proc.log_text()));
+    answers.push(clpctl.calls());
+    let body = key_body(&key);
+    for text in &answers {
+        assert!(!text.contains(body), "the private key shows: {text}");
     }
 }

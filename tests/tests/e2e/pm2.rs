@@ -244,6 +244,42 @@ async fn a_refused_pm2_request_is_a_4xx_and_stores_nothing() {
             None,
             "invalid_request",
         ),
+        (
+            Method::PATCH,
+            "/api/v1/pm2/processes/web",
+            Some(json!({})),
+            "invalid_payload",
+        ),
+        (
+            Method::PATCH,
+            "/api/v1/pm2/processes/web",
+            Some(json!({"instances": 0})),
+            "invalid_payload",
+        ),
+        (
+            Method::PATCH,
+            "/api/v1/pm2/processes/web",
+            Some(json!({"max_memory_restart": "lots"})),
+            "invalid_payload",
+        ),
+        (
+            Method::PATCH,
+            "/api/v1/pm2/processes/web",
+            Some(json!({"env": {"NODE_OPTIONS": "--require /tmp/x.js"}})),
+            "invalid_payload",
+        ),
+        (
+            Method::PATCH,
+            "/api/v1/pm2/processes/web",
+            Some(json!({"script": "/etc/passwd"})),
+            "invalid_payload",
+        ),
+        (
+            Method::PATCH,
+            "/api/v1/pm2/processes/-x",
+            Some(json!({"args": []})),
+            "invalid_request",
+        ),
     ];
     for (method, path, body, code) in refused {
         let response = cluster.request(method.clone(), path, body.clone()).await;
@@ -298,4 +334,99 @@ async fn the_monitor_keeps_the_observed_process_list_fresh() {
     let schedule = cluster.get("/api/v1/schedules/refresh-pm2").await;
     assert_eq!(schedule.status, StatusCode::OK);
     assert_eq!(schedule.body["type"], "pm2.list");
+}
+
+#[tokio::test]
+async fn an_apps_settings_change_over_http_and_a_change_it_cannot_run_with_is_undone() {
+    let pm2 = Pm2Home::new();
+    let mut cluster = Cluster::new();
+    configure(&pm2, &mut cluster);
+    cluster.start_api();
+    cluster.start_worker(&[]);
+    let mut seen = Seen::default();
+    let secret = format!("planted-{}", uuid::Uuid::new_v4().simple());
+
+    let spec = json!({"name": "web", "script": pm2.script("flag.js"), "args": ["one"],
+                      "env": {"GREETING": "hi"}, "max_memory_restart": "200M",
+                      "log_date_format": "YYYY-MM-DD HH:mm"});
+    fire(
+        &cluster,
+        &mut seen,
+        Method::POST,
+        "/api/v1/pm2/processes",
+        Some(spec),
+    )
+    .await;
+    let web = seen.keep(cluster.get("/api/v1/pm2/processes/web").await);
+    assert_eq!(web.body["max_memory_restart"], 200 << 20, "{:?}", web.body);
+    assert_eq!(web.body["log_date_format"], "YYYY-MM-DD HH:mm");
+
+    let changed = fire(
+        &cluster,
+        &mut seen,
+        Method::PATCH,
+        "/api/v1/pm2/processes/web",
+        Some(
+            json!({"args": ["two"], "env": {"API_TOKEN": secret}, "instances": 2,
+                    "max_memory_restart": "300M"}),
+        ),
+    )
+    .await;
+    assert_eq!(changed["type"], "pm2.update");
+    assert_eq!(changed["payload"]["env"], "***");
+    assert_eq!(
+        changed["result"]["settings"],
+        json!(["instances", "env", "args", "max_memory_restart"])
+    );
+    let web = seen.keep(cluster.get("/api/v1/pm2/processes/web").await);
+    assert_eq!(web.body["observed_by"], changed["id"]);
+    assert_eq!(web.body["args"], json!(["two"]));
+    assert_eq!(web.body["max_memory_restart"], 300 << 20);
+    assert_eq!(web.body["instances"].as_array().unwrap().len(), 2);
+    assert_eq!(pm2.settings("web")["env"]["API_TOKEN"], secret.as_str());
+
+    let before = pm2.settings("web");
+    let path = "/api/v1/pm2/processes/web";
+    let id = seen
+        .keep(
+            cluster
+                .request(
+                    Method::PATCH,
+                    path,
+                    Some(json!({"args": ["--crash"], "instances": 3, "autorestart": false})),
+                )
+                .await,
+        )
+        .accepted_id(path);
+    let failed = cluster.wait_terminal(&id).await;
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    assert_eq!(failed["error"]["code"], "pm2_update_failed", "{failed:#}");
+    assert_eq!(
+        pm2.settings("web"),
+        before,
+        "pm2's list differs after the failed change"
+    );
+
+    let missing = seen
+        .keep(
+            cluster
+                .request(
+                    Method::PATCH,
+                    "/api/v1/pm2/processes/nosuch",
+                    Some(json!({"autorestart": false})),
+                )
+                .await,
+        )
+        .accepted_id("an app pm2 does not have");
+    let missing = cluster.wait_terminal(&missing).await;
+    assert_eq!(missing["error"]["code"], "process_not_found", "{missing:#}");
+
+    seen.0.push(failed.to_string());
+    for line in cluster.logs(&id).await {
+        seen.0.push(line.to_string());
+    }
+    seen.keep(cluster.get("/api/v1/operations?limit=500").await);
+    for text in &seen.0 {
+        assert!(!text.contains(&secret), "the new env leaked: {text}");
+    }
 }

@@ -377,3 +377,149 @@ async fn panel_users_are_added_and_deleted_once() {
     );
     assert_eq!(clpctl.calls_of("user:delete").len(), 1);
 }
+
+/// A self-signed certificate and its key for `name`, in PEM.
+fn certificate_and_key(name: &str) -> (String, String) {
+    let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()])
+        .expect("a self-signed certificate");
+    (certified.cert.pem(), certified.signing_key.serialize_pem())
+}
+
+/// The certificate the stand-in recorded for a site.
+fn installed(clpctl: &ClpctlFixture, domain: &str) -> Value {
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(clpctl.state().join("state.json")).unwrap())
+            .unwrap();
+    state["sites"][domain]["certificate"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_key_reaches_clpctl_as_a_private_file_that_is_gone_afterwards() {
+    let clpctl = ClpctlFixture::new();
+    let app = TestApp::with(|c| clpctl.configure(c));
+    let worker = app.worker().await;
+    let site = run_on(
+        &app,
+        &worker,
+        "cloudpanel.site.add",
+        static_site("shop.example.com", "shop", "Site-pw-4711!"),
+    )
+    .await;
+    assert!(changed(&app, site));
+    let (certificate, key) = certificate_and_key("shop.example.com");
+    let (chain, _) = certificate_and_key("Example Intermediate");
+
+    let id = run_on(
+        &app,
+        &worker,
+        "cloudpanel.certificate.install",
+        json!({"domain": "shop.example.com", "source": "upload", "certificate": certificate,
+               "private_key": key, "certificate_chain": chain}),
+    )
+    .await;
+    assert!(changed(&app, id), "{:?}", app.logs(id));
+    let op = app.get(id);
+    assert_eq!(op.payload["private_key"], "***");
+    let result = op.result.as_ref().unwrap();
+    assert_eq!(result["source"], "upload");
+    assert_eq!(result["sha256"].as_str().map(str::len), Some(64));
+
+    let recorded = installed(&clpctl, "shop.example.com");
+    assert_eq!(recorded["key_file_mode"], "0o600", "{recorded}");
+    let sha = |text: &str| {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert_eq!(
+        recorded["sha256"]["privateKey"],
+        sha(&key),
+        "the key clpctl read"
+    );
+    assert_eq!(recorded["sha256"]["certificate"], sha(&certificate));
+    assert_eq!(recorded["sha256"]["certificateChain"], sha(&chain));
+    let call = &clpctl.calls_of("site:install:certificate")[0];
+    let argv: Vec<&str> = call["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let key_path = argv
+        .iter()
+        .find_map(|a| a.strip_prefix("--privateKey="))
+        .expect("the key's file");
+    assert!(
+        !Path::new(key_path).exists(),
+        "{key_path} outlived the command"
+    );
+    assert!(
+        !Path::new(key_path).parent().unwrap().exists(),
+        "its directory outlived the command"
+    );
+
+    let body = key
+        .lines()
+        .find(|l| !l.starts_with("-----"))
+        .expect("the key's base64");
+    let mut seen = vec![
+        serde_json::to_string(&op).unwrap(),
+        serde_json::to_string(&clpctl.calls()).unwrap(),
+    ];
+    seen.extend(app.logs(id).into_iter().map(|l| l.line));
+    for text in &seen {
+        assert!(!text.contains(body), "the private key leaked: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lets_encrypt_is_asked_for_the_site_and_its_extra_names_and_a_missing_site_fails() {
+    let clpctl = ClpctlFixture::new();
+    let app = TestApp::with(|c| clpctl.configure(c));
+    let worker = app.worker().await;
+    let missing = run_on(
+        &app,
+        &worker,
+        "cloudpanel.certificate.install",
+        json!({"domain": "example.com", "source": "lets-encrypt"}),
+    )
+    .await;
+    assert_eq!(error_code(&app.get(missing)), "site_not_found");
+    assert!(
+        clpctl
+            .calls_of("lets-encrypt:install:certificate")
+            .is_empty()
+    );
+
+    let site = run_on(
+        &app,
+        &worker,
+        "cloudpanel.site.add",
+        static_site("example.com", "web", "Site-pw-4711!"),
+    )
+    .await;
+    assert!(changed(&app, site));
+    let id = run_on(
+        &app,
+        &worker,
+        "cloudpanel.certificate.install",
+        json!({"domain": "example.com", "source": "lets-encrypt",
+               "subject_alternative_names": ["www.example.com", "api.example.com"]}),
+    )
+    .await;
+    assert!(changed(&app, id), "{:?}", app.logs(id));
+    assert_eq!(
+        clpctl.calls_of("lets-encrypt:install:certificate")[0]["argv"],
+        json!([
+            "lets-encrypt:install:certificate",
+            "--domainName=example.com",
+            "--subjectAlternativeName=www.example.com,api.example.com"
+        ])
+    );
+    assert_eq!(
+        installed(&clpctl, "example.com")["names"],
+        json!(["example.com", "www.example.com", "api.example.com"])
+    );
+}

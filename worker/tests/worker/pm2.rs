@@ -423,3 +423,166 @@ async fn a_start_cancelled_or_timed_out_while_launching_deletes_the_app_it_creat
     );
     running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_changes_an_apps_settings_in_place_and_a_second_one_finds_nothing_to_do() {
+    let pm2 = Pm2Home::new();
+    let app = TestApp::with(|c| pm2.configure(c));
+    let worker = app.worker().await;
+    let secret = format!("planted-{}", uuid::Uuid::new_v4().simple());
+
+    let id = run_on(
+        &app,
+        &worker,
+        "pm2.start",
+        json!({"name": "web", "script": pm2.script("flag.js"), "args": ["one"],
+               "env": {"GREETING": "hi"}, "max_memory_restart": "200M",
+               "log_date_format": "YYYY-MM-DD HH:mm", "autorestart": true}),
+    )
+    .await;
+    assert!(changed(&app, id));
+    let started = pm2.settings("web");
+    assert_eq!(started["max_memory_restart"], 200 << 20, "{started}");
+    assert_eq!(started["log_date_format"], "YYYY-MM-DD HH:mm");
+    assert_eq!(started["args"], json!(["one"]));
+
+    let update = json!({"name": "web", "args": ["two", "three"],
+                        "env": {"GREETING": "hello", "API_TOKEN": secret},
+                        "autorestart": false, "max_memory_restart": "300M",
+                        "log_date_format": "HH:mm:ss", "instances": 2});
+    let id = run_on(&app, &worker, "pm2.update", update.clone()).await;
+    assert!(changed(&app, id), "{:?}", app.logs(id));
+    let op = app.get(id);
+    assert_eq!(op.payload["env"], "***", "env is a secret field");
+    let result = op.result.unwrap();
+    assert_eq!(
+        result["settings"],
+        json!([
+            "instances",
+            "env",
+            "args",
+            "autorestart",
+            "max_memory_restart",
+            "log_date_format"
+        ])
+    );
+    assert_eq!(result["process"]["max_memory_restart"], 300 << 20);
+    let updated = pm2.settings("web");
+    assert_eq!(updated["args"], json!(["two", "three"]), "{updated}");
+    assert_eq!(updated["env"]["GREETING"], "hello");
+    assert_eq!(updated["env"]["API_TOKEN"], secret.as_str());
+    assert_eq!(updated["autorestart"], false);
+    assert_eq!(updated["max_memory_restart"], 300 << 20);
+    assert_eq!(updated["log_date_format"], "HH:mm:ss");
+    assert_eq!(updated["statuses"], json!(["online", "online"]));
+    assert_eq!(updated["pm_exec_path"], started["pm_exec_path"]);
+    assert_eq!(updated["exec_interpreter"], started["exec_interpreter"]);
+    // The app itself runs with them.
+    let out_log = pm2.home.join("logs/web-out.log");
+    app.wait_until("the app printed its new args and env", || {
+        std::fs::read_to_string(&out_log).is_ok_and(|t| t.contains("up two three hello"))
+    })
+    .await;
+
+    let again = run_on(&app, &worker, "pm2.update", update).await;
+    assert!(
+        !changed(&app, again),
+        "the same settings again change nothing"
+    );
+    let id = run_on(
+        &app,
+        &worker,
+        "pm2.update",
+        json!({"name": "web", "instances": 1}),
+    )
+    .await;
+    assert!(changed(&app, id));
+    assert_eq!(pm2.settings("web")["statuses"], json!(["online"]));
+
+    // A cluster-mode app goes through pm2's reload (no downtime).
+    let id = run_on(
+        &app,
+        &worker,
+        "pm2.start",
+        json!({"name": "cluster", "script": pm2.script("flag.js"), "instances": 2}),
+    )
+    .await;
+    assert!(changed(&app, id));
+    let id = run_on(
+        &app,
+        &worker,
+        "pm2.update",
+        json!({"name": "cluster", "args": ["clustered"], "instances": 3}),
+    )
+    .await;
+    assert!(changed(&app, id), "{:?}", app.logs(id));
+    assert!(
+        app.logs(id).iter().any(|l| l.line.contains("reload")),
+        "{:?}",
+        app.logs(id)
+    );
+    let clustered = pm2.settings("cluster");
+    assert_eq!(clustered["args"], json!(["clustered"]), "{clustered}");
+    assert_eq!(clustered["statuses"], json!(["online", "online", "online"]));
+
+    let missing = run_on(
+        &app,
+        &worker,
+        "pm2.update",
+        json!({"name": "nosuch", "args": []}),
+    )
+    .await;
+    assert_eq!(error_code(&app.get(missing)), "process_not_found");
+
+    let mut seen = Vec::new();
+    for id in [id, again] {
+        seen.push(serde_json::to_string(&app.get(id)).unwrap());
+        seen.extend(app.logs(id).into_iter().map(|l| l.line));
+    }
+    for text in seen {
+        assert!(!text.contains(&secret), "the env leaked: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_the_app_cannot_run_with_leaves_it_online_with_its_previous_settings() {
+    let pm2 = Pm2Home::new();
+    let app = TestApp::with(|c| pm2.configure(c));
+    let worker = app.worker().await;
+    for (autorestart, name) in [(true, "restarts"), (false, "stays-down")] {
+        let id = run_on(
+            &app,
+            &worker,
+            "pm2.start",
+            json!({"name": name, "script": pm2.script("flag.js"), "args": ["one"],
+                   "env": {"GREETING": "hi"}, "max_memory_restart": "200M",
+                   "log_date_format": "HH:mm", "autorestart": autorestart}),
+        )
+        .await;
+        assert!(changed(&app, id));
+        let before = pm2.settings(name);
+
+        let id = run_on(
+            &app,
+            &worker,
+            "pm2.update",
+            json!({"name": name, "args": ["--crash"], "env": {"GREETING": "bye"},
+                   "max_memory_restart": "300M", "log_date_format": "HH:mm:ss",
+                   "autorestart": !autorestart, "instances": 2}),
+        )
+        .await;
+        let op = app.get(id);
+        assert_eq!(error_code(&op), "pm2_update_failed", "{op:?}");
+        let message = &op.error.as_ref().unwrap().message;
+        assert!(
+            message.contains("the previous settings were put back and the app is online"),
+            "{message}"
+        );
+        let after = pm2.settings(name);
+        assert_eq!(
+            after, before,
+            "{name}: pm2's list differs after the failed update"
+        );
+        assert_eq!(after["statuses"], json!(["online"]));
+    }
+}

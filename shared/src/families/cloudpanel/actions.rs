@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::certificate::CertificateInstall;
 use super::config::CloudpanelConfig;
 use crate::families::family::{ActionError, ActionInfo, FamilyAction, payload};
 use crate::names::{Domain, NameError, Port, check_name};
@@ -18,6 +19,10 @@ pub(super) const CATALOGUE: &[ActionInfo] = &[
     ActionInfo {
         kind: "cloudpanel.site.delete",
         summary: "Deletes site {domain} (clpctl site:delete --force); a no-op when it is absent.",
+    },
+    ActionInfo {
+        kind: "cloudpanel.certificate.install",
+        summary: "Installs a TLS certificate on site {domain}: from Let's Encrypt (clpctl lets-encrypt:install:certificate) or the uploaded certificate and private key (clpctl site:install:certificate, the key in a 0600 file removed afterwards).",
     },
     ActionInfo {
         kind: "cloudpanel.db.add",
@@ -57,36 +62,6 @@ crate::name_type!(
     /// An IANA time zone such as `UTC` or `Europe/Berlin`.
     Timezone, "timezone", max = 64, extra = "/_+-"
 );
-
-/// Declares a string newtype with its own `parse`, (de)serialized through it.
-macro_rules! parsed_string {
-    ($(#[$meta:meta])* $name:ident) => {
-        $(#[$meta])*
-        #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
-
-        impl $name {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = NameError;
-
-            fn try_from(value: String) -> Result<Self, Self::Error> {
-                Self::parse(&value)
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(value: $name) -> String {
-                value.0
-            }
-        }
-    };
-}
 
 parsed_string!(
     /// A password: 8 to 128 printable ASCII characters, no spaces. Its
@@ -473,6 +448,7 @@ pub struct List {}
 pub enum CloudpanelAction {
     SiteAdd(SiteAdd),
     SiteDelete(SiteDelete),
+    CertificateInstall(CertificateInstall),
     DbAdd(DbAdd),
     UserAdd(UserAdd),
     UserDelete(UserDelete),
@@ -492,6 +468,11 @@ impl FamilyAction for CloudpanelAction {
                 Ok(CloudpanelAction::SiteAdd(site))
             }
             "cloudpanel.site.delete" => Ok(CloudpanelAction::SiteDelete(payload(kind, value)?)),
+            "cloudpanel.certificate.install" => {
+                let install: CertificateInstall = payload(kind, value)?;
+                install.check().map_err(|m| ActionError::invalid(kind, m))?;
+                Ok(CloudpanelAction::CertificateInstall(install))
+            }
             "cloudpanel.db.add" => Ok(CloudpanelAction::DbAdd(payload(kind, value)?)),
             "cloudpanel.user.add" => {
                 let user: UserAdd = payload(kind, value)?;
@@ -526,6 +507,7 @@ impl FamilyAction for CloudpanelAction {
         match self {
             CloudpanelAction::SiteAdd(_) => "cloudpanel.site.add",
             CloudpanelAction::SiteDelete(_) => "cloudpanel.site.delete",
+            CloudpanelAction::CertificateInstall(_) => "cloudpanel.certificate.install",
             CloudpanelAction::DbAdd(_) => "cloudpanel.db.add",
             CloudpanelAction::UserAdd(_) => "cloudpanel.user.add",
             CloudpanelAction::UserDelete(_) => "cloudpanel.user.delete",
@@ -537,6 +519,7 @@ impl FamilyAction for CloudpanelAction {
         let value = match self {
             CloudpanelAction::SiteAdd(a) => serde_json::to_value(a),
             CloudpanelAction::SiteDelete(a) => serde_json::to_value(a),
+            CloudpanelAction::CertificateInstall(a) => serde_json::to_value(a),
             CloudpanelAction::DbAdd(a) => serde_json::to_value(a),
             CloudpanelAction::UserAdd(a) => serde_json::to_value(a),
             CloudpanelAction::UserDelete(a) => serde_json::to_value(a),
@@ -549,6 +532,7 @@ impl FamilyAction for CloudpanelAction {
         Some(match self {
             CloudpanelAction::SiteAdd(a) => format!("cloudpanel:site:{}", a.domain),
             CloudpanelAction::SiteDelete(a) => format!("cloudpanel:site:{}", a.domain),
+            CloudpanelAction::CertificateInstall(a) => format!("cloudpanel:site:{}", a.domain),
             CloudpanelAction::DbAdd(a) => format!("cloudpanel:site:{}", a.domain),
             CloudpanelAction::UserAdd(a) => format!("cloudpanel:user:{}", a.user_name),
             CloudpanelAction::UserDelete(a) => format!("cloudpanel:user:{}", a.user_name),
@@ -569,6 +553,7 @@ impl FamilyAction for CloudpanelAction {
             CloudpanelAction::SiteAdd(_) => &["site_user_password"],
             CloudpanelAction::DbAdd(_) => &["database_user_password"],
             CloudpanelAction::UserAdd(_) => &["password"],
+            CloudpanelAction::CertificateInstall(_) => &["private_key"],
             CloudpanelAction::SiteDelete(_)
             | CloudpanelAction::UserDelete(_)
             | CloudpanelAction::List(_) => &[],

@@ -1,7 +1,10 @@
 //! The `cloudpanel` family (the CloudPanel API) over CloudPanel's `clpctl`:
 //! sites (`cloudpanel.site.add` of type php, nodejs, static, python or
 //! reverse-proxy; `cloudpanel.site.delete`), databases
-//! (`cloudpanel.db.add`) and panel users (`cloudpanel.user.add`,
+//! (`cloudpanel.db.add`), site certificates
+//! (`cloudpanel.certificate.install`: Let's Encrypt or uploaded; the
+//! private key is a secret field and reaches clpctl as a 0600 file, never
+//! as an argument) and panel users (`cloudpanel.user.add`,
 //! `cloudpanel.user.delete`). Databases have no delete: clpctl has no
 //! command for it (its `db:` commands are `add`, `export`, `import` and
 //! `show:master-credentials`).
@@ -18,16 +21,51 @@
 //! cannot list databases, so the databases shown are those opsqueue added
 //! (recorded as managed by `cloudpanel.db.add`).
 //!
-//! Sites and their databases serialize on `cloudpanel:site:<domain>`, users
-//! on `cloudpanel:user:<name>`. Adding or deleting a site or a user checks
-//! first whether it is already done, so those are safe to re-run;
-//! `db:add` cannot be checked (clpctl lists no databases) and is not.
+//! Sites, their certificates and their databases serialize on
+//! `cloudpanel:site:<domain>`, users on `cloudpanel:user:<name>`. Adding or
+//! deleting a site or a user checks first whether it is already done, so
+//! those are safe to re-run, and so is installing a certificate (a second
+//! run installs the same one again); `db:add` cannot be checked (clpctl
+//! lists no databases) and is not.
+
+/// Declares a string newtype with its own `parse`, (de)serialized through
+/// it (the family's files use it for their values that are not names).
+macro_rules! parsed_string {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = crate::names::NameError;
+
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::parse(&value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+    };
+}
 
 mod actions;
+mod certificate;
 mod config;
 mod routes;
 
 pub use actions::*;
+pub use certificate::*;
 pub use config::*;
 
 use crate::families::family::Family;
@@ -36,7 +74,7 @@ use crate::families::family::Family;
 pub static DECLARATION: Family = Family {
     name: FAMILY,
     section: "cloudpanel",
-    description: "CloudPanel sites, databases and users through clpctl",
+    description: "CloudPanel sites, certificates, databases and users through clpctl",
     catalogue: actions::CATALOGUE,
     routes: routes::ROUTES,
     reach: None,

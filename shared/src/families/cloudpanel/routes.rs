@@ -5,8 +5,9 @@
 //! names in paths are checked by the action's own parser.
 
 use super::actions::UserName;
+use super::certificate::CertificateInstall;
 use crate::families::route::{
-    Body, Enqueue, Kind, Method, Observed, PathParam, Route, Serves, any_object,
+    Body, Enqueue, Kind, Method, Observed, PathParam, Route, Serves, any_object, body_schema,
 };
 use crate::names::Domain;
 
@@ -113,6 +114,34 @@ pub const ROUTES: &[Route] = &[
         }],
         "cloudpanel.site.delete",
     ),
+    Route {
+        method: Method::Post,
+        path: "/api/v1/cloudpanel/sites/{domain}/certificate",
+        summary: "Install a site's TLS certificate (`cloudpanel.certificate.install`).",
+        description: "Body: `{source: lets-encrypt, subject_alternative_names?}` (clpctl \
+                      lets-encrypt:install:certificate; the names must resolve to the server) \
+                      or `{source: upload, certificate, private_key, certificate_chain?}` in \
+                      PEM (clpctl site:install:certificate). The private key is stored apart, \
+                      shown as `\"***\"`, and reaches clpctl as a 0600 file that is removed \
+                      when the command ends, never as an argument. A site that does not exist \
+                      fails the operation `site_not_found`.",
+        params: &[PathParam {
+            name: "domain",
+            description: "The site's domain",
+            field: "domain",
+            parse: None,
+            schema: Domain::schema,
+        }],
+        serves: Serves::Enqueue(Enqueue {
+            kind: Kind::One("cloudpanel.certificate.install"),
+            body: Some(Body {
+                description: "Where the certificate comes from",
+                schema: body_schema::<CertificateInstall>,
+                required: &[],
+            }),
+            query: &[],
+        }),
+    },
     create(
         "/api/v1/cloudpanel/databases",
         "Add a database to a site (`cloudpanel.db.add`).",

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::config::Pm2Config;
+use super::settings::{LogDateFormat, MemorySize};
 use crate::families::family::{ActionError, ActionInfo, FamilyAction, payload};
 use crate::names::{AbsolutePath, NameError};
 
@@ -16,6 +17,10 @@ pub(super) const CATALOGUE: &[ActionInfo] = &[
     ActionInfo {
         kind: "pm2.start",
         summary: "Starts app {name}: created from the spec (script, interpreter, cwd, args, env, instances) when absent, started when stopped, left alone when online.",
+    },
+    ActionInfo {
+        kind: "pm2.update",
+        summary: "Changes app {name}'s settings (instances, env, args, autorestart, max_memory_restart, log_date_format) through pm2's reload, and puts the previous ones back if the app does not come up with them.",
     },
     ActionInfo {
         kind: "pm2.stop",
@@ -320,6 +325,28 @@ where
     T::deserialize(deserializer).map(Some)
 }
 
+/// An instance count: a whole number as the schema's `integer` counts one
+/// (JSON Schema takes `3.0` for an integer, so the parser does too).
+fn whole_count<'de, D>(deserializer: D) -> Result<Option<u32>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let number = serde_json::Number::deserialize(deserializer)?;
+    number
+        .as_u64()
+        .or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(f))
+                .map(|f| f as u64)
+        })
+        .and_then(|n| u32::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid value: {number}, expected a whole number"))
+        })
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -359,7 +386,7 @@ pub struct Start {
     /// More than one runs the app in cluster mode (node only).
     #[serde(
         default,
-        deserialize_with = "not_null",
+        deserialize_with = "whole_count",
         skip_serializing_if = "Option::is_none"
     )]
     pub instances: Option<u32>,
@@ -373,6 +400,27 @@ pub struct Start {
         skip_serializing_if = "Option::is_none"
     )]
     pub listen_timeout_ms: Option<u64>,
+    /// Whether pm2 restarts the app when it exits (default true).
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub autorestart: Option<bool>,
+    /// pm2 restarts the app when its memory is above this.
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_memory_restart: Option<MemorySize>,
+    /// The timestamp pm2 puts before each of the app's log lines.
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub log_date_format: Option<LogDateFormat>,
 }
 
 impl Start {
@@ -389,6 +437,9 @@ impl Start {
             "instances",
             "wait_ready",
             "listen_timeout_ms",
+            "autorestart",
+            "max_memory_restart",
+            "log_date_format",
         ];
         let mut rules = utoipa::openapi::extensions::Extensions::default();
         rules.insert(
@@ -418,11 +469,6 @@ impl Start {
                  "then": {"properties": {"interpreter": {"const": "node"}}}},
             ]),
         );
-        let mut env_value = ObjectBuilder::new()
-            .schema_type(Type::String)
-            .pattern(Some("^[^\\u0000]*$"))
-            .max_length(Some(MAX_ENV_VALUE_LEN));
-        env_value = env_value.description(Some("Any text without NUL"));
         ObjectBuilder::new()
             .schema_type(Type::Object)
             .property("name", ProcessName::schema())
@@ -436,15 +482,7 @@ impl Start {
                     .items(AppArg::schema())
                     .max_items(Some(MAX_ARGS)),
             )
-            .property(
-                "env",
-                ObjectBuilder::new()
-                    .schema_type(Type::Object)
-                    .description(Some("Secret: stored apart, shown as \"***\""))
-                    .property_names(Some(crate::names::inline(EnvName::schema())))
-                    .additional_properties(Some(env_value))
-                    .max_properties(Some(MAX_ENV_VARS)),
-            )
+            .property("env", env_schema())
             .property(
                 "instances",
                 ObjectBuilder::new()
@@ -463,6 +501,12 @@ impl Start {
                     .minimum(Some(1))
                     .maximum(Some(MAX_LISTEN_TIMEOUT_MS)),
             )
+            .property(
+                "autorestart",
+                ObjectBuilder::new().schema_type(Type::Boolean),
+            )
+            .property("max_memory_restart", MemorySize::schema())
+            .property("log_date_format", LogDateFormat::schema())
             .additional_properties(Some(
                 utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
             ))
@@ -482,28 +526,19 @@ impl Start {
             || !self.env.is_empty()
             || self.instances.is_some()
             || self.wait_ready
-            || self.listen_timeout_ms.is_some();
+            || self.listen_timeout_ms.is_some()
+            || self.autorestart.is_some()
+            || self.max_memory_restart.is_some()
+            || self.log_date_format.is_some();
         if self.script.is_none() && spec_given {
             return Err(
-                "a spec (interpreter, cwd, args, env, instances, wait_ready) needs a script".into(),
+                "a spec (interpreter, cwd, args, env, instances, wait_ready, autorestart, \
+                 max_memory_restart, log_date_format) needs a script"
+                    .into(),
             );
         }
-        if self.args.len() > MAX_ARGS {
-            return Err(format!("at most {MAX_ARGS} args"));
-        }
-        if self.env.len() > MAX_ENV_VARS {
-            return Err(format!("at most {MAX_ENV_VARS} environment variables"));
-        }
-        if let Some((name, _)) = self
-            .env
-            .iter()
-            .find(|(_, v)| v.chars().count() > MAX_ENV_VALUE_LEN || v.contains('\0'))
-        {
-            return Err(format!(
-                "env {name}: a value must be at most {MAX_ENV_VALUE_LEN} characters and hold no NUL",
-                name = name.as_str()
-            ));
-        }
+        check_args(&self.args)?;
+        check_env(&self.env)?;
         match self.instances {
             Some(n) if !(1..=MAX_INSTANCES).contains(&n) => {
                 return Err(format!("instances must be between 1 and {MAX_INSTANCES}"));
@@ -536,6 +571,174 @@ impl Start {
 
 crate::name_schema!(Start);
 
+fn check_args(args: &[AppArg]) -> Result<(), String> {
+    if args.len() > MAX_ARGS {
+        return Err(format!("at most {MAX_ARGS} args"));
+    }
+    Ok(())
+}
+
+fn check_env(env: &BTreeMap<EnvName, String>) -> Result<(), String> {
+    if env.len() > MAX_ENV_VARS {
+        return Err(format!("at most {MAX_ENV_VARS} environment variables"));
+    }
+    if let Some((name, _)) = env
+        .iter()
+        .find(|(_, v)| v.chars().count() > MAX_ENV_VALUE_LEN || v.contains('\0'))
+    {
+        return Err(format!(
+            "env {name}: a value must be at most {MAX_ENV_VALUE_LEN} characters and hold no NUL",
+            name = name.as_str()
+        ));
+    }
+    Ok(())
+}
+
+/// The schema of an app's `env`: names as [`EnvName`], values any text
+/// without NUL.
+fn env_schema() -> utoipa::openapi::ObjectBuilder {
+    use utoipa::openapi::{ObjectBuilder, Type};
+    let env_value = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[^\\u0000]*$"))
+        .max_length(Some(MAX_ENV_VALUE_LEN))
+        .description(Some("Any text without NUL"));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some("Secret: stored apart, shown as \"***\""))
+        .property_names(Some(crate::names::inline(EnvName::schema())))
+        .additional_properties(Some(env_value))
+        .max_properties(Some(MAX_ENV_VARS))
+}
+
+/// The settings `pm2.update` may change.
+pub const UPDATE_SETTINGS: &[&str] = &[
+    "instances",
+    "env",
+    "args",
+    "autorestart",
+    "max_memory_restart",
+    "log_date_format",
+];
+
+/// `pm2.update`: new settings for an existing app; what is absent is left
+/// as it is. `env` sets (adds or overwrites) the variables it names, as
+/// pm2's `--update-env` does: pm2 cannot remove a variable from a running
+/// app. `args` replaces the whole argument list (`[]`: none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Update {
+    pub name: ProcessName,
+    #[serde(
+        default,
+        deserialize_with = "whole_count",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub instances: Option<u32>,
+    /// Secret field: stored apart, shown as `"***"`.
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub env: Option<BTreeMap<EnvName, String>>,
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub args: Option<Vec<AppArg>>,
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub autorestart: Option<bool>,
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_memory_restart: Option<MemorySize>,
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub log_date_format: Option<LogDateFormat>,
+}
+
+impl Update {
+    /// The body's schema: at least one setting, each as the parser takes it.
+    pub fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "New settings; what is absent is left as it is (at least one setting)",
+            ))
+            .property("name", ProcessName::schema())
+            .required("name")
+            .property(
+                "instances",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .description(Some("How many processes (pm2 scale)"))
+                    .minimum(Some(1))
+                    .maximum(Some(MAX_INSTANCES)),
+            )
+            .property(
+                "env",
+                env_schema().description(Some(
+                    "Variables to set (added or overwritten; pm2 cannot remove one). \
+                     Secret: stored apart, shown as \"***\"",
+                )),
+            )
+            .property(
+                "args",
+                ArrayBuilder::new()
+                    .description(Some("The whole new argument list"))
+                    .items(AppArg::schema())
+                    .max_items(Some(MAX_ARGS)),
+            )
+            .property(
+                "autorestart",
+                ObjectBuilder::new().schema_type(Type::Boolean),
+            )
+            .property("max_memory_restart", MemorySize::schema())
+            .property("log_date_format", LogDateFormat::schema())
+            .min_properties(Some(2))
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ))
+            .into()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let given = self.instances.is_some()
+            || self.env.is_some()
+            || self.args.is_some()
+            || self.autorestart.is_some()
+            || self.max_memory_restart.is_some()
+            || self.log_date_format.is_some();
+        if !given {
+            return Err(format!(
+                "nothing to change: give at least one of {}",
+                UPDATE_SETTINGS.join(", ")
+            ));
+        }
+        if let Some(n) = self.instances
+            && !(1..=MAX_INSTANCES).contains(&n)
+        {
+            return Err(format!("instances must be between 1 and {MAX_INSTANCES}"));
+        }
+        check_args(self.args.as_deref().unwrap_or_default())?;
+        self.env.as_ref().map_or(Ok(()), check_env)
+    }
+}
+
+crate::name_schema!(Update);
+
 /// An action on one app by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -566,6 +769,7 @@ impl Logs {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pm2Action {
     Start(Start),
+    Update(Update),
     Stop(Named),
     Restart(Named),
     Reload(Named),
@@ -581,6 +785,7 @@ impl Pm2Action {
     pub fn name(&self) -> Option<&ProcessName> {
         match self {
             Pm2Action::Start(a) => Some(&a.name),
+            Pm2Action::Update(a) => Some(&a.name),
             Pm2Action::Stop(a)
             | Pm2Action::Restart(a)
             | Pm2Action::Reload(a)
@@ -622,6 +827,11 @@ impl FamilyAction for Pm2Action {
                 start.check().map_err(|m| ActionError::invalid(kind, m))?;
                 Pm2Action::Start(start)
             }
+            "pm2.update" => {
+                let update: Update = payload(kind, value)?;
+                update.check().map_err(|m| ActionError::invalid(kind, m))?;
+                Pm2Action::Update(update)
+            }
             "pm2.stop" => Pm2Action::Stop(payload(kind, value)?),
             "pm2.restart" => Pm2Action::Restart(payload(kind, value)?),
             "pm2.reload" => Pm2Action::Reload(payload(kind, value)?),
@@ -647,6 +857,7 @@ impl FamilyAction for Pm2Action {
     fn kind(&self) -> &'static str {
         match self {
             Pm2Action::Start(_) => "pm2.start",
+            Pm2Action::Update(_) => "pm2.update",
             Pm2Action::Stop(_) => "pm2.stop",
             Pm2Action::Restart(_) => "pm2.restart",
             Pm2Action::Reload(_) => "pm2.reload",
@@ -661,6 +872,7 @@ impl FamilyAction for Pm2Action {
     fn payload(&self) -> Value {
         let value = match self {
             Pm2Action::Start(a) => serde_json::to_value(a),
+            Pm2Action::Update(a) => serde_json::to_value(a),
             Pm2Action::Stop(a)
             | Pm2Action::Restart(a)
             | Pm2Action::Reload(a)
@@ -678,7 +890,10 @@ impl FamilyAction for Pm2Action {
     }
 
     fn rerun_safe(&self) -> bool {
-        !matches!(self, Pm2Action::Restart(_) | Pm2Action::Reload(_))
+        !matches!(
+            self,
+            Pm2Action::Restart(_) | Pm2Action::Reload(_) | Pm2Action::Update(_)
+        )
     }
 
     fn default_timeout_secs(&self) -> i64 {
@@ -693,7 +908,7 @@ impl FamilyAction for Pm2Action {
 
     fn secret_fields(&self) -> &'static [&'static str] {
         match self {
-            Pm2Action::Start(_) => &["env"],
+            Pm2Action::Start(_) | Pm2Action::Update(_) => &["env"],
             _ => &[],
         }
     }
@@ -758,7 +973,8 @@ mod tests {
         let full = start(json!({
             "name": "w", "script": "/srv/x.js", "interpreter": "node", "cwd": "/srv",
             "args": ["a"], "env": {"A": "1"}, "instances": 2, "wait_ready": true,
-            "listen_timeout_ms": 10,
+            "listen_timeout_ms": 10, "autorestart": false, "max_memory_restart": "150M",
+            "log_date_format": "YYYY-MM-DD HH:mm Z",
         }))
         .unwrap();
         let schema = serde_json::to_value(Start::schema()).unwrap();
@@ -855,6 +1071,63 @@ mod tests {
         assert!(Action::parse("pm2.logs", json!({"name": "w", "lines": 1001})).is_err());
         assert!(Action::parse("pm2.list", json!({"name": "w"})).is_err());
         assert!(Action::parse("pm2.explode", json!({})).is_err());
+    }
+
+    #[test]
+    fn an_update_needs_one_setting_keeps_its_env_apart_and_refuses_what_start_refuses() {
+        let full = Action::parse(
+            "pm2.update",
+            json!({"name": "web", "instances": 3, "env": {"TOKEN": "s3cret"}, "args": [],
+                   "autorestart": false, "max_memory_restart": "1G", "log_date_format": "HH:mm"}),
+        )
+        .unwrap();
+        assert_eq!(full.kind(), "pm2.update");
+        assert_eq!(full.resource().as_deref(), Some("pm2:web"));
+        assert_eq!(full.secret_fields(), ["env"]);
+        assert!(!full.rerun_safe(), "a cut-short update is not re-run");
+        assert_eq!(Action::parse("pm2.update", full.payload()).unwrap(), full);
+        let schema = serde_json::to_value(Update::schema()).unwrap();
+        let mut documented: Vec<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut fields = UPDATE_SETTINGS.to_vec();
+        fields.push("name");
+        documented.sort_unstable();
+        fields.sort_unstable();
+        assert_eq!(documented, fields);
+        assert_eq!(schema["minProperties"], 2, "the name and one setting");
+        let whole = Action::parse("pm2.update", json!({"name": "web", "instances": 3.0})).unwrap();
+        assert_eq!(whole.payload()["instances"], 3, "3.0 is the integer 3");
+
+        for payload in [
+            json!({"name": "web"}),
+            json!({"name": "web", "instances": 0}),
+            json!({"name": "web", "instances": 65}),
+            json!({"name": "web", "instances": null}),
+            json!({"name": "web", "instances": 2.5}),
+            json!({"name": "web", "instances": -1}),
+            json!({"name": "web", "env": {"PATH": "/tmp"}}),
+            json!({"name": "web", "env": {"A": "a\u{0}b"}}),
+            json!({"name": "web", "args": ["a\nb"]}),
+            json!({"name": "web", "args": "one"}),
+            json!({"name": "web", "autorestart": "yes"}),
+            json!({"name": "web", "max_memory_restart": "150"}),
+            json!({"name": "web", "max_memory_restart": 157_286_400}),
+            json!({"name": "web", "log_date_format": "-x"}),
+            json!({"name": "web", "script": "/srv/x.js"}),
+            json!({"name": "all", "args": []}),
+        ] {
+            assert!(
+                matches!(
+                    Action::parse("pm2.update", payload.clone()),
+                    Err(ActionError::InvalidPayload { .. })
+                ),
+                "{payload} was accepted"
+            );
+        }
     }
 
     #[test]

@@ -10,19 +10,28 @@
 //! stored apart and shown as `"***"` in every answer, so a read-scope key
 //! never sees them.
 //!
+//! `pm2.update` changes an existing app's settings through pm2's own
+//! reload path (an ecosystem file given to `pm2 reload`/`restart`, then
+//! `pm2 scale`) and puts the previous settings back the same way when the
+//! app does not come up with the new ones.
+//!
 //! Each action serializes on `pm2:<name>` (`pm2.list` on nothing). All but
-//! restart and reload are safe to re-run after a lost worker: each one
-//! first looks at pm2's list, so a second run finds the work done. A
+//! restart, reload and update are safe to re-run after a lost worker: each
+//! one first looks at pm2's list, so a second run finds the work done. A
 //! restart or reload cannot tell that it already ran, so a second run would
-//! interrupt the app a second time; as with systemd's, the reaper fails
-//! them instead of running them again.
+//! interrupt the app a second time; an update cut short may have left the
+//! new settings without checking them (a second run would find them set
+//! and call them done). As with systemd's, the reaper fails them instead of
+//! running them again.
 
 mod actions;
 mod config;
 mod routes;
+mod settings;
 
 pub use actions::*;
 pub use config::*;
+pub use settings::*;
 
 use crate::families::family::Family;
 
@@ -30,7 +39,7 @@ use crate::families::family::Family;
 pub static DECLARATION: Family = Family {
     name: FAMILY,
     section: "pm2",
-    description: "pm2 apps (the PM2 controller): start from a spec, stop, restart, reload, delete, logs; reads from the last observation",
+    description: "pm2 apps (the PM2 controller): start from a spec, change settings, stop, restart, reload, delete, logs; reads from the last observation",
     catalogue: actions::CATALOGUE,
     routes: routes::ROUTES,
     reach: None,

@@ -8,7 +8,7 @@
 //! with their `observed_at`. The process list is refreshed by `pm2.list`
 //! (`POST /api/v1/pm2/refresh`, and the monitor's `refresh-pm2` schedule).
 
-use super::actions::{MAX_LOG_LINES, ProcessName, Start};
+use super::actions::{MAX_LOG_LINES, ProcessName, Start, Update};
 use crate::families::route::{
     Body, Enqueue, Kind, Method, Observed, PathParam, QueryParam, QueryValue, Required, Route,
     Serves, body_schema,
@@ -45,7 +45,8 @@ pub const ROUTES: &[Route] = &[
         path: PROCESSES,
         summary: "Start an app from a spec (`pm2.start`).",
         description: "Body: `{name, script, interpreter?, cwd?, args?, env?, instances?, \
-                      wait_ready?, listen_timeout_ms?}`; `script` and `cwd` must lie inside \
+                      wait_ready?, listen_timeout_ms?, autorestart?, max_memory_restart?, \
+                      log_date_format?}`; `script` and `cwd` must lie inside \
                       `[pm2] base_dir`. An app of that name that is already online is left \
                       alone (`changed: false`). `env` is stored apart and shown as `\"***\"`.",
         params: &[],
@@ -73,6 +74,33 @@ pub const ROUTES: &[Route] = &[
             managed: false,
             answer: "The app's observed fields with observed_at",
             how: "POST /api/v1/pm2/refresh observes every app",
+        }),
+    },
+    Route {
+        method: Method::Patch,
+        path: PROCESS,
+        summary: "Change an app's settings without deleting it (`pm2.update`).",
+        description: "Body: any of `{instances, env, args, autorestart, max_memory_restart, \
+                      log_date_format}`; what is absent is left as it is. Applied through \
+                      pm2's own reload path (an ecosystem file given to `pm2 reload` in \
+                      cluster mode, `pm2 restart` in fork mode, then `pm2 scale`), so a \
+                      stopped app is started. The operation completes when every instance \
+                      is online and has stayed up for a few seconds; if the app does not \
+                      come up with the new settings, the previous ones are put back and the \
+                      operation fails `pm2_update_failed`. `env` sets the variables it \
+                      names (pm2 cannot remove one from a running app) and is stored apart, \
+                      shown as `\"***\"`; `args` replaces the whole list. Settings equal to \
+                      the app's are `changed: false`. An app pm2 does not have fails the \
+                      operation `process_not_found`.",
+        params: NAME,
+        serves: Serves::Enqueue(Enqueue {
+            kind: Kind::One("pm2.update"),
+            body: Some(Body {
+                description: "The settings to change",
+                schema: body_schema::<Update>,
+                required: &[],
+            }),
+            query: &[],
         }),
     },
     Route::enqueue(

@@ -1,6 +1,6 @@
-//! The `cloudpanel` driver: sites, databases and panel users through
-//! CloudPanel's `clpctl` (`[cloudpanel] clpctl`, an argument vector), each
-//! call bounded by `[cloudpanel] command_timeout_secs`.
+//! The `cloudpanel` driver: sites, certificates, databases and panel users
+//! through CloudPanel's `clpctl` (`[cloudpanel] clpctl`, an argument
+//! vector), each call bounded by `[cloudpanel] command_timeout_secs`.
 //!
 //! Invariants:
 //! - **Passwords never reach a log or a result.** clpctl takes them as
@@ -16,8 +16,12 @@
 //!   site or deleting an absent one completes `changed: false`; so do
 //!   adding a user `clpctl user:list` shows and deleting one it does not.
 //!   `db:add` cannot be checked (clpctl lists no databases).
+//! - **A certificate's private key** reaches clpctl as a 0600 file that is
+//!   removed when the command ends (see `certificate`), never as an argument.
 //! - Sites opsqueue added are recorded as managed (their spec without the
 //!   password), and forgotten when deleted.
+
+mod certificate;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,8 +46,12 @@ pub mod codes {
     pub const CLPCTL_UNAVAILABLE: &str = "clpctl_unavailable";
     /// The domain belongs to a site of another site user.
     pub const SITE_CONFLICT: &str = "site_conflict";
-    /// A database was asked for on a site that does not exist.
+    /// A database or a certificate was asked for on a site that does not
+    /// exist.
     pub const SITE_NOT_FOUND: &str = "site_not_found";
+    /// The files an uploaded certificate is handed over in could not be
+    /// written: retryable.
+    pub const CERTIFICATE_FILES: &str = "cloudpanel_certificate_files";
 }
 
 /// clpctl's (PHP's, MySQL's) words for a service it cannot reach.
@@ -470,6 +478,9 @@ impl Driver for Cloudpanel {
         match action {
             CloudpanelAction::SiteAdd(site) => self.site_add(site, ctx).await,
             CloudpanelAction::SiteDelete(site) => self.site_delete(site, ctx).await,
+            CloudpanelAction::CertificateInstall(install) => {
+                self.certificate_install(install, ctx).await
+            }
             CloudpanelAction::DbAdd(db) => self.db_add(db, ctx).await,
             CloudpanelAction::UserAdd(user) => self.user_add(user, ctx).await,
             CloudpanelAction::UserDelete(user) => self.user_delete(user, ctx).await,

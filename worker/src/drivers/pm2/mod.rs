@@ -28,11 +28,14 @@
 //!   (`process`, or gone), its log lines after `pm2.logs` (`logs`), the
 //!   whole list after `pm2.list`; apps opsqueue created are recorded as
 //!   managed, with their spec minus the env values.
+//! - **`pm2.update`** (in `update`) changes settings through pm2's reload
+//!   path and puts the previous ones back when the app does not come up.
 //! - **`pm2.start`** (in `start`) waits for an app still `launching` (its
 //!   `ready` signal) until it is online or the operation stops, and deletes
 //!   an app it created when the operation is stopped before it completes.
 
 mod start;
+mod update;
 mod view;
 
 use std::ffi::OsString;
@@ -67,6 +70,9 @@ pub mod codes {
     pub const PM2_BAD_OUTPUT: &str = "pm2_bad_output";
     /// A log file could not be read.
     pub const LOGS_UNREADABLE: &str = "pm2_logs_unreadable";
+    /// The app did not come up with its new settings (`pm2.update`); the
+    /// message says whether the previous ones were put back.
+    pub const UPDATE_FAILED: &str = "pm2_update_failed";
 }
 
 const KIND_PROCESS: &str = "process";
@@ -132,7 +138,11 @@ impl Pm2 {
 
     /// Runs a pm2 command and classifies a failure.
     async fn pm2(&self, ctx: &Context, spec: CommandSpec) -> Result<CommandOutput, DriverError> {
-        let output = ctx.run(spec).await?;
+        Self::classify(ctx.run(spec).await?)
+    }
+
+    /// A pm2 command's output, or its failure classified.
+    fn classify(output: CommandOutput) -> Result<CommandOutput, DriverError> {
         if output.success() {
             return Ok(output);
         }
@@ -151,6 +161,11 @@ impl Pm2 {
     /// pm2's list (quiet: it holds every app's environment).
     async fn list(&self, ctx: &Context) -> Result<Listed, DriverError> {
         let output = self.pm2(ctx, self.command(["jlist"]).quiet()).await?;
+        Self::listed(&output)
+    }
+
+    /// `jlist`'s output as pm2's list.
+    fn listed(output: &CommandOutput) -> Result<Listed, DriverError> {
         Listed::parse(&output.stdout)
             .map_err(|e| DriverError::permanent(codes::PM2_BAD_OUTPUT, e.to_string()))
     }
@@ -401,6 +416,7 @@ impl Driver for Pm2 {
     async fn execute(&self, action: &Pm2Action, ctx: &Context) -> Result<Outcome, DriverError> {
         match action {
             Pm2Action::Start(start) => self.start(start, ctx).await,
+            Pm2Action::Update(update) => self.update(update, ctx).await,
             Pm2Action::Stop(named) => self.operate(ctx, "stop", named, Some(STOPPED)).await,
             Pm2Action::Restart(named) => self.operate(ctx, "restart", named, None).await,
             Pm2Action::Reload(named) => self.operate(ctx, "reload", named, None).await,

@@ -95,6 +95,15 @@ impl Pm2 {
         if let Some(instances) = start.instances {
             options.extend(["-i".into(), instances.to_string().into()]);
         }
+        if start.autorestart == Some(false) {
+            options.push("--no-autorestart".into());
+        }
+        if let Some(size) = &start.max_memory_restart {
+            options.extend(["--max-memory-restart".into(), size.as_str().into()]);
+        }
+        if let Some(format) = &start.log_date_format {
+            options.extend(["--log-date-format".into(), format.as_str().into()]);
+        }
         if start.wait_ready {
             options.push("--wait-ready".into());
             if let Some(ms) = start.listen_timeout_ms {
@@ -171,5 +180,8 @@ fn managed_spec(start: &Start, script: &Path, cwd: &Path) -> Value {
         "env_names": start.env.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
         "instances": start.instances,
         "wait_ready": start.wait_ready,
+        "autorestart": start.autorestart,
+        "max_memory_restart": start.max_memory_restart.as_ref().map(|s| s.as_str()),
+        "log_date_format": start.log_date_format.as_ref().map(|f| f.as_str()),
     })
 }

@@ -6,7 +6,9 @@
 //! module except the fields [`App::view`] copies one by one, so no
 //! environment value can reach a result, an observation or a log line; the
 //! raw list is never logged (the driver runs `jlist` quietly) and parse
-//! errors never quote it.
+//! errors never quote it. The one exception is [`App::settings`], which
+//! `pm2.update` writes back to pm2: it holds the environment, and its
+//! `Debug` shows the variables' names only.
 //!
 //! pm2 may print its banner and `[PM2] Spawning PM2 daemon…` lines to
 //! stdout before the list (HOST-PROGRAMS §1, on a fresh `PM2_HOME`). The
@@ -15,6 +17,7 @@
 //! one.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 
 use chrono::{TimeZone, Utc};
@@ -194,6 +197,14 @@ impl<'a> App<'a> {
             json!(env(first, "autorestart").as_bool()),
         );
         view.insert(
+            "max_memory_restart".into(),
+            json!(env(first, "max_memory_restart").as_u64()),
+        );
+        view.insert(
+            "log_date_format".into(),
+            text(env(first, "log_date_format")),
+        );
+        view.insert(
             "created_at".into(),
             millis_to_time(env(first, "created_at")),
         );
@@ -201,6 +212,76 @@ impl<'a> App<'a> {
         view.insert("err_log".into(), json!(err.first()));
         view.insert("instances".into(), Value::Array(instances));
         Value::Object(view)
+    }
+
+    /// The settings `pm2.update` changes, and what it needs to give them
+    /// back to pm2 (script, cwd, interpreter, namespace), as the first
+    /// instance has them.
+    pub fn settings(&self) -> Settings {
+        let first = &self.entries[0];
+        let args = match env(first, "args") {
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect(),
+            Value::String(one) => vec![one.clone()],
+            _ => Vec::new(),
+        };
+        let owned = |key: &str| env(first, key).as_str().map(str::to_owned);
+        Settings {
+            script: owned("pm_exec_path"),
+            cwd: owned("pm_cwd"),
+            interpreter: owned("exec_interpreter"),
+            namespace: owned("namespace"),
+            cluster: env(first, "exec_mode").as_str() == Some("cluster_mode"),
+            instances: self.entries.len(),
+            args,
+            env: env(first, "env").as_object().cloned().unwrap_or_default(),
+            autorestart: env(first, "autorestart").as_bool().unwrap_or(true),
+            max_memory_restart: env(first, "max_memory_restart").as_u64(),
+            log_date_format: owned("log_date_format"),
+        }
+    }
+
+    /// Each instance's restart count, in pm_id order.
+    pub fn restarts(&self) -> Vec<u64> {
+        self.entries
+            .iter()
+            .map(|e| env(e, "restart_time").as_u64().unwrap_or(0))
+            .collect()
+    }
+}
+
+/// An app's settings as pm2 holds them (see [`App::settings`]). `env` is
+/// the app's whole environment, secrets included.
+#[derive(Clone, PartialEq)]
+pub struct Settings {
+    pub script: Option<String>,
+    pub cwd: Option<String>,
+    pub interpreter: Option<String>,
+    pub namespace: Option<String>,
+    /// Cluster mode (pm2 reloads it without downtime) rather than fork mode.
+    pub cluster: bool,
+    pub instances: usize,
+    pub args: Vec<String>,
+    pub env: Map<String, Value>,
+    pub autorestart: bool,
+    /// Bytes.
+    pub max_memory_restart: Option<u64>,
+    pub log_date_format: Option<String>,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("script", &self.script)
+            .field("instances", &self.instances)
+            .field("args", &self.args)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("autorestart", &self.autorestart)
+            .field("max_memory_restart", &self.max_memory_restart)
+            .field("log_date_format", &self.log_date_format)
+            .finish_non_exhaustive()
     }
 }
 
