@@ -63,7 +63,7 @@ crate::name_type!(
     Timezone, "timezone", max = 64, extra = "/_+-"
 );
 
-parsed_string!(
+string_value!(
     /// A password: 8 to 128 printable ASCII characters, no spaces. Its
     /// `Debug` never shows it.
     Password
@@ -96,7 +96,7 @@ impl std::fmt::Debug for Password {
     }
 }
 
-parsed_string!(
+string_value!(
     /// A runtime version such as `8.4`, `22` or `3.11`.
     Version
 );
@@ -121,7 +121,7 @@ impl std::fmt::Debug for Version {
     }
 }
 
-parsed_string!(
+string_value!(
     /// A vhost template's name, such as `Generic`, `WordPress` or
     /// `Laravel 11`: letters, digits, `._-` and single inner spaces.
     /// CloudPanel's own templates have spaces in their names, and a space
@@ -150,7 +150,7 @@ impl std::fmt::Debug for VhostTemplate {
     }
 }
 
-parsed_string!(
+string_value!(
     /// Where a reverse-proxy site sends requests: `http://` or `https://`, a
     /// host (DNS name, IPv4 or `[IPv6]`), an optional port and path.
     ProxyUrl
@@ -213,7 +213,7 @@ impl std::fmt::Debug for ProxyUrl {
     }
 }
 
-parsed_string!(
+string_value!(
     /// An e-mail address: `local@domain`, a plain local part.
     Email
 );
@@ -239,7 +239,7 @@ impl std::fmt::Debug for Email {
     }
 }
 
-parsed_string!(
+string_value!(
     /// A first or last name: letters (any script), spaces, `'`, `-`, `.`.
     PersonName
 );

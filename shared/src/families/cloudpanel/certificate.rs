@@ -71,7 +71,7 @@ fn check_certificates(
     Ok(())
 }
 
-parsed_string!(
+string_value!(
     /// One PEM certificate (the site's own).
     Certificate
 );
@@ -89,7 +89,7 @@ impl std::fmt::Debug for Certificate {
     }
 }
 
-parsed_string!(
+string_value!(
     /// The intermediate certificates, in PEM, one after another.
     CertificateChain
 );
@@ -107,7 +107,7 @@ impl std::fmt::Debug for CertificateChain {
     }
 }
 
-parsed_string!(
+string_value!(
     /// One unencrypted private key in PEM (PKCS#8 `PRIVATE KEY`, PKCS#1
     /// `RSA PRIVATE KEY` or SEC1 `EC PRIVATE KEY`). Its `Debug` never shows
     /// it and no refusal repeats it.

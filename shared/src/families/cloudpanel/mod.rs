@@ -29,8 +29,9 @@
 //! lists no databases) and is not.
 
 /// Declares a string newtype with its own `parse`, (de)serialized through
-/// it (the family's files use it for their values that are not names).
-macro_rules! parsed_string {
+/// it by [`crate::parsed_string!`] (the family's files use it for their
+/// values that are not names).
+macro_rules! string_value {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
         #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -43,19 +44,7 @@ macro_rules! parsed_string {
             }
         }
 
-        impl TryFrom<String> for $name {
-            type Error = crate::names::NameError;
-
-            fn try_from(value: String) -> Result<Self, Self::Error> {
-                Self::parse(&value)
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(value: $name) -> String {
-                value.0
-            }
-        }
+        crate::parsed_string!($name);
     };
 }
 
