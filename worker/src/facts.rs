@@ -90,3 +90,8 @@ mod tests {
         assert!(facts.disks[0].total_bytes >= facts.disks[0].free_bytes);
     }
 }
+
+/// Free bytes on the file system holding `path` (for a driver's check).
+pub(crate) fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    disk_free(path).map(|d| d.free_bytes)
+}

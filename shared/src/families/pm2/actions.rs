@@ -351,6 +351,14 @@ pub struct Start {
         skip_serializing_if = "Option::is_none"
     )]
     pub cwd: Option<AbsolutePath>,
+    /// The directory the app keeps its state in (a SQLite database, files
+    /// it writes), inside `[pm2] base_dir`: what a migration moves.
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub state_dir: Option<AbsolutePath>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<AppArg>,
     /// Secret field: stored apart, shown as `"***"`.
@@ -384,6 +392,7 @@ impl Start {
         let spec_fields = [
             "interpreter",
             "cwd",
+            "state_dir",
             "args",
             "env",
             "instances",
@@ -430,6 +439,7 @@ impl Start {
             .property("script", AbsolutePath::schema())
             .property("interpreter", Interpreter::schema())
             .property("cwd", AbsolutePath::schema())
+            .property("state_dir", AbsolutePath::schema())
             .property(
                 "args",
                 ArrayBuilder::new()
@@ -478,6 +488,7 @@ impl Start {
     fn check(&self) -> Result<(), String> {
         let spec_given = self.interpreter.is_some()
             || self.cwd.is_some()
+            || self.state_dir.is_some()
             || !self.args.is_empty()
             || !self.env.is_empty()
             || self.instances.is_some()
@@ -485,7 +496,7 @@ impl Start {
             || self.listen_timeout_ms.is_some();
         if self.script.is_none() && spec_given {
             return Err(
-                "a spec (interpreter, cwd, args, env, instances, wait_ready) needs a script".into(),
+                "a spec (interpreter, cwd, state_dir, args, env, instances, wait_ready) needs a script".into(),
             );
         }
         if self.args.len() > MAX_ARGS {
@@ -710,6 +721,9 @@ impl FamilyAction for Pm2Action {
         if let Some(cwd) = &start.cwd {
             checked = checked.and_then(|()| inside_base("cwd", cwd, base));
         }
+        if let Some(state_dir) = &start.state_dir {
+            checked = checked.and_then(|()| inside_base("state_dir", state_dir, base));
+        }
         checked.map_err(|m| ActionError::invalid(self.kind(), m))
     }
 }
@@ -756,7 +770,7 @@ mod tests {
     #[test]
     fn the_start_schema_names_every_field_the_spec_has() {
         let full = start(json!({
-            "name": "w", "script": "/srv/x.js", "interpreter": "node", "cwd": "/srv",
+            "name": "w", "script": "/srv/x.js", "interpreter": "node", "cwd": "/srv", "state_dir": "/srv/state",
             "args": ["a"], "env": {"A": "1"}, "instances": 2, "wait_ready": true,
             "listen_timeout_ms": 10,
         }))
