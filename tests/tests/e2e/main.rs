@@ -8,6 +8,7 @@ mod cloudpanel;
 mod dashboard;
 mod fleet;
 mod openapi_conformance;
+mod migration;
 mod pm2;
 mod pocketbase;
 mod proxmox;

@@ -113,9 +113,13 @@ fn input_as<T: serde::de::DeserializeOwned>(
 }
 
 /// Field `field` of `inspect`'s relative spec, checked (plain components
-/// only) and put under `base`.
+/// only; `.` for the base directory itself, except for the state
+/// directory) and put under `base`.
 fn under_base(base: &Path, spec: &Value, field: &str) -> Result<PathBuf, DriverError> {
     let text = spec[field].as_str().unwrap_or_default();
+    if text == "." && field != "state_dir" {
+        return Ok(base.to_path_buf());
+    }
     let path = PathBuf::from(text);
     let plain = !text.is_empty()
         && path
@@ -144,16 +148,20 @@ impl Migration {
         })
     }
 
-    /// `path` relative to the base directory, or a refusal.
+    /// `path` relative to the base directory (`.` for the directory
+    /// itself, which the state directory may not be), or a refusal.
     fn relative(&self, field: &str, path: &str) -> Result<String, DriverError> {
         let base = self.base()?;
         let inside = Path::new(path)
             .strip_prefix(&base)
             .or_else(|_| Path::new(path).strip_prefix(&self.base_dir))
             .ok()
-            .filter(|rest| !rest.as_os_str().is_empty());
+            .filter(|rest| field != "state_dir" || !rest.as_os_str().is_empty());
         inside
-            .map(|rest| rest.to_string_lossy().into_owned())
+            .map(|rest| match rest.to_string_lossy() {
+                text if text.is_empty() => ".".to_owned(),
+                text => text.into_owned(),
+            })
             .ok_or_else(|| {
                 DriverError::permanent(
                     codes::NOT_MIGRATABLE,

@@ -1,0 +1,358 @@
+//! Process migration end to end: an API serving HTTPS, two remote workers
+//! (servers `a` and `b`, each with its own agent key, its own real pm2 and
+//! its own `[pm2] base_dir` where the app's code is deployed) and a pm2 app
+//! whose state directory holds a SQLite database it writes to all the
+//! time. The state travels from `a` through the API host to `b`.
+//!
+//! The API's own `[pm2] base_dir` is the temporary directory that holds
+//! both servers' base directories (in a real fleet every host has the same
+//! one); the workers resolve paths against their own.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use opsqueue_tests::fleet::{Agent, self_signed};
+use opsqueue_tests::pm2_home::Pm2Home;
+use opsqueue_tests::{Cluster, DEADLINE};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Writes a row every 50 ms into `state/app.db` (under its working
+/// directory), for as long as it runs.
+const COUNTER_APP: &str = r#"
+import os, sqlite3, time
+db = sqlite3.connect(os.path.join(os.getcwd(), "state", "app.db"))
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("CREATE TABLE IF NOT EXISTS ticks (n INTEGER NOT NULL, at REAL NOT NULL)")
+db.commit()
+while True:
+    db.execute("INSERT INTO ticks VALUES ((SELECT count(*) FROM ticks) + 1, ?)", (time.time(),))
+    db.commit()
+    time.sleep(0.05)
+"#;
+
+struct Server {
+    agent: Agent,
+    pm2: Pm2Home,
+}
+
+impl Server {
+    fn state_dir(&self) -> PathBuf {
+        self.pm2.apps.join("state")
+    }
+
+    fn staging(&self) -> PathBuf {
+        self.agent.dir.join("staging")
+    }
+
+    /// The app's pm2 status on this server, or `None` when pm2 has no such app.
+    fn pm2_status(&self, name: &str) -> Option<String> {
+        let out = self.pm2.pm2(&["jlist"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let list: Vec<Value> = text
+            .find('[')
+            .and_then(|at| serde_json::from_str(&text[at..]).ok())
+            .unwrap_or_default();
+        list.iter()
+            .find(|app| app["name"] == name)
+            .map(|app| app["pm2_env"]["status"].as_str().unwrap_or("?").to_owned())
+    }
+}
+
+fn rows(db: &Path) -> Vec<i64> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn.prepare("SELECT n FROM ticks ORDER BY rowid").unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The API over HTTPS, a monitor, and servers `a` and `b`; the counter
+/// app running on `a` with its state (a database and a plain file).
+async fn fleet(health_timeout_secs: u64) -> (Cluster, Server, Server) {
+    let mut cluster = Cluster::new();
+    let (cert, key) = self_signed(cluster.dir.path(), &["localhost", "127.0.0.1"]);
+    cluster.use_tls(&cert, &key);
+    cluster.set_env("OPSQUEUE_PM2__ENABLED", "true");
+    cluster.set_env("OPSQUEUE_MIGRATION__ENABLED", "true");
+    let tmp = std::fs::canonicalize(std::env::temp_dir()).unwrap();
+    cluster.set_env("OPSQUEUE_PM2__BASE_DIR", tmp.display());
+    cluster.start_api();
+    cluster.start_monitor();
+    let url = cluster.api_url.clone();
+    let mut servers = Vec::new();
+    for name in ["a", "b"] {
+        let agent = Agent::new(&cluster, name, &[name]);
+        let pm2 = Pm2Home::new();
+        std::fs::write(pm2.apps.join("counter.py"), COUNTER_APP).unwrap();
+        let mut env = agent.env(&url, Some(&cert), &[name]);
+        env.extend([
+            ("OPSQUEUE_PM2__HOME", pm2.home.display().to_string()),
+            ("OPSQUEUE_PM2__BASE_DIR", pm2.apps.display().to_string()),
+            (
+                "OPSQUEUE_MIGRATION__STAGING_DIR",
+                agent.dir.join("staging").display().to_string(),
+            ),
+            ("OPSQUEUE_MIGRATION__SETTLE_SECS", "1".to_owned()),
+            (
+                "OPSQUEUE_MIGRATION__HEALTH_TIMEOUT_SECS",
+                health_timeout_secs.to_string(),
+            ),
+        ]);
+        cluster.start_worker(&env);
+        servers.push(Server { agent, pm2 });
+    }
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let listed = cluster.get("/api/v1/servers").await.body;
+        let online = listed
+            .as_array()
+            .map_or(0, |s| s.iter().filter(|s| s["status"] == "online").count());
+        if online == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "servers never online: {listed:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = servers.pop().unwrap();
+    let a = servers.pop().unwrap();
+
+    std::fs::create_dir_all(a.state_dir()).unwrap();
+    std::fs::write(a.state_dir().join("notes.txt"), "kept as is\n").unwrap();
+    let started = cluster
+        .enqueue(json!({"type": "pm2.start", "target": "a", "payload": {
+            "name": "counter", "script": a.pm2.apps.join("counter.py"),
+            "interpreter": "/usr/bin/python3", "cwd": a.pm2.apps,
+            "state_dir": a.state_dir(),
+        }}))
+        .await;
+    let started = cluster
+        .wait_terminal(started["id"].as_str().unwrap())
+        .await;
+    assert_eq!(started["status"], "completed", "{started:#}");
+    let db = a.state_dir().join("app.db");
+    let deadline = Instant::now() + DEADLINE;
+    while !db.exists() || rows(&db).len() < 10 {
+        assert!(Instant::now() < deadline, "the app never wrote rows");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (cluster, a, b)
+}
+
+/// Polls the migration until it ended.
+async fn wait_migration(cluster: &Cluster, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let migration = cluster.get(&format!("/api/v1/migrations/{id}")).await.body;
+        let status = migration["status"].as_str().unwrap_or_default();
+        if ["completed", "failed", "rolled_back", "cancelled"].contains(&status) {
+            return migration;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "migration {id} never ended: {migration:#}\n{}",
+            cluster.logs_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn start_migration(cluster: &Cluster, body: Value) -> String {
+    let response = cluster.post("/api/v1/migrations", body).await;
+    assert_eq!(response.status, StatusCode::ACCEPTED, "{:#}", response.body);
+    let id = response.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        response.headers["location"],
+        format!("/api/v1/migrations/{id}").as_str()
+    );
+    id
+}
+
+#[tokio::test]
+async fn a_pm2_app_moves_with_its_sqlite_state_to_another_server_and_the_source_stops() {
+    let (cluster, a, b) = fleet(60).await;
+
+    let processes = cluster.get("/api/v1/processes").await.body;
+    let counter = processes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "pm2:counter@a")
+        .unwrap_or_else(|| panic!("no counter in {processes:#}"))
+        .clone();
+    assert_eq!(counter["kind"], "pm2");
+    assert_eq!(counter["server_id"], "a");
+    assert_eq!(counter["state_dir"], a.state_dir().display().to_string());
+    let one = cluster.get("/api/v1/processes/pm2:counter@a").await;
+    assert_eq!(one.status, StatusCode::OK, "{:#}", one.body);
+    assert_eq!(one.body["status"], "running");
+
+    let body = json!({"process_id": "pm2:counter@a", "source_server_id": "a", "target_server_id": "b"});
+    let id = start_migration(&cluster, body.clone()).await;
+    // The same process again while the first runs: refused, never interleaved.
+    let again = cluster.post("/api/v1/migrations", body).await;
+    again.assert_problem("migration_active", "a second migration of the process");
+    assert_eq!(again.status, StatusCode::CONFLICT);
+
+    let migration = wait_migration(&cluster, &id).await;
+    assert_eq!(migration["status"], "completed", "{migration:#}\n{}", cluster.logs_tail());
+    let steps: Vec<(&str, &str, &str)> = migration["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap(),
+                s["target"].as_str().unwrap(),
+                s["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("inspect", "a", "completed"),
+            ("preflight", "b", "completed"),
+            ("warm", "a", "completed"),
+            ("stop", "a", "completed"),
+            ("final", "a", "completed"),
+            ("upload", "a", "completed"),
+            ("restore", "b", "completed"),
+            ("start", "b", "completed"),
+            ("health", "b", "completed"),
+        ]
+    );
+    assert!(migration["bytes_moved"].as_u64().unwrap() > 0, "{migration:#}");
+    assert!(migration["downtime_secs"].as_f64().unwrap() > 0.0, "{migration:#}");
+    assert!(migration["completed_at"].is_string());
+
+    // The source's app is stopped; its rows are on the target, where the
+    // app goes on writing after them.
+    assert_eq!(a.pm2_status("counter").as_deref(), Some("stopped"));
+    assert_eq!(b.pm2_status("counter").as_deref(), Some("online"));
+    let source_rows = rows(&a.state_dir().join("app.db"));
+    let target_db = b.state_dir().join("app.db");
+    let deadline = Instant::now() + DEADLINE;
+    let target_rows = loop {
+        let found = rows(&target_db);
+        if found.len() > source_rows.len() {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "the app on b never wrote");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(source_rows.len() >= 10);
+    assert_eq!(&target_rows[..source_rows.len()], &source_rows[..]);
+    assert_eq!(
+        std::fs::read_to_string(b.state_dir().join("notes.txt")).unwrap(),
+        "kept as is\n"
+    );
+    // The source's state is never removed; the staging folders are gone
+    // but the target's record of what it restored.
+    assert!(a.state_dir().join("notes.txt").exists());
+    assert!(!a.staging().join(&id).join("stage").exists());
+
+    let overview = cluster.get("/api/v1/overview").await.body;
+    assert_eq!(overview["activeMigrations"], 0, "{overview:#}");
+    // `local` is a server too: the monitor's refresh names it.
+    let servers = cluster.get("/api/v1/servers").await.body;
+    assert_eq!(overview["serverNodes"], servers.as_array().unwrap().len());
+    assert!(overview["totalProcesses"].as_u64().unwrap() >= 2, "{overview:#}");
+    assert_eq!(overview["successRate"], "100.0%");
+    let logs = cluster.get("/api/v1/logs?limit=50").await.body;
+    let messages: Vec<&str> = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.contains(&id) && m.contains("completed")),
+        "{messages:#?}"
+    );
+    assert!(messages.iter().any(|m| m.contains(&id) && m.contains("started")));
+    let listed = cluster.get("/api/v1/migrations").await.body;
+    assert_eq!(listed[0]["id"], id.as_str());
+
+    // Hostile ids are refused before anything is read or stored.
+    for path in [
+        "/api/v1/processes/pm2:..%2Fetc@a",
+        "/api/v1/processes/pm2:$(reboot)@a",
+        "/api/v1/processes/docker:web@a",
+        "/api/v1/servers/a%20b",
+        "/api/v1/migrations/..%2F..%2Fetc",
+    ] {
+        let refused = cluster.get(path).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {:#}", refused.body);
+    }
+    for body in [
+        json!({"process_id": "pm2:../x@a", "source_server_id": "a", "target_server_id": "b"}),
+        json!({"process_id": "pm2:counter@a", "source_server_id": "a", "target_server_id": "b;rm"}),
+        json!({"process_id": "pm2:counter@a", "source_server_id": "a", "target_server_id": "a"}),
+    ] {
+        let refused = cluster.post("/api/v1/migrations", body.clone()).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {:#}", refused.body);
+    }
+}
+
+#[tokio::test]
+async fn a_migration_whose_app_fails_its_health_check_is_rolled_back_and_the_source_runs_again() {
+    let (cluster, a, b) = fleet(6).await;
+    // Nothing listens on this port: the app on b never answers there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let id = start_migration(
+        &cluster,
+        json!({"process_id": "pm2:counter@a", "source_server_id": "a",
+               "target_server_id": "b", "port": port}),
+    )
+    .await;
+    let migration = wait_migration(&cluster, &id).await;
+    assert_eq!(migration["status"], "rolled_back", "{migration:#}");
+    assert!(
+        migration["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("health"),
+        "{migration:#}"
+    );
+    let undone: Vec<(&str, &str)> = migration["compensations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["compensates"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        undone,
+        [
+            ("start", "completed"),
+            ("restore", "completed"),
+            ("stop", "completed"),
+            ("warm", "completed"),
+        ]
+    );
+    // The source runs again on its own data; the target is clean.
+    assert_eq!(a.pm2_status("counter").as_deref(), Some("online"));
+    let before = rows(&a.state_dir().join("app.db")).len();
+    let deadline = Instant::now() + DEADLINE;
+    while rows(&a.state_dir().join("app.db")).len() <= before {
+        assert!(Instant::now() < deadline, "the source app does not write again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(b.pm2_status("counter"), None);
+    assert!(!b.state_dir().exists(), "the target's copy is left");
+    assert!(!b.staging().join(&id).exists());
+    assert!(!a.staging().join(&id).exists());
+    let logs = cluster.get("/api/v1/logs").await.body;
+    assert!(
+        logs.as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().contains("rolled back")),
+        "{logs:#}"
+    );
+}
