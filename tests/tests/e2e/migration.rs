@@ -112,7 +112,10 @@ async fn fleet(health_timeout_secs: u64) -> (Cluster, Server, Server) {
         if online == 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "servers never online: {listed:#}");
+        assert!(
+            Instant::now() < deadline,
+            "servers never online: {listed:#}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let b = servers.pop().unwrap();
@@ -127,9 +130,7 @@ async fn fleet(health_timeout_secs: u64) -> (Cluster, Server, Server) {
             "state_dir": a.state_dir(),
         }}))
         .await;
-    let started = cluster
-        .wait_terminal(started["id"].as_str().unwrap())
-        .await;
+    let started = cluster.wait_terminal(started["id"].as_str().unwrap()).await;
     assert_eq!(started["status"], "completed", "{started:#}");
     let db = a.state_dir().join("app.db");
     let deadline = Instant::now() + DEADLINE;
@@ -188,7 +189,8 @@ async fn a_pm2_app_moves_with_its_sqlite_state_to_another_server_and_the_source_
     assert_eq!(one.status, StatusCode::OK, "{:#}", one.body);
     assert_eq!(one.body["status"], "running");
 
-    let body = json!({"process_id": "pm2:counter@a", "source_server_id": "a", "target_server_id": "b"});
+    let body =
+        json!({"process_id": "pm2:counter@a", "source_server_id": "a", "target_server_id": "b"});
     let id = start_migration(&cluster, body.clone()).await;
     // The same process again while the first runs: refused, never interleaved.
     let again = cluster.post("/api/v1/migrations", body).await;
@@ -196,7 +198,12 @@ async fn a_pm2_app_moves_with_its_sqlite_state_to_another_server_and_the_source_
     assert_eq!(again.status, StatusCode::CONFLICT);
 
     let migration = wait_migration(&cluster, &id).await;
-    assert_eq!(migration["status"], "completed", "{migration:#}\n{}", cluster.logs_tail());
+    assert_eq!(
+        migration["status"],
+        "completed",
+        "{migration:#}\n{}",
+        cluster.logs_tail()
+    );
     let steps: Vec<(&str, &str, &str)> = migration["steps"]
         .as_array()
         .unwrap()
@@ -223,8 +230,14 @@ async fn a_pm2_app_moves_with_its_sqlite_state_to_another_server_and_the_source_
             ("health", "b", "completed"),
         ]
     );
-    assert!(migration["bytes_moved"].as_u64().unwrap() > 0, "{migration:#}");
-    assert!(migration["downtime_secs"].as_f64().unwrap() > 0.0, "{migration:#}");
+    assert!(
+        migration["bytes_moved"].as_u64().unwrap() > 0,
+        "{migration:#}"
+    );
+    assert!(
+        migration["downtime_secs"].as_f64().unwrap() > 0.0,
+        "{migration:#}"
+    );
     assert!(migration["completed_at"].is_string());
 
     // The source's app is stopped; its rows are on the target, where the
@@ -258,7 +271,10 @@ async fn a_pm2_app_moves_with_its_sqlite_state_to_another_server_and_the_source_
     // `local` is a server too: the monitor's refresh names it.
     let servers = cluster.get("/api/v1/servers").await.body;
     assert_eq!(overview["serverNodes"], servers.as_array().unwrap().len());
-    assert!(overview["totalProcesses"].as_u64().unwrap() >= 2, "{overview:#}");
+    assert!(
+        overview["totalProcesses"].as_u64().unwrap() >= 2,
+        "{overview:#}"
+    );
     assert_eq!(overview["successRate"], "100.0%");
     let logs = cluster.get("/api/v1/logs?limit=50").await.body;
     let messages: Vec<&str> = logs
@@ -268,10 +284,16 @@ async fn a_pm2_app_moves_with_its_sqlite_state_to_another_server_and_the_source_
         .map(|l| l["message"].as_str().unwrap())
         .collect();
     assert!(
-        messages.iter().any(|m| m.contains(&id) && m.contains("completed")),
+        messages
+            .iter()
+            .any(|m| m.contains(&id) && m.contains("completed")),
         "{messages:#?}"
     );
-    assert!(messages.iter().any(|m| m.contains(&id) && m.contains("started")));
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains(&id) && m.contains("started"))
+    );
     let listed = cluster.get("/api/v1/migrations").await.body;
     assert_eq!(listed[0]["id"], id.as_str());
 
@@ -284,7 +306,12 @@ async fn a_pm2_app_moves_with_its_sqlite_state_to_another_server_and_the_source_
         "/api/v1/migrations/..%2F..%2Fetc",
     ] {
         let refused = cluster.get(path).await;
-        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {:#}", refused.body);
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path}: {:#}",
+            refused.body
+        );
     }
     for body in [
         json!({"process_id": "pm2:../x@a", "source_server_id": "a", "target_server_id": "b"}),
@@ -292,7 +319,12 @@ async fn a_pm2_app_moves_with_its_sqlite_state_to_another_server_and_the_source_
         json!({"process_id": "pm2:counter@a", "source_server_id": "a", "target_server_id": "a"}),
     ] {
         let refused = cluster.post("/api/v1/migrations", body.clone()).await;
-        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {:#}", refused.body);
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {:#}",
+            refused.body
+        );
     }
 }
 
@@ -324,7 +356,12 @@ async fn a_migration_whose_app_fails_its_health_check_is_rolled_back_and_the_sou
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["compensates"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .map(|c| {
+            (
+                c["compensates"].as_str().unwrap(),
+                c["status"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         undone,
@@ -340,7 +377,10 @@ async fn a_migration_whose_app_fails_its_health_check_is_rolled_back_and_the_sou
     let before = rows(&a.state_dir().join("app.db")).len();
     let deadline = Instant::now() + DEADLINE;
     while rows(&a.state_dir().join("app.db")).len() <= before {
-        assert!(Instant::now() < deadline, "the source app does not write again");
+        assert!(
+            Instant::now() < deadline,
+            "the source app does not write again"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(b.pm2_status("counter"), None);
