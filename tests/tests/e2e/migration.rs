@@ -396,3 +396,176 @@ async fn a_migration_whose_app_fails_its_health_check_is_rolled_back_and_the_sou
         "{logs:#}"
     );
 }
+
+/// `PUT` one chunk as an agent.
+async fn put_chunk(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    query: &[(&str, String)],
+    bytes: &'static [u8],
+) -> StatusCode {
+    http.put(url)
+        .bearer_auth(token)
+        .query(query)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn an_agent_touches_only_the_artifacts_of_steps_it_holds_and_max_bytes_is_a_clear_413() {
+    let mut cluster = Cluster::new();
+    let (cert, key) = self_signed(cluster.dir.path(), &["localhost", "127.0.0.1"]);
+    cluster.use_tls(&cert, &key);
+    cluster.set_env("OPSQUEUE_ARTIFACTS__MAX_BYTES", "64");
+    cluster.start_api();
+    let url = cluster.api_url.clone();
+    let (a, b) = (
+        Agent::new(&cluster, "a", &["a"]),
+        Agent::new(&cluster, "b", &["b"]),
+    );
+    cluster.start_worker(&a.env(&url, Some(&cert), &["a"]));
+    // A workflow step running on a's worker: what a holds.
+    let submitted = cluster
+        .post(
+            "/api/v1/workflows",
+            json!({"steps": [{"name": "hold", "type": "diag.sleep",
+                              "payload": {"seconds": 60}, "target": "a"}]}),
+        )
+        .await;
+    assert_eq!(
+        submitted.status,
+        StatusCode::ACCEPTED,
+        "{:#}",
+        submitted.body
+    );
+    let step = submitted.body["steps"][0]["operation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let running = cluster
+        .wait_until(&step, |op| op["status"] == "running")
+        .await;
+    let holder = vec![
+        ("worker", "remote-a".to_owned()),
+        ("operation", step.clone()),
+        ("attempt", running["attempt"].to_string()),
+    ];
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let artifacts = format!("{url}/api/v1/agent/artifacts");
+    let declare =
+        |token: String, query: Vec<(&'static str, String)>, size: u64, data: &'static [u8]| {
+            let (http, artifacts) = (http.clone(), artifacts.clone());
+            async move {
+                use sha2::Digest as _;
+                let sha = format!("{:x}", sha2::Sha256::digest(data));
+                let response = http
+                    .post(&artifacts)
+                    .bearer_auth(token)
+                    .query(&query)
+                    .json(&json!({"name": "state", "size": size, "sha256": sha}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status();
+                (status, response.json::<Value>().await.unwrap_or_default())
+            }
+        };
+    let data: &'static [u8] = b"the state archive";
+    // Another agent, naming a step it does not hold: refused.
+    let (status, body) = declare(b.token(), holder.clone(), data.len() as u64, data).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body:#}");
+    // An admin key is not an agent: the agent protocol refuses it.
+    let (status, _) = declare(
+        cluster.token.clone(),
+        holder.clone(),
+        data.len() as u64,
+        data,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Past [artifacts] max_bytes: a clear 413.
+    let (status, body) = declare(a.token(), holder.clone(), 65, data).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body:#}");
+    assert_eq!(body["code"], "artifact_too_large");
+    // The holder itself: declared, sent in two chunks, read back whole.
+    let (status, artifact) = declare(a.token(), holder.clone(), data.len() as u64, data).await;
+    assert_eq!(status, StatusCode::OK, "{artifact:#}");
+    let id = artifact["id"].as_str().unwrap().to_owned();
+    let chunk_url = format!("{artifacts}/{id}");
+    let chunk = |offset: usize, end: usize| {
+        use sha2::Digest as _;
+        let mut query = holder.clone();
+        query.push(("offset", offset.to_string()));
+        query.push((
+            "sha256",
+            format!("{:x}", sha2::Sha256::digest(&data[offset..end])),
+        ));
+        query
+    };
+    assert_eq!(
+        put_chunk(&http, &chunk_url, &b.token(), &chunk(0, 5), &data[..5]).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        put_chunk(
+            &http,
+            &chunk_url,
+            &a.token(),
+            &chunk(5, data.len()),
+            &data[5..]
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "a chunk past where the artifact stands"
+    );
+    assert_eq!(
+        put_chunk(&http, &chunk_url, &a.token(), &chunk(0, 5), &data[..5]).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        put_chunk(
+            &http,
+            &chunk_url,
+            &a.token(),
+            &chunk(5, data.len()),
+            &data[5..]
+        )
+        .await,
+        StatusCode::OK
+    );
+    let content = http
+        .get(format!("{chunk_url}/content"))
+        .bearer_auth(a.token())
+        .query(&holder)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(content.status(), StatusCode::OK);
+    assert_eq!(content.bytes().await.unwrap().as_ref(), data);
+    let refused = http
+        .get(format!("{chunk_url}/content"))
+        .bearer_auth(b.token())
+        .query(&holder)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // Hostile artifact ids are refused.
+    let hostile = http
+        .get(format!("{artifacts}/..%2F..%2Fetc%2Fpasswd"))
+        .bearer_auth(a.token())
+        .query(&holder)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hostile.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
