@@ -53,15 +53,17 @@ impl crate::service::Service for Pruner {
 
     fn run_once(&self, now: Timestamp) -> Result<PruneReport, StoreError> {
         let before = now - self.retention;
-        let mut report = PruneReport::default();
-        report.artifacts = self
-            .artifacts
-            .prune(now - self.artifacts_retention)
-            .map_err(|e| match e {
-                store::ArtifactError::Store(e) => e,
-                other => StoreError::Task(format!("pruning artifacts: {other}")),
-            })?;
-        report.system_logs = self.store.write(|tx| store::system_log_prune(tx, before))?;
+        let mut report = PruneReport {
+            artifacts: self
+                .artifacts
+                .prune(now - self.artifacts_retention)
+                .map_err(|e| match e {
+                    store::ArtifactError::Store(e) => e,
+                    other => StoreError::Task(format!("pruning artifacts: {other}")),
+                })?,
+            system_logs: self.store.write(|tx| store::system_log_prune(tx, before))?,
+            ..PruneReport::default()
+        };
         loop {
             let deleted = self
                 .store

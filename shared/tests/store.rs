@@ -992,10 +992,12 @@ fn a_second_migration_of_a_process_is_refused_while_the_first_is_active() {
             .unwrap()
     };
     let first = OperationId::new();
-    assert!(matches!(
-        insert(first),
-        store::MigrationInserted::Created(Inserted::Created(_))
-    ));
+    match insert(first) {
+        store::MigrationInserted::Created(created) => {
+            assert!(matches!(*created, Inserted::Created(_)))
+        }
+        other => panic!("the first migration was not stored: {other:?}"),
+    }
     match insert(OperationId::new()) {
         store::MigrationInserted::Busy(active) => assert_eq!(active, first.to_string()),
         other => panic!("a second migration was stored: {other:?}"),

@@ -547,7 +547,9 @@ pub async fn create_migration(
         .call(move |s| {
             s.write(|tx| {
                 let inserted = migration_insert(tx, &stored, &new)?;
-                if let MigrationInserted::Created(Inserted::Created(_)) = &inserted {
+                if let MigrationInserted::Created(created) = &inserted
+                    && let Inserted::Created(_) = created.as_ref()
+                {
                     let mut counters = Counters::default();
                     counters.add(names::ENQUEUED, &family_label("workflow"), 1.0);
                     for family in &families {

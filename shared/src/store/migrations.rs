@@ -34,7 +34,7 @@ pub struct MigrationRow {
 /// What [`migration_insert`] did.
 #[derive(Debug)]
 pub enum MigrationInserted {
-    Created(Inserted),
+    Created(Box<Inserted>),
     /// Another migration of the process is active: its id.
     Busy(String),
 }
@@ -76,7 +76,7 @@ pub fn migration_insert(
         ),
         row.created_at,
     )?;
-    Ok(MigrationInserted::Created(inserted))
+    Ok(MigrationInserted::Created(Box::new(inserted)))
 }
 
 const MIGRATION_COLUMNS: &str =
