@@ -194,6 +194,17 @@ pub async fn get_server(
     Ok(HttpResponse::Ok().json(server(target, created.get(&target.name), count)))
 }
 
+/// A process id as the OpenAPI document states it.
+pub struct ProcessIdText;
+
+impl utoipa::PartialSchema for ProcessIdText {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        ProcessId::schema()
+    }
+}
+
+impl utoipa::ToSchema for ProcessIdText {}
+
 /// List processes.
 #[utoipa::path(
     tag = "migration",
@@ -210,7 +221,7 @@ pub async fn list_processes(state: web::Data<AppState>) -> Result<HttpResponse, 
 /// Read one process.
 #[utoipa::path(
     tag = "migration",
-    params(("id" = String, Path, description = "`<kind>:<name>@<server>`, e.g. `pm2:web@server-a`")),
+    params(("id" = inline(ProcessIdText), Path, description = "`<kind>:<name>@<server>`, e.g. `pm2:web@server-a`")),
     responses(
         (status = 200, description = "The process", body = Object),
         (status = 404, description = "opsqueue manages no such process", body = Problem, content_type = "application/problem+json"),
@@ -287,6 +298,7 @@ impl LimitQuery {
     params(LimitQuery),
     responses(
         (status = 200, description = "`[{id, level, message, component, timestamp}]`, newest first: migrations started, completed, failed and rolled back; servers online and offline", body = Vec<Object>),
+        (status = 400, description = "Malformed query", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "limit out of range", body = Problem, content_type = "application/problem+json"),
     ),
 )]
@@ -340,11 +352,15 @@ pub async fn clear_logs(
 #[serde(deny_unknown_fields)]
 pub struct MigrationBody {
     /// `<kind>:<name>@<server>`; only pm2 apps for now.
+    #[schema(schema_with = ProcessId::schema)]
     pub process_id: String,
+    #[schema(schema_with = Label::schema)]
     pub source_server_id: String,
+    #[schema(schema_with = Label::schema)]
     pub target_server_id: String,
     /// The port the app listens on: checked free on the target before, and
     /// answering there after.
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u32>,
     /// Switching a Caddy site to the target: not implemented yet (`422`).
     #[schema(value_type = Option<Object>)]
@@ -426,6 +442,8 @@ fn location(id: &str) -> String {
     request_body = MigrationBody,
     responses(
         (status = 202, description = "The migration (`Location: /api/v1/migrations/{id}`)", body = Object),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "opsqueue manages no such process, or no such target server", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`migration_active`: another migration of this process is pending or running", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A hostile or wrong id, a process without a state_dir, a kind not migratable yet", body = Problem, content_type = "application/problem+json"),
@@ -590,7 +608,11 @@ async fn read_migration(state: &AppState, row: MigrationRow) -> Result<Value, Ap
 #[utoipa::path(
     tag = "migration",
     params(LimitQuery),
-    responses((status = 200, description = "Newest first (default 100)", body = Vec<Object>)),
+    responses(
+        (status = 200, description = "Newest first (default 100)", body = Vec<Object>),
+        (status = 400, description = "Malformed query", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "limit out of range", body = Problem, content_type = "application/problem+json"),
+    ),
 )]
 #[get("/api/v1/migrations")]
 pub async fn list_migrations(
@@ -612,7 +634,7 @@ pub async fn list_migrations(
 /// Read one migration.
 #[utoipa::path(
     tag = "migration",
-    params(("id" = String, Path, description = "The migration's id")),
+    params(("id" = uuid::Uuid, Path, description = "The migration's id")),
     responses(
         (status = 200, description = "`{id, process_id, source_server_id, target_server_id, status, started_at, completed_at, error_message, steps, compensations, bytes_moved, downtime_secs}`; status `rolled_back` when it failed and every compensation completed", body = Object),
         (status = 404, description = "No such migration", body = Problem, content_type = "application/problem+json"),
