@@ -81,6 +81,45 @@ impl Link {
     }
 }
 
+/// Why an artifact request failed, and whether a later attempt may do
+/// better (a transfer cut midway resumes; an artifact past
+/// `[artifacts] max_bytes` stays refused).
+#[derive(Debug)]
+pub struct TransferError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl TransferError {
+    fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    fn from_artifact(error: opsqueue_shared::store::ArtifactError) -> Self {
+        let retryable = !matches!(error, opsqueue_shared::store::ArtifactError::TooLarge(_));
+        Self {
+            message: error.to_string(),
+            retryable,
+        }
+    }
+
+    /// The API's refusal; its problem `code` says whether it will last.
+    fn from_remote(error: StoreError) -> Self {
+        let message = error.to_string();
+        let retryable = !message.contains(" artifact_too_large:");
+        Self { message, retryable }
+    }
+}
+
+impl std::fmt::Display for TransferError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 fn holder(fence: &Fence, offset: Option<u64>, sha256: Option<String>) -> ArtifactHolder {
     ArtifactHolder {
         worker: fence.worker_id.clone(),
@@ -91,18 +130,17 @@ fn holder(fence: &Fence, offset: Option<u64>, sha256: Option<String>) -> Artifac
     }
 }
 
-/// Runs an artifact call on the blocking pool, its error as text.
+/// Runs an artifact call on the blocking pool.
 async fn blocking<T: Send + 'static>(
     call: impl FnOnce() -> Result<T, opsqueue_shared::store::ArtifactError> + Send + 'static,
-) -> Result<T, String> {
+) -> Result<T, TransferError> {
     tokio::task::spawn_blocking(call)
         .await
-        .map_err(|e| format!("artifact task: {e}"))?
-        .map_err(|e| e.to_string())
+        .map_err(|e| TransferError::retryable(format!("artifact task: {e}")))?
+        .map_err(TransferError::from_artifact)
 }
 
 /// Artifacts, for the step whose claim is `fence` (see the module header).
-/// Errors are text: a driver says what failed and that a retry may help.
 impl Link {
     /// Declares (or resumes) the artifact `declaration` names in the
     /// step's workflow.
@@ -111,7 +149,7 @@ impl Link {
         config: &Config,
         fence: &Fence,
         declaration: ArtifactDeclaration,
-    ) -> Result<Artifact, String> {
+    ) -> Result<Artifact, TransferError> {
         match self {
             Link::Local(store) => {
                 let (artifacts, fence) = (Artifacts::new(store.clone(), config), fence.clone());
@@ -136,7 +174,7 @@ impl Link {
             Link::Remote(agent) => agent
                 .artifact_create(&holder(fence, None, None), &declaration)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(TransferError::from_remote),
         }
     }
 
@@ -145,7 +183,7 @@ impl Link {
         config: &Config,
         fence: &Fence,
         id: &str,
-    ) -> Result<Artifact, String> {
+    ) -> Result<Artifact, TransferError> {
         match self {
             Link::Local(store) => {
                 let (artifacts, id) = (Artifacts::new(store.clone(), config), id.to_owned());
@@ -154,7 +192,7 @@ impl Link {
             Link::Remote(agent) => agent
                 .artifact_status(id, &holder(fence, None, None))
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(TransferError::from_remote),
         }
     }
 
@@ -166,7 +204,7 @@ impl Link {
         id: &str,
         offset: u64,
         bytes: Vec<u8>,
-    ) -> Result<Artifact, String> {
+    ) -> Result<Artifact, TransferError> {
         use sha2::Digest as _;
         let sha256 = opsqueue_shared::operation::hex(&sha2::Sha256::digest(&bytes));
         match self {
@@ -177,7 +215,7 @@ impl Link {
             Link::Remote(agent) => agent
                 .artifact_chunk(id, &holder(fence, Some(offset), Some(sha256)), bytes)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(TransferError::from_remote),
         }
     }
 
@@ -189,7 +227,7 @@ impl Link {
         id: &str,
         offset: u64,
         file: &mut tokio::fs::File,
-    ) -> Result<(), String> {
+    ) -> Result<(), TransferError> {
         match self {
             Link::Local(store) => {
                 let (artifacts, id) = (Artifacts::new(store.clone(), config), id.to_owned());
@@ -197,26 +235,26 @@ impl Link {
                 let mut source = tokio::fs::File::from_std(source);
                 tokio::io::copy(&mut source, file)
                     .await
-                    .map_err(|e| format!("copying the artifact: {e}"))?;
+                    .map_err(|e| TransferError::retryable(format!("copying the artifact: {e}")))?;
             }
             Link::Remote(agent) => {
                 let mut response = agent
                     .artifact_download(id, &holder(fence, Some(offset), None))
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(TransferError::from_remote)?;
                 while let Some(chunk) = response
                     .chunk()
                     .await
-                    .map_err(|e| format!("reading the artifact: {e}"))?
+                    .map_err(|e| TransferError::retryable(format!("reading the artifact: {e}")))?
                 {
-                    file.write_all(&chunk)
-                        .await
-                        .map_err(|e| format!("writing the artifact: {e}"))?;
+                    file.write_all(&chunk).await.map_err(|e| {
+                        TransferError::retryable(format!("writing the artifact: {e}"))
+                    })?;
                 }
             }
         }
         file.sync_data()
             .await
-            .map_err(|e| format!("syncing the artifact: {e}"))
+            .map_err(|e| TransferError::retryable(format!("syncing the artifact: {e}")))
     }
 }

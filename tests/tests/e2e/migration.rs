@@ -70,8 +70,11 @@ fn rows(db: &Path) -> Vec<i64> {
 
 /// The API over HTTPS, a monitor, and servers `a` and `b`; the counter
 /// app running on `a` with its state (a database and a plain file).
-async fn fleet(health_timeout_secs: u64) -> (Cluster, Server, Server) {
+async fn fleet(health_timeout_secs: u64, max_bytes: Option<u64>) -> (Cluster, Server, Server) {
     let mut cluster = Cluster::new();
+    if let Some(max) = max_bytes {
+        cluster.set_env("OPSQUEUE_ARTIFACTS__MAX_BYTES", max);
+    }
     let (cert, key) = self_signed(cluster.dir.path(), &["localhost", "127.0.0.1"]);
     cluster.use_tls(&cert, &key);
     cluster.set_env("OPSQUEUE_PM2__ENABLED", "true");
@@ -172,7 +175,7 @@ async fn start_migration(cluster: &Cluster, body: Value) -> String {
 
 #[tokio::test]
 async fn a_pm2_app_moves_with_its_sqlite_state_to_another_server_and_the_source_stops() {
-    let (cluster, a, b) = fleet(60).await;
+    let (cluster, a, b) = fleet(60, None).await;
 
     let processes = cluster.get("/api/v1/processes").await.body;
     let counter = processes
@@ -330,7 +333,7 @@ async fn a_pm2_app_moves_with_its_sqlite_state_to_another_server_and_the_source_
 
 #[tokio::test]
 async fn a_migration_whose_app_fails_its_health_check_is_rolled_back_and_the_source_runs_again() {
-    let (cluster, a, b) = fleet(6).await;
+    let (cluster, a, b) = fleet(6, None).await;
     // Nothing listens on this port: the app on b never answers there.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -395,6 +398,50 @@ async fn a_migration_whose_app_fails_its_health_check_is_rolled_back_and_the_sou
             .any(|l| l["message"].as_str().unwrap().contains("rolled back")),
         "{logs:#}"
     );
+}
+
+#[tokio::test]
+async fn an_archive_past_artifacts_max_bytes_stops_the_migration_and_the_source_runs_again() {
+    // Not enough room on the API host, as `[artifacts] max_bytes` says.
+    let (cluster, a, b) = fleet(60, Some(512)).await;
+    let id = start_migration(
+        &cluster,
+        json!({"process_id": "pm2:counter@a", "source_server_id": "a", "target_server_id": "b"}),
+    )
+    .await;
+    let migration = wait_migration(&cluster, &id).await;
+    assert_eq!(migration["status"], "rolled_back", "{migration:#}");
+    let upload = migration["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "upload")
+        .unwrap();
+    assert_eq!(upload["status"], "failed");
+    assert_eq!(upload["attempt"], 1, "a refusal that lasts is not retried");
+    assert!(
+        upload["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("artifact_too_large"),
+        "{upload:#}"
+    );
+    let undone: Vec<&str> = migration["compensations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["compensates"].as_str().unwrap())
+        .collect();
+    assert_eq!(undone, ["stop", "warm"]);
+    assert_eq!(a.pm2_status("counter").as_deref(), Some("online"));
+    assert_eq!(b.pm2_status("counter"), None);
+    assert!(!b.state_dir().exists());
+    assert!(!a.staging().join(&id).exists());
+    let stored: i64 = cluster
+        .sqlite()
+        .query_row("SELECT count(*) FROM artifacts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, 0);
 }
 
 /// `PUT` one chunk as an agent.

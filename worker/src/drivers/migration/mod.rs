@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use crate::context::Context;
 use crate::drivers::driver::{AnyDriver, Driver, DriverError, Outcome};
 use crate::drivers::pm2::Pm2;
-use crate::link::Link;
+use crate::link::{Link, TransferError};
 use files::Manifest;
 
 /// Error codes of this driver.
@@ -334,7 +334,13 @@ impl Migration {
         let size: u64 = input_as(ctx, "final", "archive_bytes")?;
         let sha256: String = input_as(ctx, "final", "archive_sha256")?;
         let manifest: Manifest = input_as(ctx, "final", "manifest")?;
-        let transfer = |e: String| DriverError::retryable(codes::TRANSFER_FAILED, e);
+        let transfer = |e: TransferError| {
+            if e.retryable {
+                DriverError::retryable(codes::TRANSFER_FAILED, e.message)
+            } else {
+                DriverError::permanent(codes::TRANSFER_FAILED, e.message)
+            }
+        };
         let started = Instant::now();
         let mut artifact = self
             .link
@@ -392,7 +398,10 @@ impl Migration {
                     }
                 };
                 if ctx.is_cancelled() {
-                    return Err(transfer("stopped mid-upload".into()));
+                    return Err(DriverError::retryable(
+                        codes::TRANSFER_FAILED,
+                        "stopped mid-upload",
+                    ));
                 }
             }
         }
@@ -464,7 +473,7 @@ impl Migration {
             self.link
                 .artifact_read_into(ctx.config(), ctx.fence(), &artifact, have, &mut file)
                 .await
-                .map_err(|e| DriverError::retryable(codes::TRANSFER_FAILED, e))?;
+                .map_err(|e| DriverError::retryable(codes::TRANSFER_FAILED, e.message))?;
         }
         drop(file);
         let path = download.clone();
