@@ -12,6 +12,7 @@ pub mod health;
 pub mod migration;
 pub mod operations;
 pub mod pocketbase;
+pub mod processes;
 pub mod proxmox;
 pub mod schedules;
 pub mod targets;
@@ -74,6 +75,9 @@ hand_written!(
     migration::get_server,
     migration::list_processes,
     migration::get_process,
+    processes::create_process,
+    processes::change_process,
+    processes::delete_process,
     migration::overview,
     migration::list_logs,
     migration::clear_logs,

@@ -300,6 +300,74 @@ async fn a_pm2_app_moves_with_its_sqlite_state_to_another_server_and_the_source_
     let listed = cluster.get("/api/v1/migrations").await.body;
     assert_eq!(listed[0]["id"], id.as_str());
 
+    // The seed's process writes: pause and resume on the target, remove
+    // the stopped source (its state directory stays).
+    let fire = |method: reqwest::Method, path: &'static str, body: Option<Value>| {
+        let cluster = &cluster;
+        async move {
+            let id = cluster.request(method, path, body).await.accepted_id(path);
+            let op = cluster.wait_terminal(&id).await;
+            assert_eq!(op["status"], "completed", "{path}: {op:#}");
+            op
+        }
+    };
+    let paused = fire(
+        reqwest::Method::PATCH,
+        "/api/v1/processes/pm2:counter@b",
+        Some(json!({"status": "paused"})),
+    )
+    .await;
+    assert_eq!(paused["type"], "pm2.stop");
+    assert_eq!(b.pm2_status("counter").as_deref(), Some("stopped"));
+    fire(
+        reqwest::Method::PATCH,
+        "/api/v1/processes/pm2:counter@b",
+        Some(json!({"status": "running"})),
+    )
+    .await;
+    assert_eq!(b.pm2_status("counter").as_deref(), Some("online"));
+    fire(
+        reqwest::Method::DELETE,
+        "/api/v1/processes/pm2:counter@a",
+        None,
+    )
+    .await;
+    assert_eq!(a.pm2_status("counter"), None);
+    assert!(a.state_dir().join("app.db").exists());
+    let gone = cluster.get("/api/v1/processes/pm2:counter@a").await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{:#}", gone.body);
+    for (method, path, body) in [
+        (
+            reqwest::Method::PATCH,
+            "/api/v1/processes/pm2:counter@b",
+            json!({"status": "gone"}),
+        ),
+        (
+            reqwest::Method::PATCH,
+            "/api/v1/processes/systemd:web@b",
+            json!({"status": "paused"}),
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/processes",
+            json!({"kind": "docker", "name": "x", "server_id": "b", "spec": {}}),
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/processes",
+            json!({"kind": "pm2", "name": "x", "server_id": "b",
+                   "spec": {"script": "/etc/passwd/../shadow"}}),
+        ),
+    ] {
+        let refused = cluster.request(method, path, Some(body.clone())).await;
+        assert!(
+            refused.status == StatusCode::UNPROCESSABLE_ENTITY
+                || refused.status == StatusCode::BAD_REQUEST,
+            "{path} {body}: {:#}",
+            refused.body
+        );
+    }
+
     // Hostile ids are refused before anything is read or stored.
     for path in [
         "/api/v1/processes/pm2:..%2Fetc@a",
