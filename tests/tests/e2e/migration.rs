@@ -34,6 +34,9 @@ while True:
 struct Server {
     agent: Agent,
     pm2: Pm2Home,
+    /// Its worker's index in the cluster, and the environment it got.
+    worker: usize,
+    env: Vec<(&'static str, String)>,
 }
 
 impl Server {
@@ -68,12 +71,36 @@ fn rows(db: &Path) -> Vec<i64> {
         .unwrap()
 }
 
+/// What a test changes in the fleet.
+struct Setup {
+    health_timeout_secs: u64,
+    max_bytes: Option<u64>,
+    lease_secs: Option<u64>,
+    /// Random bytes in a file of the state, to make the copies take time.
+    bulk_bytes: u64,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            health_timeout_secs: 60,
+            max_bytes: None,
+            lease_secs: None,
+            bulk_bytes: 0,
+        }
+    }
+}
+
 /// The API over HTTPS, a monitor, and servers `a` and `b`; the counter
 /// app running on `a` with its state (a database and a plain file).
-async fn fleet(health_timeout_secs: u64, max_bytes: Option<u64>) -> (Cluster, Server, Server) {
+async fn fleet(setup: Setup) -> (Cluster, Server, Server) {
+    let health_timeout_secs = setup.health_timeout_secs;
     let mut cluster = Cluster::new();
-    if let Some(max) = max_bytes {
+    if let Some(max) = setup.max_bytes {
         cluster.set_env("OPSQUEUE_ARTIFACTS__MAX_BYTES", max);
+    }
+    if let Some(lease) = setup.lease_secs {
+        cluster.set_env("OPSQUEUE_WORKER__LEASE_SECS", lease);
     }
     let (cert, key) = self_signed(cluster.dir.path(), &["localhost", "127.0.0.1"]);
     cluster.use_tls(&cert, &key);
@@ -103,8 +130,13 @@ async fn fleet(health_timeout_secs: u64, max_bytes: Option<u64>) -> (Cluster, Se
                 health_timeout_secs.to_string(),
             ),
         ]);
-        cluster.start_worker(&env);
-        servers.push(Server { agent, pm2 });
+        let worker = cluster.start_worker(&env);
+        servers.push(Server {
+            agent,
+            pm2,
+            worker,
+            env,
+        });
     }
     let deadline = Instant::now() + DEADLINE;
     loop {
@@ -126,6 +158,16 @@ async fn fleet(health_timeout_secs: u64, max_bytes: Option<u64>) -> (Cluster, Se
 
     std::fs::create_dir_all(a.state_dir()).unwrap();
     std::fs::write(a.state_dir().join("notes.txt"), "kept as is\n").unwrap();
+    if setup.bulk_bytes > 0 {
+        use std::io::Read as _;
+        let mut bulk = Vec::new();
+        std::fs::File::open("/dev/urandom")
+            .unwrap()
+            .take(setup.bulk_bytes)
+            .read_to_end(&mut bulk)
+            .unwrap();
+        std::fs::write(a.state_dir().join("bulk.bin"), bulk).unwrap();
+    }
     let started = cluster
         .enqueue(json!({"type": "pm2.start", "target": "a", "payload": {
             "name": "counter", "script": a.pm2.apps.join("counter.py"),
@@ -175,7 +217,7 @@ async fn start_migration(cluster: &Cluster, body: Value) -> String {
 
 #[tokio::test]
 async fn a_pm2_app_moves_with_its_sqlite_state_to_another_server_and_the_source_stops() {
-    let (cluster, a, b) = fleet(60, None).await;
+    let (cluster, a, b) = fleet(Setup::default()).await;
 
     let processes = cluster.get("/api/v1/processes").await.body;
     let counter = processes
@@ -401,7 +443,11 @@ async fn a_pm2_app_moves_with_its_sqlite_state_to_another_server_and_the_source_
 
 #[tokio::test]
 async fn a_migration_whose_app_fails_its_health_check_is_rolled_back_and_the_source_runs_again() {
-    let (cluster, a, b) = fleet(6, None).await;
+    let (cluster, a, b) = fleet(Setup {
+        health_timeout_secs: 6,
+        ..Setup::default()
+    })
+    .await;
     // Nothing listens on this port: the app on b never answers there.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -471,7 +517,11 @@ async fn a_migration_whose_app_fails_its_health_check_is_rolled_back_and_the_sou
 #[tokio::test]
 async fn an_archive_past_artifacts_max_bytes_stops_the_migration_and_the_source_runs_again() {
     // Not enough room on the API host, as `[artifacts] max_bytes` says.
-    let (cluster, a, b) = fleet(60, Some(512)).await;
+    let (cluster, a, b) = fleet(Setup {
+        max_bytes: Some(512),
+        ..Setup::default()
+    })
+    .await;
     let id = start_migration(
         &cluster,
         json!({"process_id": "pm2:counter@a", "source_server_id": "a", "target_server_id": "b"}),
@@ -510,6 +560,79 @@ async fn an_archive_past_artifacts_max_bytes_stops_the_migration_and_the_source_
         .query_row("SELECT count(*) FROM artifacts", [], |r| r.get(0))
         .unwrap();
     assert_eq!(stored, 0);
+}
+
+#[tokio::test]
+async fn the_target_s_worker_killed_mid_restore_is_reaped_and_the_restore_resumes_on_its_next_worker()
+ {
+    let (mut cluster, a, b) = fleet(Setup {
+        lease_secs: Some(3),
+        bulk_bytes: 64 * 1024 * 1024,
+        ..Setup::default()
+    })
+    .await;
+    let id = start_migration(
+        &cluster,
+        json!({"process_id": "pm2:counter@a", "source_server_id": "a", "target_server_id": "b"}),
+    )
+    .await;
+    let step = |migration: &Value, name: &str| {
+        migration["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let migration = cluster.get(&format!("/api/v1/migrations/{id}")).await.body;
+        let restore = step(&migration, "restore");
+        if restore["status"] == "running" {
+            break;
+        }
+        assert_eq!(
+            restore["status"], "pending",
+            "the restore ended before the kill: {migration:#}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the restore never ran: {migration:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.workers[b.worker].signal(libc::SIGKILL);
+    cluster.workers[b.worker]
+        .wait_exit(DEADLINE)
+        .expect("the worker died");
+    let mut env = b.env.clone();
+    env.retain(|(k, _)| *k != "OPSQUEUE_WORKER__ID");
+    cluster.start_worker(&env);
+
+    let migration = wait_migration(&cluster, &id).await;
+    assert_eq!(migration["status"], "completed", "{migration:#}");
+    assert_eq!(step(&migration, "restore")["attempt"], 2, "{migration:#}");
+    assert_eq!(b.pm2_status("counter").as_deref(), Some("online"));
+    assert_eq!(a.pm2_status("counter").as_deref(), Some("stopped"));
+    let sha = |path: PathBuf| {
+        use sha2::Digest as _;
+        format!("{:x}", sha2::Sha256::digest(std::fs::read(path).unwrap()))
+    };
+    assert_eq!(
+        sha(b.state_dir().join("bulk.bin")),
+        sha(a.state_dir().join("bulk.bin"))
+    );
+    let source_rows = rows(&a.state_dir().join("app.db"));
+    let target_rows = rows(&b.state_dir().join("app.db"));
+    assert_eq!(&target_rows[..source_rows.len()], &source_rows[..]);
+    // Nothing of the killed attempt is left beside the state directory.
+    let leftovers: Vec<String> = std::fs::read_dir(&b.pm2.apps)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("opsqueue"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 /// `PUT` one chunk as an agent.
