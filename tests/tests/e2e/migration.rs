@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use opsqueue_tests::fleet::{Agent, self_signed};
+use opsqueue_tests::fleet::{Agent, Netns, self_signed};
 use opsqueue_tests::pm2_home::Pm2Home;
 use opsqueue_tests::{Cluster, DEADLINE};
 use reqwest::StatusCode;
@@ -78,6 +78,9 @@ struct Setup {
     lease_secs: Option<u64>,
     /// Random bytes in a file of the state, to make the copies take time.
     bulk_bytes: u64,
+    /// Runs the source's worker in this network namespace (its name, and
+    /// the address of this side, where the API listens).
+    source_in: Option<(String, String)>,
 }
 
 impl Default for Setup {
@@ -87,6 +90,7 @@ impl Default for Setup {
             max_bytes: None,
             lease_secs: None,
             bulk_bytes: 0,
+            source_in: None,
         }
     }
 }
@@ -104,11 +108,15 @@ async fn fleet(setup: Setup) -> (Cluster, Server, Server) {
     }
     let (cert, key) = self_signed(cluster.dir.path(), &["localhost", "127.0.0.1"]);
     cluster.use_tls(&cert, &key);
+    if setup.source_in.is_some() {
+        cluster.set_env("OPSQUEUE_API__BIND", "0.0.0.0:0");
+    }
     cluster.set_env("OPSQUEUE_PM2__ENABLED", "true");
     cluster.set_env("OPSQUEUE_MIGRATION__ENABLED", "true");
     let tmp = std::fs::canonicalize(std::env::temp_dir()).unwrap();
     cluster.set_env("OPSQUEUE_PM2__BASE_DIR", tmp.display());
     cluster.start_api();
+    cluster.api_url = cluster.api_url.replace("0.0.0.0", "127.0.0.1");
     cluster.start_monitor();
     let url = cluster.api_url.clone();
     let mut servers = Vec::new();
@@ -116,6 +124,13 @@ async fn fleet(setup: Setup) -> (Cluster, Server, Server) {
         let agent = Agent::new(&cluster, name, &[name]);
         let pm2 = Pm2Home::new();
         std::fs::write(pm2.apps.join("counter.py"), COUNTER_APP).unwrap();
+        let (netns, url) = match (&setup.source_in, name) {
+            (Some((netns, outer_ip)), "a") => {
+                let port = url.rsplit(':').next().unwrap();
+                (Some(netns.as_str()), format!("https://{outer_ip}:{port}"))
+            }
+            _ => (None, url.clone()),
+        };
         let mut env = agent.env(&url, Some(&cert), &[name]);
         env.extend([
             ("OPSQUEUE_PM2__HOME", pm2.home.display().to_string()),
@@ -130,7 +145,7 @@ async fn fleet(setup: Setup) -> (Cluster, Server, Server) {
                 health_timeout_secs.to_string(),
             ),
         ]);
-        let worker = cluster.start_worker(&env);
+        let worker = cluster.start_worker_in(netns, &env);
         servers.push(Server {
             agent,
             pm2,
@@ -633,6 +648,80 @@ async fn the_target_s_worker_killed_mid_restore_is_reaped_and_the_restore_resume
         .filter(|name| name.contains("opsqueue"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn the_source_s_link_cut_mid_upload_is_reaped_and_the_upload_resumes_where_the_api_stands() {
+    let netns = Netns::new();
+    let (cluster, a, b) = fleet(Setup {
+        lease_secs: Some(3),
+        bulk_bytes: 64 * 1024 * 1024,
+        source_in: Some((netns.name.clone(), netns.outer_ip.clone())),
+        ..Setup::default()
+    })
+    .await;
+    let id = start_migration(
+        &cluster,
+        json!({"process_id": "pm2:counter@a", "source_server_id": "a", "target_server_id": "b"}),
+    )
+    .await;
+    // Cut once the API holds part of the archive.
+    let received = || -> i64 {
+        cluster
+            .sqlite()
+            .query_row(
+                "SELECT coalesce(max(received), 0) FROM artifacts",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while received() == 0 {
+        assert!(Instant::now() < deadline, "the upload never began");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    netns.cut();
+    let migration = cluster.get(&format!("/api/v1/migrations/{id}")).await.body;
+    let upload = migration["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "upload")
+        .unwrap()["operation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let requeued = cluster
+        .wait_until(&upload, |op| op["status"] != "running")
+        .await;
+    assert_eq!(requeued["status"], "pending", "{requeued:#}");
+    assert_eq!(requeued["error"]["code"], "lease_expired");
+    let cut_at = received();
+    netns.heal();
+
+    let migration = wait_migration(&cluster, &id).await;
+    assert_eq!(migration["status"], "completed", "{migration:#}");
+    let done = cluster.operation(&upload).await;
+    assert!(done["attempt"].as_i64().unwrap() >= 2, "{done:#}");
+    if cut_at < 64 * 1024 * 1024 {
+        let resumed = cluster.logs(&upload).await.iter().any(|line| {
+            line["line"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("resuming the upload at byte")
+        });
+        assert!(resumed, "the next attempt started over");
+    }
+    let sha = |path: PathBuf| {
+        use sha2::Digest as _;
+        format!("{:x}", sha2::Sha256::digest(std::fs::read(path).unwrap()))
+    };
+    assert_eq!(
+        sha(b.state_dir().join("bulk.bin")),
+        sha(a.state_dir().join("bulk.bin"))
+    );
+    assert_eq!(b.pm2_status("counter").as_deref(), Some("online"));
 }
 
 /// `PUT` one chunk as an agent.
