@@ -467,3 +467,88 @@ CREATE TABLE sessions (
     created_at TEXT NOT NULL,
     expires_at TEXT NOT NULL
 ) WITHOUT ROWID;
+
+-- migration 7: process migration: artifacts, migrations, the system log
+
+-- Files that move between hosts through the API host (a migration's state
+-- archive). The bytes are a file `<id>` in `[artifacts] dir`; `received`
+-- says how many of them are written and synced, so an upload resumes there.
+-- An artifact belongs to the workflow of the step that created it: only a
+-- worker holding a running step of that workflow may read or write it.
+CREATE TABLE artifacts (
+    id          TEXT PRIMARY KEY NOT NULL,                 -- UUIDv7
+    workflow_id TEXT NOT NULL REFERENCES operations (id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    size        INTEGER NOT NULL CHECK (size >= 0),        -- as declared at creation
+    sha256      TEXT NOT NULL,                             -- of the whole, as declared
+    received    INTEGER NOT NULL DEFAULT 0 CHECK (received BETWEEN 0 AND size),
+    complete    INTEGER NOT NULL DEFAULT 0 CHECK (complete IN (0, 1)),
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    UNIQUE (workflow_id, name)
+);
+
+-- A migration: its own id (the one its steps name), the workflow that runs
+-- it and what it moves where. At most one migration of a process is active
+-- at a time (the API checks it in the transaction that inserts one).
+CREATE TABLE migrations (
+    id          TEXT PRIMARY KEY NOT NULL,
+    workflow_id TEXT NOT NULL UNIQUE REFERENCES operations (id) ON DELETE CASCADE,
+    process_id  TEXT NOT NULL,                             -- <kind>:<name>@<server>
+    kind        TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX migrations_process ON migrations (process_id);
+
+-- The system log (the process migration system's `GET /api/logs`):
+-- migrations started and ended, targets online and offline. Pruned with
+-- the history.
+CREATE TABLE system_logs (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    at        TEXT NOT NULL,
+    level     TEXT NOT NULL CHECK (level IN ('INFO', 'WARN', 'ERROR')),
+    component TEXT NOT NULL,
+    message   TEXT NOT NULL
+);
+CREATE INDEX system_logs_at ON system_logs (at);
+
+CREATE TRIGGER system_log_migration_ended AFTER UPDATE OF status ON operations
+WHEN NEW.type = 'workflow.run'
+     AND NEW.status IN ('completed', 'failed', 'cancelled')
+     AND OLD.status NOT IN ('completed', 'failed', 'cancelled')
+BEGIN
+    INSERT INTO system_logs (at, level, component, message)
+    SELECT strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'),
+           CASE NEW.status WHEN 'completed' THEN 'INFO' ELSE 'ERROR' END,
+           'coordinator',
+           CASE
+               WHEN NEW.status = 'completed' THEN
+                   'Migration ' || m.id || ' completed: ' || m.process_id || ' now runs on ' || m.target
+               WHEN json_extract(NEW.result, '$.compensated') = 1 THEN
+                   'Migration ' || m.id || ' of ' || m.process_id || ' ' || NEW.status
+                   || ' and was rolled back: ' || coalesce(json_extract(NEW.error, '$.message'), '')
+               ELSE
+                   'Migration ' || m.id || ' of ' || m.process_id || ' ' || NEW.status
+                   || ': ' || coalesce(json_extract(NEW.error, '$.message'), '')
+           END
+    FROM migrations m WHERE m.workflow_id = NEW.id;
+END;
+
+CREATE TRIGGER system_log_target_status AFTER UPDATE OF status ON targets
+WHEN NEW.status IS NOT OLD.status AND NEW.status IN ('online', 'offline')
+BEGIN
+    INSERT INTO system_logs (at, level, component, message)
+    VALUES (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'),
+            CASE NEW.status WHEN 'online' THEN 'INFO' ELSE 'WARN' END,
+            'fleet', 'Server ' || NEW.name || ' is ' || NEW.status);
+END;
+CREATE TRIGGER system_log_target_created AFTER INSERT ON targets
+WHEN NEW.status = 'online'
+BEGIN
+    INSERT INTO system_logs (at, level, component, message)
+    VALUES (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'), 'INFO', 'fleet',
+            'Server ' || NEW.name || ' is online');
+END;

@@ -113,6 +113,11 @@ pub enum ApiError {
     NameTaken(String),
     #[error("{0}")]
     IdempotencyKeyReused(String),
+    /// A state that does not allow the request now (`409`), with its code.
+    #[error("{1}")]
+    Conflict(&'static str, String),
+    #[error("{0}")]
+    ArtifactTooLarge(String),
     #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("the database is busy; retry shortly")]
@@ -197,6 +202,8 @@ impl ApiError {
             ApiError::ScheduleExists(_) => "schedule_exists",
             ApiError::NameTaken(_) => "name_taken",
             ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
+            ApiError::Conflict(code, _) => code,
+            ApiError::ArtifactTooLarge(_) => "artifact_too_large",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::StoreBusy => "store_busy",
             ApiError::StorageFull => "storage_full",
@@ -228,6 +235,8 @@ impl ApiError {
             ApiError::ScheduleExists(_) => "Schedule exists",
             ApiError::NameTaken(_) => "Name taken",
             ApiError::IdempotencyKeyReused(_) => "Idempotency key reused",
+            ApiError::Conflict(..) => "Conflict",
+            ApiError::ArtifactTooLarge(_) => "Artifact too large",
             ApiError::RateLimited { .. } => "Too many requests",
             ApiError::StoreBusy => "Store busy",
             ApiError::StorageFull => "Storage full",
@@ -269,8 +278,11 @@ impl ResponseError for ApiError {
             ApiError::NotCancellable(_)
             | ApiError::NotRetryable(_)
             | ApiError::ScheduleExists(_)
-            | ApiError::NameTaken(_) => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            | ApiError::NameTaken(_)
+            | ApiError::Conflict(..) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge { .. } | ApiError::ArtifactTooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::InvalidRequest { .. }
             | ApiError::UnknownOperationType(_)

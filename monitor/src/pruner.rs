@@ -3,7 +3,9 @@
 //! no transaction holds the write lock for long; then the rows of workers
 //! stopped that long ago; then the event stream's rows older than
 //! `api.events_retention_secs` (a client resuming from before them gets a
-//! `gap` event) and the dashboard sessions that expired; then a passive WAL
+//! `gap` event) and the dashboard sessions that expired; artifacts (rows and
+//! files) `[artifacts] retention_secs` after their workflow ended, and the
+//! system log's lines as old as the history; then a passive WAL
 //! checkpoint, so the database file itself holds the pruned state (the
 //! report counts the WAL frames checkpointed).
 
@@ -13,6 +15,8 @@ use opsqueue_shared::{Config, Store, StoreError};
 
 pub struct Pruner {
     store: Store,
+    artifacts: store::Artifacts,
+    artifacts_retention: chrono::Duration,
     retention: chrono::Duration,
     events_retention: chrono::Duration,
     batch: usize,
@@ -24,6 +28,8 @@ pub struct PruneReport {
     pub workers: usize,
     pub events: usize,
     pub sessions: usize,
+    pub artifacts: usize,
+    pub system_logs: usize,
     /// Frames of the WAL that are in the database file after the checkpoint.
     pub wal_frames_checkpointed: i64,
 }
@@ -31,6 +37,8 @@ pub struct PruneReport {
 impl Pruner {
     pub fn new(store: Store, config: &Config) -> Self {
         Self {
+            artifacts: store::Artifacts::new(store.clone(), config),
+            artifacts_retention: chrono::Duration::seconds(config.artifacts.retention_secs as i64),
             store,
             retention: chrono::Duration::days(config.monitor.retention_days as i64),
             events_retention: chrono::Duration::seconds(config.api.events_retention_secs as i64),
@@ -45,7 +53,17 @@ impl crate::service::Service for Pruner {
 
     fn run_once(&self, now: Timestamp) -> Result<PruneReport, StoreError> {
         let before = now - self.retention;
-        let mut report = PruneReport::default();
+        let mut report = PruneReport {
+            artifacts: self
+                .artifacts
+                .prune(now - self.artifacts_retention)
+                .map_err(|e| match e {
+                    store::ArtifactError::Store(e) => e,
+                    other => StoreError::Task(format!("pruning artifacts: {other}")),
+                })?,
+            system_logs: self.store.write(|tx| store::system_log_prune(tx, before))?,
+            ..PruneReport::default()
+        };
         loop {
             let deleted = self
                 .store
@@ -72,6 +90,11 @@ impl crate::service::Service for Pruner {
     }
 
     fn is_noteworthy(report: &PruneReport) -> bool {
-        report.operations > 0 || report.workers > 0 || report.events > 0 || report.sessions > 0
+        report.operations > 0
+            || report.workers > 0
+            || report.events > 0
+            || report.sessions > 0
+            || report.artifacts > 0
+            || report.system_logs > 0
     }
 }

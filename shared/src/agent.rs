@@ -24,6 +24,10 @@ pub mod paths {
     pub const CLAIM: &str = "/api/v1/agent/claim";
     /// `GET`: objects opsqueue manages on one of the agent's targets.
     pub const MANAGED: &str = "/api/v1/agent/managed";
+    /// `POST`: create (or resume) an artifact of the workflow of a step the
+    /// worker runs; `/{id}`: `GET` where it stands, `PUT` one chunk;
+    /// `/{id}/content`: `GET` the complete file from `offset`.
+    pub const ARTIFACTS: &str = "/api/v1/agent/artifacts";
 }
 
 /// The worker a request comes from, as it registered.
@@ -160,4 +164,32 @@ pub struct ManagedQuery {
     pub kind: String,
     #[serde(default)]
     pub name: Option<String>,
+}
+
+/// Who asks for an artifact: the worker and the running attempt of the
+/// step it acts for (query parameters of every artifact request).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ArtifactHolder {
+    pub worker: String,
+    #[schema(value_type = String, format = Uuid)]
+    #[param(value_type = String, format = Uuid)]
+    pub operation: OperationId,
+    pub attempt: i64,
+    /// `PUT`: where the chunk starts; `GET …/content`: where to read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// `PUT`: the chunk's sha256 (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// `POST /api/v1/agent/artifacts`: what the whole will be.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactDeclaration {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
 }

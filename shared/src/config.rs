@@ -29,6 +29,7 @@ macro_rules! config {
             pub worker: WorkerConfig,
             pub monitor: MonitorConfig,
             pub log: LogConfig,
+            pub artifacts: ArtifactsConfig,
             $(pub $field: families::$module::$section,)+
         }
 
@@ -114,6 +115,39 @@ impl DatabaseConfig {
         self.wake_dir
             .clone()
             .unwrap_or_else(|| self.dir().join("wake"))
+    }
+}
+
+/// `[artifacts]`: files that move between hosts through the API host (a
+/// migration's state archive), kept beside the database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArtifactsConfig {
+    /// Where they are kept; default `<database dir>/artifacts`.
+    pub dir: Option<PathBuf>,
+    /// The most bytes all stored artifacts may hold together; an upload
+    /// that would pass it is refused (`413 artifact_too_large`).
+    pub max_bytes: u64,
+    /// How long an artifact is kept after its workflow ended.
+    pub retention_secs: u64,
+}
+
+impl Default for ArtifactsConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            max_bytes: 2 * 1024 * 1024 * 1024,
+            retention_secs: 24 * 3600,
+        }
+    }
+}
+
+impl ArtifactsConfig {
+    /// The directory, given the database's.
+    pub fn dir(&self, database: &DatabaseConfig) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| database.dir().join("artifacts"))
     }
 }
 

@@ -851,3 +851,158 @@ fn a_list_read_while_another_operation_observed_an_object_keeps_that_newer_obser
         ]
     );
 }
+
+fn artifacts(t: &TestStore, max_bytes: u64) -> store::Artifacts {
+    let mut config = opsqueue_shared::Config::default();
+    config.database = t.config.clone();
+    config.artifacts.max_bytes = max_bytes;
+    store::Artifacts::new(t.store.clone(), &config)
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    opsqueue_shared::operation::hex(&sha2::Sha256::digest(bytes))
+}
+
+#[test]
+fn an_artifact_is_written_in_verified_chunks_resumes_where_it_stands_and_completes_only_whole() {
+    let t = test_store();
+    let owner = t.enqueue(&request("diag.noop", json!({}))).to_string();
+    let artifacts = artifacts(&t, 1 << 20);
+    let data = b"0123456789";
+    let new = store::NewArtifact {
+        workflow_id: owner.clone(),
+        name: "state".into(),
+        size: data.len() as u64,
+        sha256: sha256(data),
+    };
+    let created = artifacts.create(&new).unwrap();
+    assert_eq!((created.received, created.complete), (0, false));
+    let id = created.id.clone();
+    // Only at the offset where it stands, and only with the chunk's own sha256.
+    assert!(matches!(
+        artifacts.put_chunk(&id, 5, &sha256(&data[5..]), &data[5..]),
+        Err(store::ArtifactError::Offset { received: 0 })
+    ));
+    assert!(matches!(
+        artifacts.put_chunk(&id, 0, &sha256(b"other"), &data[..4]),
+        Err(store::ArtifactError::Invalid(_))
+    ));
+    let half = artifacts
+        .put_chunk(&id, 0, &sha256(&data[..4]), &data[..4])
+        .unwrap();
+    assert_eq!((half.received, half.complete), (4, false));
+    assert!(artifacts.open(&id, 0).is_err(), "read before complete");
+    // Declared again (an upload resuming): the same artifact, where it stood.
+    let resumed = artifacts.create(&new).unwrap();
+    assert_eq!((resumed.id.as_str(), resumed.received), (id.as_str(), 4));
+    let done = artifacts
+        .put_chunk(&id, 4, &sha256(&data[4..]), &data[4..])
+        .unwrap();
+    assert!(done.complete);
+    let (_, mut file) = artifacts.open(&id, 3).unwrap();
+    let mut read = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut read).unwrap();
+    assert_eq!(read, &data[3..]);
+
+    // A whole that is not what was declared starts over.
+    let lying = artifacts
+        .create(&store::NewArtifact {
+            name: "other".into(),
+            sha256: sha256(b"something else"),
+            ..new.clone()
+        })
+        .unwrap();
+    assert!(matches!(
+        artifacts.put_chunk(&lying.id, 0, &sha256(data), data),
+        Err(store::ArtifactError::Invalid(_))
+    ));
+    let reset = artifacts.get(&lying.id).unwrap();
+    assert_eq!((reset.received, reset.complete), (0, false));
+}
+
+#[test]
+fn artifacts_past_max_bytes_are_refused_and_pruned_with_their_file_after_their_workflow_ended() {
+    let t = test_store();
+    let owner = t.enqueue(&request("diag.noop", json!({}))).to_string();
+    let artifacts = artifacts(&t, 15);
+    let data = b"0123456789";
+    let new = |name: &str| store::NewArtifact {
+        workflow_id: owner.clone(),
+        name: name.into(),
+        size: data.len() as u64,
+        sha256: sha256(data),
+    };
+    let kept = artifacts.create(&new("one")).unwrap();
+    artifacts
+        .put_chunk(&kept.id, 0, &sha256(data), data)
+        .unwrap();
+    assert!(matches!(
+        artifacts.create(&new("two")),
+        Err(store::ArtifactError::TooLarge(_))
+    ));
+    assert_eq!(artifacts.prune(now()).unwrap(), 0, "its workflow runs");
+    let ended = add_secs(now(), -2.0 * 86_400.0);
+    t.store
+        .write(|tx| {
+            tx.execute(
+                "UPDATE operations SET status = 'completed', finished_at = ?1 WHERE id = ?2",
+                (opsqueue_shared::time::to_db(ended), &owner),
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(artifacts.prune(add_secs(now(), -86_400.0)).unwrap(), 1);
+    assert!(!artifacts.path(&kept.id).exists());
+    assert!(artifacts.get(&kept.id).is_err());
+    assert!(artifacts.create(&new("two")).is_ok(), "room again");
+}
+
+#[test]
+fn a_second_migration_of_a_process_is_refused_while_the_first_is_active() {
+    use opsqueue_shared::families::migration::Pm2Migration;
+    let t = test_store();
+    let migration = |id: OperationId| Pm2Migration {
+        migration: id,
+        name: opsqueue_shared::families::pm2::ProcessName::parse("web").unwrap(),
+        source: Label::parse("a").unwrap(),
+        target: Label::parse("b").unwrap(),
+        state_dir: opsqueue_shared::names::AbsolutePath::parse("/srv/web/state").unwrap(),
+        port: None,
+        health_timeout_secs: 120,
+    };
+    let insert = |id: OperationId| {
+        let new = migration(id)
+            .plan()
+            .parse(Label::parse("api").unwrap())
+            .unwrap()
+            .prepare(now());
+        let row = store::MigrationRow {
+            id: id.to_string(),
+            workflow_id: new.parent.id.to_string(),
+            process_id: "pm2:web@a".into(),
+            kind: "pm2".into(),
+            name: "web".into(),
+            source: "a".into(),
+            target: "b".into(),
+            created_at: now(),
+        };
+        t.store
+            .write(|tx| store::migration_insert(tx, &row, &new))
+            .unwrap()
+    };
+    let first = OperationId::new();
+    match insert(first) {
+        store::MigrationInserted::Created(created) => {
+            assert!(matches!(*created, Inserted::Created(_)))
+        }
+        other => panic!("the first migration was not stored: {other:?}"),
+    }
+    match insert(OperationId::new()) {
+        store::MigrationInserted::Busy(active) => assert_eq!(active, first.to_string()),
+        other => panic!("a second migration was stored: {other:?}"),
+    }
+    let logged = t.store.read(|c| store::system_log_list(c, 10)).unwrap();
+    assert_eq!(logged.len(), 1);
+    assert!(logged[0].message.contains("started"), "{logged:?}");
+}

@@ -74,6 +74,11 @@ fn disk_free(path: &std::path::Path) -> Option<DiskFree> {
     })
 }
 
+/// Free bytes on the file system holding `path` (for a driver's check).
+pub(crate) fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    disk_free(path).map(|d| d.free_bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

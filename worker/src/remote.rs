@@ -17,9 +17,11 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use opsqueue_shared::agent::{AgentAnswers, AgentBatch, AgentClaim, ManagedQuery, paths};
+use opsqueue_shared::agent::{
+    AgentAnswers, AgentBatch, AgentClaim, ArtifactDeclaration, ArtifactHolder, ManagedQuery, paths,
+};
 use opsqueue_shared::config::WorkerConfig;
-use opsqueue_shared::store::{ManagedObject, StoreError, WorkerWritten};
+use opsqueue_shared::store::{Artifact, ManagedObject, StoreError, WorkerWritten};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -28,6 +30,8 @@ use serde::de::DeserializeOwned;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one artifact chunk may take to send.
+const CHUNK_TIMEOUT: Duration = Duration::from_secs(120);
 /// A waiting claim's answer may come this much after its wait.
 const WAIT_MARGIN: Duration = Duration::from_secs(10);
 
@@ -198,6 +202,82 @@ impl Agent {
             .query(query);
         let items: Items = self.answer(request, "managed objects").await?;
         Ok(items.items)
+    }
+}
+
+impl Agent {
+    /// Declares (or resumes) an artifact of the workflow of the step
+    /// `holder` names.
+    pub async fn artifact_create(
+        &self,
+        holder: &ArtifactHolder,
+        declaration: &ArtifactDeclaration,
+    ) -> Result<Artifact, StoreError> {
+        let request = self
+            .http
+            .post(self.url(paths::ARTIFACTS)?)
+            .timeout(REQUEST_TIMEOUT)
+            .query(holder)
+            .json(declaration);
+        self.answer(request, "artifact").await
+    }
+
+    /// Where artifact `id` stands.
+    pub async fn artifact_status(
+        &self,
+        id: &str,
+        holder: &ArtifactHolder,
+    ) -> Result<Artifact, StoreError> {
+        let request = self
+            .http
+            .get(self.url(&format!("{}/{id}", paths::ARTIFACTS))?)
+            .timeout(REQUEST_TIMEOUT)
+            .query(holder);
+        self.answer(request, "artifact").await
+    }
+
+    /// Sends one chunk (`holder.offset`, `holder.sha256` say where and what).
+    pub async fn artifact_chunk(
+        &self,
+        id: &str,
+        holder: &ArtifactHolder,
+        bytes: Vec<u8>,
+    ) -> Result<Artifact, StoreError> {
+        let request = self
+            .http
+            .put(self.url(&format!("{}/{id}", paths::ARTIFACTS))?)
+            .timeout(CHUNK_TIMEOUT)
+            .query(holder)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(bytes);
+        self.answer(request, "artifact chunk").await
+    }
+
+    /// The complete artifact's bytes from `holder.offset`, as a response
+    /// to read (its body streams).
+    pub async fn artifact_download(
+        &self,
+        id: &str,
+        holder: &ArtifactHolder,
+    ) -> Result<reqwest::Response, StoreError> {
+        let response = self
+            .http
+            .get(self.url(&format!("{}/{id}/content", paths::ARTIFACTS))?)
+            .query(holder)
+            .header(AUTHORIZATION, self.authorization.clone())
+            .send()
+            .await
+            .map_err(|e| StoreError::Remote(format!("artifact download: {}", without_url(&e))))?;
+        if response.status() == StatusCode::OK {
+            return Ok(response);
+        }
+        let status = response.status();
+        let problem: serde_json::Value = response.json().await.unwrap_or_default();
+        Err(StoreError::Remote(format!(
+            "artifact download refused with {status} {}: {}",
+            problem["code"].as_str().unwrap_or("?"),
+            problem["detail"].as_str().unwrap_or("")
+        )))
     }
 }
 

@@ -6,10 +6,13 @@
 //! `#[utoipa::path]`. The families' typed routes are data (see `typed.rs`).
 
 pub mod agent;
+pub mod artifacts;
 pub mod events;
 pub mod health;
+pub mod migration;
 pub mod operations;
 pub mod pocketbase;
+pub mod processes;
 pub mod proxmox;
 pub mod schedules;
 pub mod targets;
@@ -64,6 +67,23 @@ hand_written!(
     agent::agent_writes,
     agent::agent_claim,
     agent::agent_managed,
+    artifacts::artifact_create,
+    artifacts::artifact_status,
+    artifacts::artifact_chunk,
+    artifacts::artifact_content,
+    migration::list_servers,
+    migration::get_server,
+    migration::list_processes,
+    migration::get_process,
+    processes::create_process,
+    processes::change_process,
+    processes::delete_process,
+    migration::overview,
+    migration::list_logs,
+    migration::clear_logs,
+    migration::create_migration,
+    migration::list_migrations,
+    migration::get_migration,
     proxmox::create_node,
     proxmox::list_nodes,
     proxmox::get_node,

@@ -19,6 +19,7 @@ pub mod route;
 pub mod caddy;
 pub mod cloudpanel;
 pub mod diag;
+pub mod migration;
 pub mod pm2;
 pub mod pocketbase;
 pub mod proxmox;
@@ -53,6 +54,7 @@ macro_rules! families {
             script: Script(ScriptAction, ScriptsConfig) [scripts],
             cloudpanel: Cloudpanel(CloudpanelAction, CloudpanelConfig) [cloudpanel],
             pocketbase: Pocketbase(PocketbaseAction, PocketbaseConfig) [pocketbase],
+            migration: Migration(MigrationAction, MigrationConfig) [migration],
         }
     };
 }

@@ -26,12 +26,14 @@
 //! - The schema is `schema.sql`, applied as append-only migrations tracked
 //!   by `PRAGMA user_version`; a database newer than this code is refused.
 
+mod artifacts;
 mod batch;
 mod counters;
 mod events;
 mod keys;
 mod lifecycle;
 mod logs;
+mod migrations;
 mod operations;
 pub mod proxmox;
 mod schedules;
@@ -49,12 +51,14 @@ use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
+pub use artifacts::*;
 pub use batch::WriteBatcher;
 pub use counters::*;
 pub use events::*;
 pub use keys::*;
 pub use lifecycle::*;
 pub use logs::*;
+pub use migrations::*;
 pub use operations::*;
 pub use schedules::*;
 pub use sessions::*;

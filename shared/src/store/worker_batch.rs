@@ -406,7 +406,10 @@ pub fn worker_batch_check(
         _ => {}
     }
     let mut row = conn.prepare_cached(
-        "SELECT target, type, resource IS NOT NULL FROM operations WHERE id = ?1",
+        // A workflow step's end may release its dependents, so it counts as
+        // having a resource (as the executor says it) even without one.
+        "SELECT target, type, resource IS NOT NULL OR parent_id IS NOT NULL
+         FROM operations WHERE id = ?1",
     )?;
     for write in writes {
         let Some(fence) = write.fence() else { continue };

@@ -8,6 +8,7 @@ mod cloudpanel;
 mod dashboard;
 mod dashboard_pocketbase;
 mod fleet;
+mod migration;
 mod openapi_conformance;
 mod pm2;
 mod pocketbase;

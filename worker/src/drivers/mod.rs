@@ -12,6 +12,7 @@ pub mod caddy;
 pub mod cloudpanel;
 pub mod diag;
 pub mod driver;
+pub mod migration;
 pub mod pm2;
 pub mod pocketbase;
 pub mod proxmox;

@@ -378,6 +378,14 @@ pub struct Start {
         skip_serializing_if = "Option::is_none"
     )]
     pub cwd: Option<AbsolutePath>,
+    /// The directory the app keeps its state in (a SQLite database, files
+    /// it writes), inside `[pm2] base_dir`: what a migration moves.
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub state_dir: Option<AbsolutePath>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<AppArg>,
     /// Secret field: stored apart, shown as `"***"`.
@@ -432,6 +440,7 @@ impl Start {
         let spec_fields = [
             "interpreter",
             "cwd",
+            "state_dir",
             "args",
             "env",
             "instances",
@@ -476,6 +485,7 @@ impl Start {
             .property("script", AbsolutePath::schema())
             .property("interpreter", Interpreter::schema())
             .property("cwd", AbsolutePath::schema())
+            .property("state_dir", AbsolutePath::schema())
             .property(
                 "args",
                 ArrayBuilder::new()
@@ -522,6 +532,7 @@ impl Start {
     fn check(&self) -> Result<(), String> {
         let spec_given = self.interpreter.is_some()
             || self.cwd.is_some()
+            || self.state_dir.is_some()
             || !self.args.is_empty()
             || !self.env.is_empty()
             || self.instances.is_some()
@@ -532,7 +543,7 @@ impl Start {
             || self.log_date_format.is_some();
         if self.script.is_none() && spec_given {
             return Err(
-                "a spec (interpreter, cwd, args, env, instances, wait_ready, autorestart, \
+                "a spec (interpreter, cwd, state_dir, args, env, instances, wait_ready, autorestart, \
                  max_memory_restart, log_date_format) needs a script"
                     .into(),
             );
@@ -925,6 +936,9 @@ impl FamilyAction for Pm2Action {
         if let Some(cwd) = &start.cwd {
             checked = checked.and_then(|()| inside_base("cwd", cwd, base));
         }
+        if let Some(state_dir) = &start.state_dir {
+            checked = checked.and_then(|()| inside_base("state_dir", state_dir, base));
+        }
         checked.map_err(|m| ActionError::invalid(self.kind(), m))
     }
 }
@@ -971,7 +985,7 @@ mod tests {
     #[test]
     fn the_start_schema_names_every_field_the_spec_has() {
         let full = start(json!({
-            "name": "w", "script": "/srv/x.js", "interpreter": "node", "cwd": "/srv",
+            "name": "w", "script": "/srv/x.js", "interpreter": "node", "cwd": "/srv", "state_dir": "/srv/state",
             "args": ["a"], "env": {"A": "1"}, "instances": 2, "wait_ready": true,
             "listen_timeout_ms": 10, "autorestart": false, "max_memory_restart": "150M",
             "log_date_format": "YYYY-MM-DD HH:mm Z",

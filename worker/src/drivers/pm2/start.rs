@@ -175,6 +175,7 @@ fn managed_spec(start: &Start, script: &Path, cwd: &Path) -> Value {
     json!({
         "script": script,
         "cwd": cwd,
+        "state_dir": start.state_dir,
         "interpreter": start.interpreter.as_ref().map(|i| i.as_str()),
         "args": start.args.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
         "env_names": start.env.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
