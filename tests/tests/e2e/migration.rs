@@ -581,7 +581,10 @@ async fn an_archive_past_artifacts_max_bytes_stops_the_migration_and_the_source_
 async fn the_target_s_worker_killed_mid_restore_is_reaped_and_the_restore_resumes_on_its_next_worker()
  {
     let (mut cluster, a, b) = fleet(Setup {
-        lease_secs: Some(3),
+        // Short enough to be reaped soon, long enough for heartbeats that
+        // wait behind a 16 MiB chunk's commit on a loaded 2-core machine
+        // (3 s ran the upload out of attempts there).
+        lease_secs: Some(10),
         bulk_bytes: 64 * 1024 * 1024,
         ..Setup::default()
     })
@@ -654,7 +657,10 @@ async fn the_target_s_worker_killed_mid_restore_is_reaped_and_the_restore_resume
 async fn the_source_s_link_cut_mid_upload_is_reaped_and_the_upload_resumes_where_the_api_stands() {
     let netns = Netns::new();
     let (cluster, a, b) = fleet(Setup {
-        lease_secs: Some(3),
+        // Short enough to be reaped soon, long enough for heartbeats that
+        // wait behind a 16 MiB chunk's commit on a loaded 2-core machine
+        // (3 s ran the upload out of attempts there).
+        lease_secs: Some(10),
         bulk_bytes: 64 * 1024 * 1024,
         source_in: Some((netns.name.clone(), netns.outer_ip.clone())),
         ..Setup::default()
