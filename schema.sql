@@ -552,3 +552,39 @@ BEGIN
     VALUES (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'), 'INFO', 'fleet',
             'Server ' || NEW.name || ' is online');
 END;
+
+-- migration 8: migration events
+
+-- `migration.created` when a migration is stored, `migration.updated` when
+-- its workflow or one of its steps changes status (the step's name and
+-- status in `data`), `migration.finished` when its workflow ends. The
+-- event's `operation_id` is the migration's workflow, its `target` the
+-- server the process moves to. Only workflows and their steps pay for the
+-- lookup (one seek on `migrations.workflow_id`).
+CREATE TRIGGER events_migration_created AFTER INSERT ON migrations
+BEGIN
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    VALUES (NEW.created_at, 'migration.created', NEW.workflow_id, NEW.target, NULL,
+            json_object('migration', NEW.id, 'process_id', NEW.process_id,
+                        'source', NEW.source, 'target', NEW.target));
+END;
+
+CREATE TRIGGER events_migration_status AFTER UPDATE OF status ON operations
+WHEN NEW.status IS NOT OLD.status
+     AND (NEW.type = 'workflow.run' OR NEW.parent_id IS NOT NULL)
+BEGIN
+    INSERT INTO events (at, type, operation_id, target, parent_id, data)
+    SELECT NEW.updated_at,
+           CASE WHEN NEW.type = 'workflow.run' AND NEW.finished_at IS NOT NULL
+                THEN 'migration.finished' ELSE 'migration.updated' END,
+           m.workflow_id, m.target, NULL,
+           CASE WHEN NEW.type = 'workflow.run'
+                THEN json_object('migration', m.id, 'process_id', m.process_id,
+                                 'status', NEW.status, 'previous', OLD.status,
+                                 'error', NEW.error ->> '$.code')
+                ELSE json_object('migration', m.id, 'process_id', m.process_id,
+                                 'step', NEW.step, 'step_status', NEW.status)
+           END
+    FROM migrations m
+    WHERE m.workflow_id = CASE WHEN NEW.type = 'workflow.run' THEN NEW.id ELSE NEW.parent_id END;
+END;

@@ -8,8 +8,10 @@ use opsqueue_shared::config::DatabaseConfig;
 use opsqueue_shared::names::Label;
 use opsqueue_shared::store::{self, ClaimRequest, Finish, Inserted, LogLine, Stream};
 use opsqueue_shared::time::{Timestamp, add_secs, now};
-use opsqueue_shared::{Action, Operation, OperationId, OperationRequest, Status, Store};
-use serde_json::json;
+use opsqueue_shared::{
+    Action, Operation, OperationError, OperationId, OperationRequest, Status, Store,
+};
+use serde_json::{Value, json};
 
 struct TestStore {
     store: Store,
@@ -1005,4 +1007,54 @@ fn a_second_migration_of_a_process_is_refused_while_the_first_is_active() {
     let logged = t.store.read(|c| store::system_log_list(c, 10)).unwrap();
     assert_eq!(logged.len(), 1);
     assert!(logged[0].message.contains("started"), "{logged:?}");
+
+    // The event stream tells the migration's story: stored, its first step
+    // claimed (the workflow runs with it), the workflow's end.
+    let events = |kind: &str| -> Vec<(Option<String>, Option<String>, Value)> {
+        t.store
+            .read(|c| store::event_list_after(c, 0, 1000))
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| (e.operation_id.clone(), e.target.clone(), data(&e)))
+            .collect()
+    };
+    let created = events("migration.created");
+    assert_eq!(created.len(), 1, "one per stored migration: {created:?}");
+    let (workflow, target, data) = &created[0];
+    assert_eq!(
+        (target.as_deref(), &data["process_id"]),
+        (Some("b"), &json!("pm2:web@a"))
+    );
+    assert!(events("migration.updated").is_empty());
+    let claimed = t.claim_for("w-a", &["a"], None, 1);
+    assert_eq!(claimed[0].step.as_deref(), Some("inspect"));
+    let updated = events("migration.updated");
+    let step_running = json!({"migration": first.to_string(), "process_id": "pm2:web@a",
+                              "step": "inspect", "step_status": "running"});
+    assert!(
+        updated.iter().any(|(_, _, d)| *d == step_running),
+        "{updated:?}"
+    );
+    assert!(
+        updated
+            .iter()
+            .any(|(op, _, d)| d["status"] == "running" && op == workflow),
+        "{updated:?}"
+    );
+    let failed = Finish::Failed {
+        error: OperationError {
+            code: "process_not_found".into(),
+            message: "no such app".into(),
+            retryable: false,
+        },
+    };
+    t.store
+        .write(|tx| store::operation_finish(tx, &claimed[0].fence().unwrap(), &failed, now()))
+        .unwrap();
+    let ended = t.get(workflow.as_deref().unwrap().parse().unwrap());
+    assert_eq!(ended.status, Status::Failed);
+    let finished = events("migration.finished");
+    assert_eq!(finished.len(), 1, "{finished:?}");
+    assert_eq!(finished[0].2["status"], "failed");
 }

@@ -30,7 +30,8 @@ pub struct EventsQuery {
     /// Event types, comma-separated: `operation.created`,
     /// `operation.updated`, `operation.finished`, `workflow.created`,
     /// `workflow.updated`, `workflow.finished`, `schedule.fired`,
-    /// `target.status_changed`, or a family such as `operation.*`.
+    /// `target.status_changed`, `migration.created`, `migration.updated`,
+    /// `migration.finished`, or a family such as `operation.*`.
     #[serde(rename = "type")]
     #[param(rename = "type")]
     pub kind: Option<String>,

@@ -37,6 +37,9 @@ pub const EVENT_TYPES: &[&str] = &[
     "workflow.finished",
     "schedule.fired",
     "target.status_changed",
+    "migration.created",
+    "migration.updated",
+    "migration.finished",
 ];
 
 /// One stored event.
