@@ -71,7 +71,8 @@
     source.onerror = function () { setLive("off", "not live: reconnecting to the event stream"); };
     ["operation.created", "operation.updated", "operation.finished",
      "workflow.created", "workflow.updated", "workflow.finished",
-     "schedule.fired", "target.status_changed", "gap"].forEach(function (type) {
+     "schedule.fired", "target.status_changed",
+     "migration.created", "migration.updated", "migration.finished", "gap"].forEach(function (type) {
       source.addEventListener(type, function (message) {
         const event = JSON.parse(message.data);
         handlers.forEach(function (handle) { handle(type, event); });
@@ -218,6 +219,23 @@
     follow.addEventListener("end", function () {
       follow.close();
       log.dataset.ended = "true";
+    });
+  }
+
+  // --- Migrations: the rows are fetched again when a migration moves.
+  const migrations = document.getElementById("migrations");
+  if (migrations) {
+    const refresh = debounce(300, function () {
+      fragment(migrations.dataset.src).then(function (content) {
+        if (content) {
+          migrations.tBodies[0].replaceChildren(content);
+        }
+      });
+    });
+    handlers.push(function (type) {
+      if (type.indexOf("migration.") === 0 || type === "gap") {
+        refresh();
+      }
     });
   }
 

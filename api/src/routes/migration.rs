@@ -620,15 +620,21 @@ pub async fn list_migrations(
     query: web::Query<LimitQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.get(100)?;
+    Ok(HttpResponse::Ok().json(read_migrations(&state, limit).await?))
+}
+
+/// The newest `limit` migrations as `GET /api/v1/migrations` answers them
+/// (the dashboard's migrations page shows the same).
+pub(crate) async fn read_migrations(state: &AppState, limit: u32) -> Result<Vec<Value>, ApiError> {
     let rows = state
         .store
         .call(move |s| s.read(|c| migration_list(c, limit)))
         .await?;
     let mut items = Vec::with_capacity(rows.len());
     for row in rows {
-        items.push(read_migration(&state, row).await?);
+        items.push(read_migration(state, row).await?);
     }
-    Ok(HttpResponse::Ok().json(items))
+    Ok(items)
 }
 
 /// Read one migration.

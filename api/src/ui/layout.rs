@@ -21,6 +21,7 @@ pub enum Section {
     Fire,
     Schedules,
     Workers,
+    Migrations,
     Family(&'static str),
 }
 
@@ -104,6 +105,7 @@ pub fn shell(state: &AppState, page: &Page, content: Markup) -> Markup {
                         }
                         (nav_link(page, Section::Schedules, "/ui/schedules", "Schedules"))
                         (nav_link(page, Section::Workers, "/ui/workers", "Workers"))
+                        (nav_link(page, Section::Migrations, "/ui/migrations", "Migrations"))
                         @for (family, label) in families {
                             (nav_link(page, Section::Family(family), &format!("/ui/families/{family}"), label))
                         }

@@ -24,6 +24,7 @@ mod assets;
 mod families;
 mod fire;
 mod layout;
+mod migrations;
 mod operations;
 mod overview;
 mod pocketbase;
@@ -68,6 +69,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/ui/schedules/{name}", web::post().to(schedules::update))
         .route("/ui/workers", web::get().to(workers::list))
         .route("/ui/workflows/{id}", web::get().to(workflows::page))
+        .route("/ui/migrations", web::get().to(migrations::page))
+        .route(
+            migrations::ROWS_PATH,
+            web::get().to(migrations::rows_fragment),
+        )
         .route("/ui/families/{family}", web::get().to(families::page))
         .route(pocketbase::CREATE_PATH, web::get().to(pocketbase::form))
         .route(pocketbase::CREATE_PATH, web::post().to(pocketbase::create))

@@ -210,6 +210,7 @@ async fn every_page_renders_with_its_security_headers_and_a_disabled_family_says
         ("/ui/fire", "Fire an operation"),
         ("/ui/schedules", "Schedules"),
         ("/ui/workers", "Workers"),
+        ("/ui/migrations", "Migrations"),
         ("/ui/families/pm2", "pm2 on local"),
         ("/ui/families/systemd", "systemd on local"),
         ("/ui/families/caddy", "Caddy on local"),
@@ -448,4 +449,78 @@ async fn the_pocketbase_create_form_makes_nothing_until_a_worker_has_validated_i
     assert_eq!(items[0]["status"], "pending");
     let workflows: serde_json::Value = app.get("/api/v1/workflows").await.json().await.unwrap();
     assert_eq!(workflows["items"], json!([]), "a workflow was made");
+}
+
+#[tokio::test]
+async fn the_migrations_page_shows_each_migration_as_the_api_does_with_its_steps_done() {
+    use opsqueue_shared::families::migration::Pm2Migration;
+    use opsqueue_shared::names::{AbsolutePath, Label};
+    use opsqueue_shared::store::{MigrationRow, migration_insert};
+    use opsqueue_shared::time::now;
+
+    let app = spawn_app().await;
+    let session = sign_in(&app, &app.read).await;
+    let empty = get(&app, &session.cookie, "/ui/migrations").await;
+    assert!(empty.contains("No migration yet."), "{empty}");
+
+    // Stored as POST /api/v1/migrations stores one.
+    let id = opsqueue_shared::OperationId::new();
+    let new = Pm2Migration {
+        migration: id,
+        name: opsqueue_shared::families::pm2::ProcessName::parse("web").unwrap(),
+        source: Label::parse("a").unwrap(),
+        target: Label::parse("b").unwrap(),
+        state_dir: AbsolutePath::parse("/srv/web/state").unwrap(),
+        port: None,
+        health_timeout_secs: 120,
+    }
+    .plan()
+    .parse(Label::parse("api").unwrap())
+    .unwrap()
+    .prepare(now());
+    let workflow = new.parent.id.to_string();
+    let steps = new.steps.len();
+    let row = MigrationRow {
+        id: id.to_string(),
+        workflow_id: workflow.clone(),
+        process_id: "pm2:web@a".into(),
+        kind: "pm2".into(),
+        name: "web".into(),
+        source: "a".into(),
+        target: "b".into(),
+        created_at: now(),
+    };
+    app.store
+        .write(|tx| migration_insert(tx, &row, &new))
+        .unwrap();
+
+    let api = app
+        .client
+        .get(app.url("/api/v1/migrations"))
+        .bearer_auth(&app.read)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let status = api[0]["status"].as_str().unwrap().to_owned();
+    let page = get(&app, &session.cookie, "/ui/migrations").await;
+    for shown in [
+        "pm2:web@a".to_owned(),
+        "a → b".to_owned(),
+        format!(r#"href="/ui/workflows/{workflow}""#),
+        format!(r#"data-status="{status}""#),
+        format!("0 of {steps}"),
+        r#"data-src="/ui/migrations/rows""#.to_owned(),
+        "type=migration.*".to_owned(),
+    ] {
+        assert!(page.contains(&shown), "the page lacks {shown:?}: {page}");
+    }
+    let rows = get(&app, &session.cookie, "/ui/migrations/rows").await;
+    assert!(
+        rows.trim_start().starts_with("<tr") && rows.contains(&format!("migration-{id}")),
+        "{rows}"
+    );
+    assert!(!rows.contains("<html"), "the rows come alone: {rows}");
 }

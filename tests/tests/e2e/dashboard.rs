@@ -473,3 +473,104 @@ async fn a_workflow_s_steps_are_drawn_by_depth_and_change_state_without_a_reload
         )
         .await;
 }
+
+#[tokio::test]
+async fn a_migration_appears_on_its_page_and_its_progress_moves_without_a_reload() {
+    use opsqueue_shared::config::DatabaseConfig;
+    use opsqueue_shared::families::migration::Pm2Migration;
+    use opsqueue_shared::families::pm2::ProcessName;
+    use opsqueue_shared::names::{AbsolutePath, Label};
+    use opsqueue_shared::store::{self, ClaimRequest, MigrationRow};
+    use opsqueue_shared::time::{add_secs, now};
+
+    // No monitor: its reaper must not hand back the step this test claims
+    // for a worker that does not exist.
+    let mut cluster = Cluster::new();
+    cluster.start_api();
+    let browser = Browser::start(&cluster).await;
+    browser.sign_in(&cluster.token).await;
+    browser.visit("/ui/migrations").await;
+    browser
+        .wait_text("#migrations tbody", "the empty page says so", |t| {
+            t.contains("No migration yet")
+        })
+        .await;
+    browser.wait_live().await;
+    browser.mark_page().await;
+
+    // Stored as POST /api/v1/migrations stores one (the route itself needs
+    // two servers with pm2: tests/tests/e2e/migration.rs runs it whole).
+    let db = opsqueue_shared::Store::open(&DatabaseConfig {
+        path: cluster.db_path(),
+        ..Default::default()
+    })
+    .unwrap();
+    let id = opsqueue_shared::OperationId::new();
+    let new = Pm2Migration {
+        migration: id,
+        name: ProcessName::parse("web").unwrap(),
+        source: Label::parse("a").unwrap(),
+        target: Label::parse("b").unwrap(),
+        state_dir: AbsolutePath::parse("/srv/web/state").unwrap(),
+        port: None,
+        health_timeout_secs: 120,
+    }
+    .plan()
+    .parse(Label::parse("api").unwrap())
+    .unwrap()
+    .prepare(now());
+    let row = MigrationRow {
+        id: id.to_string(),
+        workflow_id: new.parent.id.to_string(),
+        process_id: "pm2:web@a".into(),
+        kind: "pm2".into(),
+        name: "web".into(),
+        source: "a".into(),
+        target: "b".into(),
+        created_at: now(),
+    };
+    db.write(|tx| store::migration_insert(tx, &row, &new))
+        .unwrap();
+    let steps = new.steps.len();
+    browser
+        .wait_text("#migrations tbody", "the stored migration appears", |t| {
+            t.contains("pm2:web@a") && t.contains(&format!("0 of {steps}"))
+        })
+        .await;
+
+    // Its first step is claimed on the source: the page names it running.
+    let at = now();
+    let claimed = db
+        .write(|tx| {
+            store::operation_claim(
+                tx,
+                &ClaimRequest {
+                    worker_id: "worker-on-a",
+                    targets: &["a".to_owned()],
+                    sources: None,
+                    limit: 1,
+                    now: at,
+                    lease_until: add_secs(at, 60.0),
+                },
+            )
+        })
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    browser
+        .wait_text("#migrations tbody", "the running step is named", |t| {
+            t.contains(&format!("({})", claimed[0].step.as_deref().unwrap()))
+        })
+        .await;
+    assert_eq!(
+        browser
+            .find(&format!("#migration-{id}"))
+            .await
+            .attr("data-status")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("running")
+    );
+    assert!(browser.not_reloaded().await, "the page was reloaded");
+    browser.screenshot("migrations").await;
+}
