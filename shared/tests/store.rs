@@ -979,16 +979,8 @@ fn a_second_migration_of_a_process_is_refused_while_the_first_is_active() {
             .parse(Label::parse("api").unwrap())
             .unwrap()
             .prepare(now());
-        let row = store::MigrationRow {
-            id: id.to_string(),
-            workflow_id: new.parent.id.to_string(),
-            process_id: "pm2:web@a".into(),
-            kind: "pm2".into(),
-            name: "web".into(),
-            source: "a".into(),
-            target: "b".into(),
-            created_at: now(),
-        };
+        let process = opsqueue_shared::families::migration::ProcessId::parse("pm2:web@a").unwrap();
+        let row = store::MigrationRow::new(id, &process, "b", &new, now());
         t.store
             .write(|tx| store::migration_insert(tx, &row, &new))
             .unwrap()

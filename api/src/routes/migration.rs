@@ -544,16 +544,7 @@ pub async fn create_migration(
         return Err(ApiError::refused(refused));
     }
     let new = request.prepare(time::now());
-    let row = MigrationRow {
-        id: migration.to_string(),
-        workflow_id: new.parent.id.to_string(),
-        process_id: process.to_string(),
-        kind: process.kind().as_str().to_owned(),
-        name: process.name().to_owned(),
-        source: source.to_string(),
-        target: target.to_string(),
-        created_at: time::now(),
-    };
+    let row = MigrationRow::new(migration, &process, target.as_str(), &new, time::now());
     let families: Vec<&'static str> = request
         .steps
         .iter()

@@ -480,16 +480,8 @@ async fn the_migrations_page_shows_each_migration_as_the_api_does_with_its_steps
     .prepare(now());
     let workflow = new.parent.id.to_string();
     let steps = new.steps.len();
-    let row = MigrationRow {
-        id: id.to_string(),
-        workflow_id: workflow.clone(),
-        process_id: "pm2:web@a".into(),
-        kind: "pm2".into(),
-        name: "web".into(),
-        source: "a".into(),
-        target: "b".into(),
-        created_at: now(),
-    };
+    let process = opsqueue_shared::families::migration::ProcessId::parse("pm2:web@a").unwrap();
+    let row = MigrationRow::new(id, &process, "b", &new, now());
     app.store
         .write(|tx| migration_insert(tx, &row, &new))
         .unwrap();

@@ -15,6 +15,8 @@ use serde_json::Value;
 use super::operations::Inserted;
 use super::workflows::workflow_insert;
 use super::{Result, StoreError, json_column, time_column};
+use crate::OperationId;
+use crate::families::migration::ProcessId;
 use crate::time::{Timestamp, to_db};
 use crate::workflow::NewWorkflow;
 
@@ -29,6 +31,29 @@ pub struct MigrationRow {
     pub source: String,
     pub target: String,
     pub created_at: Timestamp,
+}
+
+impl MigrationRow {
+    /// The record of migration `id`: `process` (on its server, the source)
+    /// moves to `target` through `workflow`.
+    pub fn new(
+        id: OperationId,
+        process: &ProcessId,
+        target: &str,
+        workflow: &NewWorkflow,
+        created_at: Timestamp,
+    ) -> Self {
+        Self {
+            id: id.to_string(),
+            workflow_id: workflow.parent.id.to_string(),
+            process_id: process.to_string(),
+            kind: process.kind().as_str().to_owned(),
+            name: process.name().to_owned(),
+            source: process.server().to_owned(),
+            target: target.to_owned(),
+            created_at,
+        }
+    }
 }
 
 /// What [`migration_insert`] did.

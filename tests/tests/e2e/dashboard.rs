@@ -519,16 +519,8 @@ async fn a_migration_appears_on_its_page_and_its_progress_moves_without_a_reload
     .parse(Label::parse("api").unwrap())
     .unwrap()
     .prepare(now());
-    let row = MigrationRow {
-        id: id.to_string(),
-        workflow_id: new.parent.id.to_string(),
-        process_id: "pm2:web@a".into(),
-        kind: "pm2".into(),
-        name: "web".into(),
-        source: "a".into(),
-        target: "b".into(),
-        created_at: now(),
-    };
+    let process = opsqueue_shared::families::migration::ProcessId::parse("pm2:web@a").unwrap();
+    let row = MigrationRow::new(id, &process, "b", &new, now());
     db.write(|tx| store::migration_insert(tx, &row, &new))
         .unwrap();
     let steps = new.steps.len();
